@@ -1,0 +1,178 @@
+//! The management command line's surface, in the style of `influxctl`.
+//! Scripts depend on these names: change them only with care.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// How every management command reaches the token service.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionOptions {
+    /// TOML configuration file; its keys are the long option names.
+    #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The token service's URL.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ",
+        default_value = "http://127.0.0.1:8090",
+        value_name = "URL"
+    )]
+    pub authz: String,
+    /// File holding the management token (else env FLUXGATE_TOKEN, else the OS keyring).
+    #[arg(long, env = "FLUXGATE_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Permissions and expiry of a token being created.
+#[derive(Debug, Clone, Args)]
+pub struct ExpiryOptions {
+    /// Expiry time (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", conflicts_with = "expires_in")]
+    pub expires_at: Option<String>,
+    /// Expiry as a duration from now (e.g. 90d, 12h).
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+}
+
+/// `fluxgate token …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Create a database token; prints the token string once.
+    Create {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Grant read on this database ('*' for all); repeatable.
+        #[arg(long = "read-database", value_name = "DB")]
+        read: Vec<String>,
+        /// Grant write on this database ('*' for all); repeatable.
+        #[arg(long = "write-database", value_name = "DB")]
+        write: Vec<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        expiry: ExpiryOptions,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// What the token is for.
+        description: String,
+    },
+    /// List database tokens (never their token strings).
+    List {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Also list revoked tokens.
+        #[arg(long)]
+        include_revoked: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show one database token.
+    Get {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The token's id.
+        id: String,
+    },
+    /// Replace a database token's permissions.
+    Update {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Grant read on this database ('*' for all); repeatable.
+        #[arg(long = "read-database", value_name = "DB")]
+        read: Vec<String>,
+        /// Grant write on this database ('*' for all); repeatable.
+        #[arg(long = "write-database", value_name = "DB")]
+        write: Vec<String>,
+        /// New description.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The token's id.
+        id: String,
+    },
+    /// Revoke database tokens.
+    Revoke {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+        /// The tokens' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+/// `fluxgate management …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ManagementCommand {
+    /// Create a management token; prints the token string once.
+    Create {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// What the token is for.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        description: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        expiry: ExpiryOptions,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List management tokens.
+    List {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Also list revoked tokens.
+        #[arg(long)]
+        include_revoked: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Revoke management tokens.
+    Revoke {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+        /// The tokens' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+/// `fluxgate login`
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnectionOptions,
+}

@@ -1,0 +1,16 @@
+//! One configuration model for every command: flags, `FLUXGATE_*` environment
+//! variables and a TOML file (`--config`), in that order of precedence, over
+//! built-in defaults.
+//!
+//! Every option is a clap argument; the file's keys are the options' long
+//! names (`authz-timeout = "2s"`). A file value is applied only when neither
+//! the flag nor its environment variable was given, and it is parsed by the
+//! same parser as the flag, so the two cannot drift apart.
+
+mod file;
+mod options;
+mod values;
+
+pub use file::{ConfigError, documented_options, parse_args};
+pub use options::*;
+pub use values::{ByteSize, HumanDuration};

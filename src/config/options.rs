@@ -1,0 +1,291 @@
+//! Every command and option of the `fluxgate` binary, as clap arguments.
+//!
+//! Each option has a long flag, a `FLUXGATE_*` environment variable and a
+//! config-file key equal to its long name. `docs/CONFIGURATION.md` documents
+//! each one; a test keeps the two in step.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::values::{ByteSize, HumanDuration};
+use crate::cli::args::{LoginArgs, ManagementCommand, TokenCommand};
+
+/// Token-authorization sidecar for InfluxDB.
+#[derive(Debug, Parser)]
+#[command(name = "fluxgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Proxy and token service in one process, with the embedded store.
+    Serve(ServeArgs),
+    /// The authorizing proxy alone, using a remote token service.
+    Proxy(ProxyArgs),
+    /// The token service alone (gRPC), owning the token store.
+    Authz(AuthzArgs),
+    /// Manage database tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage management tokens.
+    #[command(subcommand)]
+    Management(ManagementCommand),
+    /// Store a management token in the OS keyring.
+    Login(LoginArgs),
+    /// Validate a configuration file and print the effective settings.
+    CheckConfig(CheckConfigArgs),
+}
+
+/// Options every long-running command shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonOptions {
+    /// TOML configuration file; its keys are the long option names.
+    #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "FLUXGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter (`info`, `fluxgate=debug`); RUST_LOG is used when unset.
+    #[arg(long, env = "FLUXGATE_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(
+        long,
+        env = "FLUXGATE_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090",
+        value_name = "ADDR"
+    )]
+    pub admin_listen: SocketAddr,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    #[arg(
+        long,
+        env = "FLUXGATE_SHUTDOWN_GRACE",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub shutdown_grace: HumanDuration,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How the upstream credential is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamScheme {
+    /// `Authorization: Token <t>` (InfluxDB 2/3).
+    Token,
+    /// `Authorization: Bearer <t>` (InfluxDB 3).
+    Bearer,
+    /// `Authorization: Basic` with the file's `user:password` (InfluxDB 1.x).
+    Basic,
+}
+
+/// The authorizing proxy's options.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyOptions {
+    /// Address the proxy listens on (HTTP/1.1, h2c and gRPC on one port).
+    #[arg(
+        long,
+        env = "FLUXGATE_LISTEN",
+        default_value = "127.0.0.1:8086",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// The database's HTTP base URL.
+    #[arg(long, env = "FLUXGATE_UPSTREAM", value_name = "URL")]
+    pub upstream: http::Uri,
+    /// The database's gRPC (Flight) base URL; defaults to --upstream.
+    #[arg(long, env = "FLUXGATE_UPSTREAM_GRPC", value_name = "URL")]
+    pub upstream_grpc: Option<http::Uri>,
+    /// File holding a credential to add to forwarded requests.
+    #[arg(long, env = "FLUXGATE_UPSTREAM_TOKEN_FILE", value_name = "PATH")]
+    pub upstream_token_file: Option<PathBuf>,
+    /// Scheme of the upstream credential.
+    #[arg(long, env = "FLUXGATE_UPSTREAM_AUTH_SCHEME", value_enum, default_value_t = UpstreamScheme::Token)]
+    pub upstream_auth_scheme: UpstreamScheme,
+    /// Longest wait for an authorization decision before answering 503.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_TIMEOUT",
+        default_value = "2s",
+        value_name = "DURATION"
+    )]
+    pub authz_timeout: HumanDuration,
+    /// Largest request body read to authorize a query (larger → 413).
+    #[arg(
+        long,
+        env = "FLUXGATE_MAX_BODY",
+        default_value = "1MiB",
+        value_name = "SIZE"
+    )]
+    pub max_body: ByteSize,
+    /// Extra path forwarded without any token check (repeatable).
+    #[arg(
+        long = "allow-path",
+        env = "FLUXGATE_ALLOW_PATH",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub allow_paths: Vec<String>,
+}
+
+/// Where the proxy finds the token service.
+#[derive(Debug, Clone, Args)]
+pub struct AuthzClientOptions {
+    /// The token service's URL.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ",
+        default_value = "http://127.0.0.1:8090",
+        value_name = "URL"
+    )]
+    pub authz: http::Uri,
+}
+
+/// The decision cache's options.
+#[derive(Debug, Clone, Args)]
+pub struct CacheOptions {
+    /// How long an allow decision is reused.
+    #[arg(
+        long,
+        env = "FLUXGATE_CACHE_ALLOW_TTL",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub cache_allow_ttl: HumanDuration,
+    /// How long a deny decision is reused.
+    #[arg(
+        long,
+        env = "FLUXGATE_CACHE_DENY_TTL",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub cache_deny_ttl: HumanDuration,
+    /// Most decisions kept.
+    #[arg(
+        long,
+        env = "FLUXGATE_CACHE_MAX_ENTRIES",
+        default_value_t = 100_000,
+        value_name = "N"
+    )]
+    pub cache_max_entries: u64,
+}
+
+/// The token service's options.
+#[derive(Debug, Clone, Args)]
+pub struct TokenServiceOptions {
+    /// Directory of the embedded token store.
+    #[arg(
+        long,
+        env = "FLUXGATE_DATA_DIR",
+        default_value = "./fluxgate-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// `fluxgate serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub proxy: ProxyOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub cache: CacheOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: TokenServiceOptions,
+    /// Address of the token service's gRPC listener (for the CLI and other proxies).
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_LISTEN",
+        default_value = "127.0.0.1:8090",
+        value_name = "ADDR"
+    )]
+    pub authz_listen: SocketAddr,
+}
+
+/// `fluxgate proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub proxy: ProxyOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub cache: CacheOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub authz: AuthzClientOptions,
+}
+
+/// `fluxgate authz`.
+#[derive(Debug, Clone, Args)]
+pub struct AuthzArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: TokenServiceOptions,
+    /// Address of the token service's gRPC listener.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_LISTEN",
+        default_value = "127.0.0.1:8090",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+}
+
+/// `fluxgate check-config`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfigArgs {
+    /// The configuration file to check.
+    #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The command whose settings to check.
+    #[arg(long = "for", value_enum, default_value_t = CheckTarget::Serve)]
+    pub target: CheckTarget,
+}
+
+/// Commands `check-config` can check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckTarget {
+    /// `fluxgate serve`.
+    Serve,
+    /// `fluxgate proxy`.
+    Proxy,
+    /// `fluxgate authz`.
+    Authz,
+}
+
+impl CheckTarget {
+    /// The subcommand name.
+    pub fn command_name(self) -> &'static str {
+        match self {
+            CheckTarget::Serve => "serve",
+            CheckTarget::Proxy => "proxy",
+            CheckTarget::Authz => "authz",
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `influxdata.iox.authz.v1.IoxAuthorizerService/Authorize` over the registry:
+//! the InfluxDB 3 wire contract, answered from memory.
+
+use std::sync::Arc;
+use std::time::{Instant, UNIX_EPOCH};
+
+use tonic::{Request, Response, Status};
+
+use crate::proto::iox_authz::iox_authorizer_service_server::IoxAuthorizerService;
+use crate::proto::iox_authz::permission::PermissionOneOf;
+use crate::proto::iox_authz::resource_action_permission::{
+    Action as PbAction, ResourceType, Target,
+};
+use crate::proto::iox_authz::{AuthorizeRequest, AuthorizeResponse, Permission, Subject};
+
+use super::model::{Action, TokenRecord};
+use super::registry::TokenRegistry;
+
+/// Response metadata carrying a valid token's expiry in Unix milliseconds.
+///
+/// Extra metadata leaves the IOx message contract untouched: IOx components
+/// ignore it, fluxgate's proxy uses it to never cache an allow past expiry.
+pub const EXPIRES_AT_METADATA: &str = "fluxgate-token-expires-at-ms";
+
+/// The Authorize service.
+#[derive(Debug, Clone)]
+pub struct AuthorizeService {
+    registry: Arc<TokenRegistry>,
+}
+
+impl AuthorizeService {
+    /// Serves Authorize from `registry`.
+    pub fn new(registry: Arc<TokenRegistry>) -> Self {
+        Self { registry }
+    }
+}
+
+/// Maps a wire action to the model's; `None` for unspecified or unknown values.
+pub fn action_from_wire(action: i32) -> Option<Action> {
+    Some(match PbAction::try_from(action).ok()? {
+        PbAction::ReadSchema => Action::ReadSchema,
+        PbAction::Read => Action::Read,
+        PbAction::Write => Action::Write,
+        PbAction::Create => Action::Create,
+        PbAction::Delete => Action::Delete,
+        PbAction::Unspecified => return None,
+    })
+}
+
+/// True when `token` holds the wire permission `p`. Only database resources
+/// named by name exist; anything else is not held.
+fn holds(token: &TokenRecord, p: &Permission) -> bool {
+    let Some(PermissionOneOf::ResourceAction(ra)) = &p.permission_one_of else {
+        return false;
+    };
+    if ra.resource_type != ResourceType::Database as i32 {
+        return false;
+    }
+    let Some(Target::ResourceName(name)) = &ra.target else {
+        return false;
+    };
+    action_from_wire(ra.action).is_some_and(|action| token.holds(name, action))
+}
+
+#[tonic::async_trait]
+impl IoxAuthorizerService for AuthorizeService {
+    async fn authorize(
+        &self,
+        request: Request<AuthorizeRequest>,
+    ) -> Result<Response<AuthorizeResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let token = self.registry.find_usable(&request.token);
+        let (result, response) = match &token {
+            None => (
+                "invalid",
+                AuthorizeResponse {
+                    valid: false,
+                    subject: None,
+                    permissions: Vec::new(),
+                },
+            ),
+            Some(t) => {
+                let held: Vec<Permission> = request
+                    .permissions
+                    .into_iter()
+                    .filter(|p| holds(t, p))
+                    .collect();
+                let result = if held.is_empty() {
+                    "forbidden"
+                } else {
+                    "valid"
+                };
+                (
+                    result,
+                    AuthorizeResponse {
+                        valid: true,
+                        subject: Some(Subject { id: t.id.clone() }),
+                        permissions: held,
+                    },
+                )
+            }
+        };
+        let mut response = Response::new(response);
+        if let Some(expires) = token.as_ref().and_then(|t| t.expires_at) {
+            let ms = expires
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            if let Ok(value) = ms.to_string().parse() {
+                response.metadata_mut().insert(EXPIRES_AT_METADATA, value);
+            }
+        }
+        metrics::counter!("fluxgate_authorize_requests_total", "result" => result).increment(1);
+        metrics::histogram!("fluxgate_authorize_seconds").record(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+}

@@ -1,0 +1,15 @@
+//! The token service: database and management tokens, their embedded store,
+//! the IOx-compatible Authorize RPC and the management API.
+
+pub mod authorize;
+pub mod management;
+pub mod model;
+pub mod registry;
+pub mod secret;
+pub mod server;
+pub mod sqlite;
+mod status;
+pub mod store;
+
+pub use registry::TokenRegistry;
+pub use sqlite::SqliteStore;

@@ -1,0 +1,131 @@
+//! Assembles the token service: Authorize, management, gRPC health and
+//! reflection on one tonic server, plus the first-start bootstrap token.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+
+use crate::proto::iox_authz::iox_authorizer_service_server::IoxAuthorizerServiceServer;
+use crate::proto::tokens::token_service_server::TokenServiceServer;
+
+use super::authorize::AuthorizeService;
+use super::management::ManagementService;
+use super::model::TokenKind;
+use super::registry::{RegistryError, TokenRegistry};
+
+/// File, inside the data directory, holding the first management token.
+pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-management-token";
+
+/// Every gRPC service of the token service, ready to serve.
+pub async fn routes(registry: Arc<TokenRegistry>) -> Routes {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<IoxAuthorizerServiceServer<AuthorizeService>>()
+        .await;
+    health_reporter
+        .set_serving::<TokenServiceServer<ManagementService>>()
+        .await;
+    let mut routes = Routes::new(health)
+        .add_service(IoxAuthorizerServiceServer::new(AuthorizeService::new(
+            Arc::clone(&registry),
+        )))
+        .add_service(TokenServiceServer::new(ManagementService::new(registry)));
+    // Both reflection versions: grpcurl speaks v1, ghz and older tools v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    match reflection().build_v1() {
+        Ok(v1) => routes = routes.add_service(v1),
+        Err(e) => tracing::warn!(error = %e, "gRPC reflection v1 unavailable"),
+    }
+    match reflection().build_v1alpha() {
+        Ok(v1alpha) => routes = routes.add_service(v1alpha),
+        Err(e) => tracing::warn!(error = %e, "gRPC reflection v1alpha unavailable"),
+    }
+    routes
+}
+
+/// Serves the token service on `listener` until `shutdown` resolves, then
+/// lets in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<TokenRegistry>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let expiry = tokio::spawn(Arc::clone(&registry).run_expiry_announcer());
+    let result = tonic::transport::Server::builder()
+        .add_routes(routes(registry).await)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    expiry.abort();
+    result
+}
+
+/// Errors of the first-start bootstrap.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// Creating the token failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Writing the file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// On first start (no token at all), creates a management token and writes
+/// it once to `data_dir/bootstrap-management-token`, mode 0600. Returns the
+/// file's path when it did. Only the path is ever logged.
+pub async fn bootstrap(
+    registry: &TokenRegistry,
+    data_dir: &Path,
+) -> Result<Option<PathBuf>, BootstrapError> {
+    if !registry.is_empty() {
+        return Ok(None);
+    }
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    // Open the file before creating the token, so a failure leaves no
+    // management token that nobody can ever read.
+    let mut file = options
+        .open(&path)
+        .map_err(|source| BootstrapError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    let (record, token) = registry
+        .create(
+            TokenKind::Management,
+            "bootstrap management token".into(),
+            Vec::new(),
+            None,
+        )
+        .await?;
+    let mut secret = token.into_string();
+    secret.push('\n');
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| BootstrapError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    tracing::warn!(token_id = %record.id, path = %path.display(), "created the first management token; move it to a secret store and delete the file");
+    Ok(Some(path))
+}
