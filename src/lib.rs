@@ -10,43 +10,63 @@
 
 pub mod admin;
 pub mod app;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod proto;
+pub mod proxy;
 pub mod telemetry;
 pub mod tokens;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-/// Runs a parsed command line to completion.
+/// Runs a parsed command line to completion and returns the exit code.
 pub async fn run(cli: config::Cli) -> ExitCode {
     use config::Command;
-    let (common, result) = match cli.command {
+    match cli.command {
         Command::Authz(args) => {
             let common = args.common.clone();
-            if let Err(e) = telemetry::init_logging(common.log_format, common.log_level.as_deref())
-            {
-                eprintln!("fluxgate: {e:#}");
-                return ExitCode::from(2);
-            }
-            let shutdown = CancellationToken::new();
-            let trigger = shutdown.clone();
-            tokio::spawn(async move {
-                app::shutdown_signal().await;
-                trigger.cancel();
-            });
-            (common, app::run_authz(args, shutdown).await)
+            run_server(&common, |shutdown| app::run_authz(args, shutdown)).await
         }
+        Command::Proxy(args) => {
+            let common = args.common.clone();
+            run_server(&common, |shutdown| app::run_proxy(args, shutdown)).await
+        }
+        Command::Serve(args) => {
+            let common = args.common.clone();
+            run_server(&common, |shutdown| app::run_serve(args, shutdown)).await
+        }
+        Command::Token(command) => cli::run_token(command).await,
+        Command::Management(command) => cli::run_management(command).await,
+        Command::Login(args) => cli::run_login(args).await,
         other => {
             eprintln!("fluxgate: {other:?} is not available yet");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    let _ = common;
-    match result {
+    }
+}
+
+/// Sets up logging and signals for a long-running command and runs it.
+async fn run_server<F, Fut>(common: &config::CommonOptions, run: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if let Err(e) = telemetry::init_logging(common.log_format, common.log_level.as_deref()) {
+        eprintln!("fluxgate: {e:#}");
+        return ExitCode::from(2);
+    }
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        app::shutdown_signal().await;
+        trigger.cancel();
+    });
+    match run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

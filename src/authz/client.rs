@@ -1,0 +1,142 @@
+//! The gRPC client of `influxdata.iox.authz.v1.IoxAuthorizerService`: one
+//! Authorize call per uncached check, with a deadline. Works against
+//! fluxgate's token service or any service speaking the IOx contract.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::credentials::Token;
+use crate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServiceClient;
+use crate::proto::iox_authz::permission::PermissionOneOf;
+use crate::proto::iox_authz::resource_action_permission::{
+    Action as PbAction, ResourceType, Target,
+};
+use crate::proto::iox_authz::{AuthorizeRequest, Permission, ResourceActionPermission};
+use crate::tokens::authorize::EXPIRES_AT_METADATA;
+
+use super::{Action, Authorizer, AuthzError, Need, NeedDecision, Verdict};
+
+/// Authorize client over a lazily connected, multiplexed HTTP/2 channel.
+#[derive(Debug, Clone)]
+pub struct AuthzClient {
+    client: IoxAuthorizerServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl AuthzClient {
+    /// A client for `endpoint` whose calls give up after `timeout`. Connects
+    /// on first use, so the proxy can start before the token service.
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
+        let channel = endpoint
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        Self {
+            client: IoxAuthorizerServiceClient::new(channel),
+            timeout,
+        }
+    }
+
+    /// A plaintext client for `uri`.
+    pub fn for_uri(uri: http::Uri, timeout: Duration) -> Self {
+        Self::new(Endpoint::from(uri), timeout)
+    }
+}
+
+fn action_to_wire(action: Action) -> PbAction {
+    match action {
+        Action::ReadSchema => PbAction::ReadSchema,
+        Action::Read => PbAction::Read,
+        Action::Write => PbAction::Write,
+        Action::Create => PbAction::Create,
+        Action::Delete => PbAction::Delete,
+    }
+}
+
+fn to_wire(need: &Need) -> Permission {
+    Permission {
+        permission_one_of: Some(PermissionOneOf::ResourceAction(ResourceActionPermission {
+            resource_type: ResourceType::Database as i32,
+            target: Some(Target::ResourceName(need.database.clone())),
+            action: action_to_wire(need.action) as i32,
+        })),
+    }
+}
+
+fn status_to_error(status: &tonic::Status) -> AuthzError {
+    match status.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => AuthzError::Timeout,
+        code => AuthzError::Unavailable(format!("{code:?}: {}", status.message())),
+    }
+}
+
+#[async_trait]
+impl Authorizer for AuthzClient {
+    async fn check(&self, token: &Token, needs: &[Need]) -> Result<Verdict, AuthzError> {
+        let permissions: Vec<Permission> = needs.iter().map(to_wire).collect();
+        let mut request = tonic::Request::new(AuthorizeRequest {
+            token: token.expose().to_vec(),
+            permissions: permissions.clone(),
+        });
+        request.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        let response = match tokio::time::timeout(self.timeout, client.authorize(request)).await {
+            Err(_) => return Err(AuthzError::Timeout),
+            Ok(Err(status)) => return Err(status_to_error(&status)),
+            Ok(Ok(r)) => r,
+        };
+        let expires_at = response
+            .metadata()
+            .get(EXPIRES_AT_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let response = response.into_inner();
+        if !response.valid {
+            return Ok(Verdict {
+                decisions: vec![NeedDecision::InvalidToken; needs.len()],
+                expires_at: None,
+            });
+        }
+        let subject: Arc<str> = Arc::from(response.subject.map(|s| s.id).unwrap_or_default());
+        let decisions = permissions
+            .iter()
+            .map(|p| {
+                if response.permissions.contains(p) {
+                    NeedDecision::Allowed {
+                        subject: Arc::clone(&subject),
+                    }
+                } else {
+                    NeedDecision::Forbidden {
+                        subject: Arc::clone(&subject),
+                    }
+                }
+            })
+            .collect();
+        Ok(Verdict {
+            decisions,
+            expires_at,
+        })
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        // The IOx liveness probe: empty token, no permissions.
+        let mut request = tonic::Request::new(AuthorizeRequest {
+            token: Vec::new(),
+            permissions: Vec::new(),
+        });
+        request.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        match tokio::time::timeout(self.timeout, client.authorize(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(format!("token service: {}", status_to_error(&status))),
+            Err(_) => Err("token service: no answer in time".to_owned()),
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! InfluxQL tokenizer used by the statement classifier.
+//!
+//! It mirrors the scanner of `influxdata/influxql` (the Go parser InfluxDB 1.x
+//! and the 2.x `/query` endpoint use). Exactness matters more than
+//! convenience here: any place where this lexer and InfluxDB disagree about
+//! where a string, quoted identifier, regex or comment ends is a place where
+//! text could be hidden from the proxy. Whether a `/` opens a regex is decided
+//! by the parser (InfluxDB does the same), so `next`/`peek` take that flag.
+
+use super::ScanError;
+
+/// Words InfluxDB scans as keywords. A keyword is never an identifier, which
+/// is what makes `FROM where` invalid and `FROM "where"` valid.
+const KEYWORDS: &[&str] = &[
+    "ALL",
+    "ALTER",
+    "ANALYZE",
+    "AND",
+    "ANY",
+    "AS",
+    "ASC",
+    "BEGIN",
+    "BY",
+    "CARDINALITY",
+    "CONTINUOUS",
+    "CREATE",
+    "DATABASE",
+    "DATABASES",
+    "DEFAULT",
+    "DELETE",
+    "DESC",
+    "DESTINATIONS",
+    "DIAGNOSTICS",
+    "DISTINCT",
+    "DROP",
+    "DURATION",
+    "END",
+    "EVERY",
+    "EXACT",
+    "EXPLAIN",
+    "FALSE",
+    "FIELD",
+    "FOR",
+    "FROM",
+    "FUTURE",
+    "GRANT",
+    "GRANTS",
+    "GROUP",
+    "GROUPS",
+    "IN",
+    "INF",
+    "INSERT",
+    "INTO",
+    "KEY",
+    "KEYS",
+    "KILL",
+    "LIMIT",
+    "MEASUREMENT",
+    "MEASUREMENTS",
+    "NAME",
+    "OFFSET",
+    "ON",
+    "OR",
+    "ORDER",
+    "PASSWORD",
+    "PAST",
+    "POLICIES",
+    "POLICY",
+    "PRIVILEGES",
+    "QUERIES",
+    "QUERY",
+    "READ",
+    "REPLICATION",
+    "RESAMPLE",
+    "RETENTION",
+    "REVOKE",
+    "SELECT",
+    "SERIES",
+    "SET",
+    "SHARD",
+    "SHARDS",
+    "SHOW",
+    "SLIMIT",
+    "SOFFSET",
+    "STATS",
+    "SUBSCRIPTION",
+    "SUBSCRIPTIONS",
+    "TAG",
+    "TO",
+    "TRUE",
+    "USER",
+    "USERS",
+    "VALUES",
+    "VERBOSE",
+    "WHERE",
+    "WITH",
+    "WRITE",
+];
+
+pub(super) fn is_keyword(word: &str) -> bool {
+    KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Tok {
+    /// Unquoted word, as written: an identifier or a keyword.
+    Word(String),
+    /// Double-quoted identifier, unescaped.
+    Quoted(String),
+    Str,
+    Int,
+    Float,
+    Duration,
+    Param,
+    Regex,
+    /// Binary operator (`AND`, `OR`, `IN` arrive as `Word`).
+    Op(&'static str),
+    LParen,
+    RParen,
+    Comma,
+    Semi,
+    Dot,
+    Colon,
+    DoubleColon,
+    Eof,
+}
+
+impl Tok {
+    /// The name this token denotes where InfluxQL expects an identifier.
+    pub(super) fn ident(&self) -> Option<&str> {
+        match self {
+            Tok::Quoted(s) => Some(s),
+            Tok::Word(w) if !is_keyword(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_kw(&self, kw: &str) -> bool {
+        matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw) && is_keyword(w))
+    }
+
+    /// Short description for error messages; never echoes unbounded input.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Tok::Word(w) => w.chars().take(32).collect(),
+            Tok::Quoted(_) => "quoted identifier".into(),
+            Tok::Str => "string".into(),
+            Tok::Int | Tok::Float => "number".into(),
+            Tok::Duration => "duration".into(),
+            Tok::Param => "bound parameter".into(),
+            Tok::Regex => "regex".into(),
+            Tok::Op(o) => format!("'{o}'"),
+            Tok::LParen => "'('".into(),
+            Tok::RParen => "')'".into(),
+            Tok::Comma => "','".into(),
+            Tok::Semi => "';'".into(),
+            Tok::Dot => "'.'".into(),
+            Tok::Colon => "':'".into(),
+            Tok::DoubleColon => "'::'".into(),
+            Tok::Eof => "end of query".into(),
+        }
+    }
+}
+
+fn is_ident_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+pub(super) struct Lexer<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub(super) fn new(src: &'a str) -> Self {
+        Lexer { src, pos: 0 }
+    }
+
+    fn rest(&self) -> &'a str {
+        self.src.get(self.pos..).unwrap_or("")
+    }
+
+    fn peek_char(&self) -> Option<char> {
+        self.rest().chars().next()
+    }
+
+    fn peek_char2(&self) -> Option<char> {
+        self.rest().chars().nth(1)
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.peek_char()?;
+        self.pos += c.len_utf8();
+        Some(c)
+    }
+
+    /// The very next character, with no whitespace skipped. InfluxDB peeks raw
+    /// runes right after a `.` in dotted names, so the parser needs this too.
+    pub(super) fn raw_next_is(&self, c: char) -> bool {
+        self.peek_char() == Some(c)
+    }
+
+    fn skip_trivia(&mut self) -> Result<(), ScanError> {
+        loop {
+            match (self.peek_char(), self.peek_char2()) {
+                // InfluxDB's reader turns `\r` into `\n`; other whitespace is illegal.
+                (Some(' ' | '\t' | '\n' | '\r'), _) => {
+                    self.bump();
+                }
+                (Some('-'), Some('-')) => {
+                    while let Some(c) = self.bump() {
+                        if c == '\n' || c == '\r' {
+                            break;
+                        }
+                    }
+                }
+                // `/*` is a comment even where a regex may start: InfluxDB would
+                // read a regex starting with `*` there, which never compiles, so
+                // such a query is rejected by the server anyway.
+                (Some('/'), Some('*')) => {
+                    self.pos += 2;
+                    let end = self
+                        .rest()
+                        .find("*/")
+                        .ok_or(ScanError::UnterminatedComment)?;
+                    self.pos += end + 2;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    pub(super) fn peek(&mut self, regex: bool) -> Result<Tok, ScanError> {
+        let save = self.pos;
+        let tok = self.next(regex);
+        self.pos = save;
+        tok
+    }
+
+    /// Next significant token; `regex` says whether a `/` opens a regex here.
+    pub(super) fn next(&mut self, regex: bool) -> Result<Tok, ScanError> {
+        self.skip_trivia()?;
+        let Some(c) = self.bump() else {
+            return Ok(Tok::Eof);
+        };
+        let tok = match c {
+            c if is_ident_start(c) => Tok::Word(self.bare_word(c)?),
+            '"' => Tok::Quoted(self.quoted('"')?),
+            '\'' => {
+                self.quoted('\'')?;
+                Tok::Str
+            }
+            '0'..='9' => self.number(),
+            '.' if self.peek_char().is_some_and(|c| c.is_ascii_digit()) => {
+                self.digits();
+                Tok::Float
+            }
+            '.' => Tok::Dot,
+            '$' => {
+                match self.peek_char() {
+                    Some(c) if is_ident_start(c) => {
+                        self.bump();
+                        self.bare_word(c)?;
+                    }
+                    Some('"') => {
+                        self.bump();
+                        self.quoted('"')?;
+                    }
+                    _ => {}
+                }
+                Tok::Param
+            }
+            '/' if regex => {
+                self.regex()?;
+                Tok::Regex
+            }
+            '/' => Tok::Op("/"),
+            '+' => Tok::Op("+"),
+            '-' => Tok::Op("-"),
+            '*' => Tok::Op("*"),
+            '%' => Tok::Op("%"),
+            '&' => Tok::Op("&"),
+            '|' => Tok::Op("|"),
+            '^' => Tok::Op("^"),
+            '=' if self.eat_char('~') => Tok::Op("=~"),
+            '=' => Tok::Op("="),
+            '!' if self.eat_char('=') => Tok::Op("!="),
+            '!' if self.eat_char('~') => Tok::Op("!~"),
+            '<' if self.eat_char('=') => Tok::Op("<="),
+            '<' if self.eat_char('>') => Tok::Op("!="),
+            '<' => Tok::Op("<"),
+            '>' if self.eat_char('=') => Tok::Op(">="),
+            '>' => Tok::Op(">"),
+            '(' => Tok::LParen,
+            ')' => Tok::RParen,
+            ',' => Tok::Comma,
+            ';' => Tok::Semi,
+            ':' if self.eat_char(':') => Tok::DoubleColon,
+            ':' => Tok::Colon,
+            other => return Err(ScanError::IllegalChar(other)),
+        };
+        Ok(tok)
+    }
+
+    fn eat_char(&mut self, c: char) -> bool {
+        if self.peek_char() == Some(c) {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn bare_word(&mut self, first: char) -> Result<String, ScanError> {
+        let mut word = String::from(first);
+        while let Some(c) = self.peek_char().filter(|&c| is_ident_char(c)) {
+            word.push(c);
+            self.bump();
+        }
+        // InfluxDB reads `abc"x"` as the single identifier `x` (and `FROM"x"`
+        // as an identifier, not a keyword). Nobody writes that on purpose.
+        if self.peek_char() == Some('"') {
+            return Err(ScanError::QuoteAfterWord);
+        }
+        Ok(word)
+    }
+
+    /// Body of a `'string'` or `"identifier"` (opening quote consumed), with
+    /// InfluxDB's escapes; anything else after a backslash is an error there too.
+    fn quoted(&mut self, delim: char) -> Result<String, ScanError> {
+        let unterminated = if delim == '"' {
+            ScanError::UnterminatedIdent
+        } else {
+            ScanError::UnterminatedString
+        };
+        let mut out = String::new();
+        loop {
+            match self.bump() {
+                None | Some('\n' | '\r') => return Err(unterminated),
+                Some(c) if c == delim => return Ok(out),
+                Some('\\') => match self.bump() {
+                    Some('n') => out.push('\n'),
+                    Some(c @ ('\\' | '"' | '\'')) => out.push(c),
+                    Some(c) => return Err(ScanError::BadEscape(c)),
+                    None => return Err(unterminated),
+                },
+                Some(c) => out.push(c),
+            }
+        }
+    }
+
+    /// Regex body (opening `/` consumed). A backslash escapes only a following
+    /// `/`; otherwise it stands alone and the next character is read afresh,
+    /// so `\\/` continues the regex exactly as InfluxDB's `ScanDelimited` does.
+    fn regex(&mut self) -> Result<(), ScanError> {
+        loop {
+            match self.bump() {
+                None | Some('\n' | '\r') => return Err(ScanError::UnterminatedRegex),
+                Some('/') => return Ok(()),
+                Some('\\') => {
+                    self.eat_char('/');
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Number, duration or float (first character consumed). Follows
+    /// `scanNumber`: a `.` after the digits is consumed even with no digit after it.
+    fn number(&mut self) -> Tok {
+        self.digits();
+        if self.eat_char('.') {
+            self.digits();
+            return Tok::Float;
+        }
+        if self
+            .peek_char()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == 'µ')
+        {
+            while self
+                .peek_char()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == 'µ')
+            {
+                self.bump();
+            }
+            return Tok::Duration;
+        }
+        Tok::Int
+    }
+
+    fn digits(&mut self) {
+        while self.peek_char().is_some_and(|c| c.is_ascii_digit()) {
+            self.bump();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lex_all(src: &str, regex: bool) -> Result<Vec<Tok>, ScanError> {
+        let mut lx = Lexer::new(src);
+        let mut out = Vec::new();
+        loop {
+            match lx.next(regex)? {
+                Tok::Eof => return Ok(out),
+                t => out.push(t),
+            }
+        }
+    }
+
+    #[test]
+    fn words_keywords_and_quoted_identifiers() {
+        let toks = lex_all(r#"select "select" _a1 "a\"b\\c""#, false).unwrap();
+        assert!(toks[0].is_kw("SELECT"));
+        assert_eq!(toks[0].ident(), None);
+        assert_eq!(toks[1].ident(), Some("select"));
+        assert_eq!(toks[2].ident(), Some("_a1"));
+        assert_eq!(toks[3], Tok::Quoted("a\"b\\c".into()));
+    }
+
+    #[test]
+    fn strings_and_escapes() {
+        assert_eq!(lex_all(r"'it\'s; ok'", false).unwrap(), vec![Tok::Str]);
+        assert_eq!(lex_all("'abc", false), Err(ScanError::UnterminatedString));
+        assert_eq!(lex_all("\"abc", false), Err(ScanError::UnterminatedIdent));
+        assert_eq!(lex_all("'a\nb'", false), Err(ScanError::UnterminatedString));
+        assert_eq!(lex_all("'a\rb'", false), Err(ScanError::UnterminatedString));
+        assert_eq!(lex_all(r"'a\qb'", false), Err(ScanError::BadEscape('q')));
+        assert_eq!(lex_all(r#"abc"x""#, false), Err(ScanError::QuoteAfterWord));
+    }
+
+    #[test]
+    fn numbers_durations_params() {
+        let toks = lex_all("10 1.5 .5 10s 1h30m $p $\"q r\" 1.", false).unwrap();
+        use Tok::*;
+        assert_eq!(
+            toks,
+            vec![Int, Float, Float, Duration, Duration, Param, Param, Float]
+        );
+    }
+
+    #[test]
+    fn operators_and_punctuation() {
+        let toks = lex_all(
+            "= != <> < <= > >= =~ !~ + - * / % & | ^ . , ; ( ) :: :",
+            false,
+        )
+        .unwrap();
+        assert_eq!(toks.len(), 23);
+        assert_eq!(toks[2], Tok::Op("!="));
+        assert_eq!(lex_all("!", false), Err(ScanError::IllegalChar('!')));
+        assert_eq!(lex_all("π", false), Err(ScanError::IllegalChar('π')));
+        assert_eq!(
+            lex_all("a\u{a0}b", false),
+            Err(ScanError::IllegalChar('\u{a0}'))
+        );
+    }
+
+    #[test]
+    fn regex_versus_division() {
+        assert_eq!(lex_all("/a;b/", true).unwrap(), vec![Tok::Regex]);
+        assert_eq!(
+            lex_all("/a", false).unwrap(),
+            vec![Tok::Op("/"), Tok::Word("a".into())]
+        );
+        assert_eq!(lex_all(r"/a\/b/", true).unwrap(), vec![Tok::Regex]);
+        // `\\/` does not end the regex: the second backslash escapes the slash.
+        assert_eq!(lex_all(r"/a\\/ x/", true).unwrap(), vec![Tok::Regex]);
+        assert_eq!(lex_all("/a\n/", true), Err(ScanError::UnterminatedRegex));
+        assert_eq!(lex_all("/abc", true), Err(ScanError::UnterminatedRegex));
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(lex_all("a -- b ; c\nd", false).unwrap().len(), 2);
+        assert_eq!(lex_all("a -- b\rd", false).unwrap().len(), 2);
+        assert_eq!(lex_all("a /* ; */ b /**/", true).unwrap().len(), 2);
+        assert_eq!(
+            lex_all("a /* b", false),
+            Err(ScanError::UnterminatedComment)
+        );
+        assert_eq!(lex_all("/*/", false), Err(ScanError::UnterminatedComment));
+    }
+
+    #[test]
+    fn raw_peek_and_lookahead_do_not_consume() {
+        let mut lx = Lexer::new("a./b/");
+        assert_eq!(lx.next(false).unwrap(), Tok::Word("a".into()));
+        assert_eq!(lx.peek(false).unwrap(), Tok::Dot);
+        assert_eq!(lx.next(false).unwrap(), Tok::Dot);
+        assert!(lx.raw_next_is('/'));
+        assert_eq!(lx.next(true).unwrap(), Tok::Regex);
+    }
+}

@@ -1,0 +1,117 @@
+//! InfluxQL statement classifier: decides which databases every statement of
+//! a `/query` request reads or writes, or that it is an admin statement.
+//!
+//! This is a recursive-descent recogniser that follows the grammar of
+//! `influxdata/influxql` closely, because the token-level questions (is this
+//! `/` a regex or a division, where does a string end) can only be answered
+//! the way InfluxDB answers them by knowing the syntactic position. The
+//! guiding rule: for every query InfluxDB accepts, the reported databases must
+//! include every database it touches. Where we accept more than InfluxDB
+//! (whitespace or comments it would reject), InfluxDB rejects the whole
+//! request before running anything, so that leniency is harmless. Anything we
+//! cannot follow is an error and the proxy refuses the request.
+
+mod lexer;
+mod parser;
+
+use lexer::Tok;
+use parser::{Parser, unexpected};
+
+/// A database a statement names. `Default` = the request's `db` parameter (no database written in the statement).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DbRef {
+    Default,
+    Named(String),
+}
+
+impl DbRef {
+    /// InfluxDB fills an empty database name with the request's default
+    /// database, so `""..m` means the same as `m`.
+    fn from_name(name: Option<&str>) -> Self {
+        match name {
+            Some(db) if !db.is_empty() => DbRef::Named(db.to_owned()),
+            _ => DbRef::Default,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Statement {
+    /// SELECT / EXPLAIN [ANALYZE] SELECT / SHOW <per-database thing>: read on every db in `reads`, write on every db in `writes` (SELECT ... INTO targets).
+    Data {
+        reads: Vec<DbRef>,
+        writes: Vec<DbRef>,
+    },
+    /// `SHOW DATABASES` (the proxy filters the answer).
+    ShowDatabases,
+    /// Statement no database token may run. `what` is a short human name like "CREATE DATABASE", "DROP MEASUREMENT", "CREATE USER", "GRANT", "DELETE", "KILL QUERY", "SHOW USERS".
+    Admin { what: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("empty query")]
+    Empty,
+    #[error("unterminated string literal")]
+    UnterminatedString,
+    #[error("unterminated quoted identifier")]
+    UnterminatedIdent,
+    #[error("unterminated regex literal")]
+    UnterminatedRegex,
+    #[error("unterminated block comment")]
+    UnterminatedComment,
+    #[error("invalid escape sequence \\{0}")]
+    BadEscape(char),
+    #[error("unexpected character {0:?}")]
+    IllegalChar(char),
+    #[error("identifier immediately followed by a double quote")]
+    QuoteAfterWord,
+    #[error("unexpected {found}, expected {expected}")]
+    Unexpected {
+        found: String,
+        expected: &'static str,
+    },
+    #[error("unsupported statement: {0}")]
+    Unsupported(String),
+    #[error("SELECT requires a FROM clause")]
+    MissingFrom,
+    #[error("too many segments in dotted name")]
+    TooManySegments,
+    #[error("ON * (every database) is not allowed")]
+    WildcardDatabase,
+    #[error("query nests too deeply")]
+    TooDeep,
+}
+
+/// Splits on `;` (outside quotes/comments/regexes) and classifies every non-empty statement.
+pub fn parse_statements(query: &str) -> Result<Vec<Statement>, ScanError> {
+    // InfluxDB's reader treats NUL as end of input, even inside a comment, so
+    // text after it would be judged differently; refuse it outright.
+    if query.contains('\0') {
+        return Err(ScanError::IllegalChar('\0'));
+    }
+    let mut p = Parser::new(query);
+    let mut out = Vec::new();
+    loop {
+        match p.peek()? {
+            Tok::Eof => break,
+            Tok::Semi => {
+                p.bump()?;
+                continue;
+            }
+            _ => {}
+        }
+        out.push(p.statement()?);
+        match p.peek()? {
+            Tok::Eof | Tok::Semi => {}
+            other => return Err(unexpected(&other, "';' or end of query")),
+        }
+    }
+    if out.is_empty() {
+        return Err(ScanError::Empty);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {}

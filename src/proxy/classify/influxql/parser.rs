@@ -1,0 +1,603 @@
+//! Recursive-descent recogniser for InfluxQL statements, following the
+//! grammar of `influxdata/influxql` clause by clause so that every `/` is read
+//! as a regex exactly where InfluxDB's parser reads one.
+
+use std::collections::BTreeSet;
+
+use super::lexer::{Lexer, Tok};
+use super::{DbRef, ScanError, Statement};
+
+/// Subqueries and parenthesised expressions recurse; bound it so hostile
+/// input cannot overflow the stack.
+const MAX_DEPTH: usize = 64;
+
+const CREATABLE: &[&str] = &[
+    "DATABASE",
+    "USER",
+    "SUBSCRIPTION",
+    "RETENTION",
+    "CONTINUOUS",
+];
+const DROPPABLE: &[&str] = &[
+    "DATABASE",
+    "USER",
+    "SUBSCRIPTION",
+    "RETENTION",
+    "CONTINUOUS",
+    "MEASUREMENT",
+    "SERIES",
+    "SHARD",
+];
+
+pub(super) fn unexpected(tok: &Tok, expected: &'static str) -> ScanError {
+    ScanError::Unexpected {
+        found: tok.describe(),
+        expected,
+    }
+}
+
+pub(super) struct Parser<'a> {
+    lex: Lexer<'a>,
+    depth: usize,
+    reads: BTreeSet<DbRef>,
+    writes: BTreeSet<DbRef>,
+}
+
+impl<'a> Parser<'a> {
+    pub(super) fn new(src: &'a str) -> Self {
+        Parser {
+            lex: Lexer::new(src),
+            depth: 0,
+            reads: BTreeSet::new(),
+            writes: BTreeSet::new(),
+        }
+    }
+
+    pub(super) fn peek(&mut self) -> Result<Tok, ScanError> {
+        self.lex.peek(false)
+    }
+
+    pub(super) fn bump(&mut self) -> Result<Tok, ScanError> {
+        self.lex.next(false)
+    }
+
+    /// Consumes a regex if one starts here. Only called where InfluxDB's parser
+    /// calls `parseRegex`, so the regex/division decision matches the server.
+    fn eat_regex(&mut self) -> Result<bool, ScanError> {
+        if self.lex.peek(true)? == Tok::Regex {
+            self.lex.next(true)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn regex_or_expr(&mut self) -> Result<(), ScanError> {
+        if !self.eat_regex()? {
+            self.expr()?;
+        }
+        Ok(())
+    }
+
+    /// Right-hand side of `=~` / `!~`: a regex, or a bound parameter that
+    /// InfluxDB may substitute with one.
+    fn regex_operand(&mut self) -> Result<(), ScanError> {
+        let got = self.lex.next(true)?;
+        if matches!(got, Tok::Regex | Tok::Param) {
+            Ok(())
+        } else {
+            Err(unexpected(&got, "regex"))
+        }
+    }
+
+    fn eat_if(&mut self, f: impl Fn(&Tok) -> bool) -> Result<bool, ScanError> {
+        let hit = f(&self.peek()?);
+        if hit {
+            self.bump()?;
+        }
+        Ok(hit)
+    }
+
+    fn eat(&mut self, tok: &Tok) -> Result<bool, ScanError> {
+        self.eat_if(|t| t == tok)
+    }
+
+    fn eat_kw(&mut self, kw: &str) -> Result<bool, ScanError> {
+        self.eat_if(|t| t.is_kw(kw))
+    }
+
+    fn expect_if(
+        &mut self,
+        f: impl Fn(&Tok) -> bool,
+        what: &'static str,
+    ) -> Result<Tok, ScanError> {
+        let got = self.bump()?;
+        if f(&got) {
+            Ok(got)
+        } else {
+            Err(unexpected(&got, what))
+        }
+    }
+
+    fn expect(&mut self, tok: &Tok, what: &'static str) -> Result<(), ScanError> {
+        self.expect_if(|t| t == tok, what).map(drop)
+    }
+
+    fn expect_kw(&mut self, kw: &'static str) -> Result<(), ScanError> {
+        self.expect_if(|t| t.is_kw(kw), kw).map(drop)
+    }
+
+    fn ident(&mut self) -> Result<String, ScanError> {
+        let got = self.expect_if(|t| t.ident().is_some(), "identifier")?;
+        Ok(got.ident().unwrap_or_default().to_owned())
+    }
+
+    fn comma_list(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        loop {
+            item(self)?;
+            if !self.eat(&Tok::Comma)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), ScanError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            Err(ScanError::TooDeep)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn leave(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    pub(super) fn statement(&mut self) -> Result<Statement, ScanError> {
+        self.reads.clear();
+        self.writes.clear();
+        let first = self.bump()?;
+        let word = match &first {
+            Tok::Word(w) if first.ident().is_none() => w.to_ascii_uppercase(),
+            other => return Err(ScanError::Unsupported(other.describe())),
+        };
+        match word.as_str() {
+            "SELECT" => self.select(false)?,
+            "EXPLAIN" => {
+                self.eat_kw("ANALYZE")?;
+                self.eat_kw("VERBOSE")?;
+                self.expect_kw("SELECT")?;
+                self.select(false)?;
+            }
+            "SHOW" => return self.show(),
+            _ => return self.admin(&word),
+        }
+        Ok(self.data())
+    }
+
+    fn data(&mut self) -> Statement {
+        Statement::Data {
+            reads: std::mem::take(&mut self.reads).into_iter().collect(),
+            writes: std::mem::take(&mut self.writes).into_iter().collect(),
+        }
+    }
+
+    /// SELECT body, the SELECT keyword already consumed; clause order as in InfluxDB.
+    fn select(&mut self, into_required: bool) -> Result<(), ScanError> {
+        self.enter()?;
+        self.comma_list(|p| {
+            p.regex_or_expr()?;
+            if p.eat_kw("AS")? {
+                p.ident()?;
+            }
+            Ok(())
+        })?;
+        if self.eat_kw("INTO")? {
+            self.target()?;
+        } else if into_required {
+            return Err(unexpected(&self.peek()?, "INTO"));
+        }
+        if !self.eat_kw("FROM")? {
+            return Err(ScanError::MissingFrom);
+        }
+        self.sources(true)?;
+        self.where_clause()?;
+        self.group_by()?;
+        if self.next_is_named("fill")? {
+            self.expr()?;
+        }
+        self.order_by()?;
+        for kw in ["LIMIT", "OFFSET", "SLIMIT", "SOFFSET"] {
+            self.opt_int(kw)?;
+        }
+        if self.next_is_named("tz")? {
+            self.expr()?;
+        }
+        self.leave();
+        Ok(())
+    }
+
+    /// `fill(...)` and `tz(...)` are ordinary identifiers, quoted or not.
+    fn next_is_named(&mut self, name: &str) -> Result<bool, ScanError> {
+        Ok(self
+            .peek()?
+            .ident()
+            .is_some_and(|s| s.eq_ignore_ascii_case(name)))
+    }
+
+    fn target(&mut self) -> Result<(), ScanError> {
+        let first = self.ident()?;
+        let mut segs = self.segments(first)?;
+        if segs.len() < 3 && self.eat(&Tok::Colon)? {
+            self.expect_kw("MEASUREMENT")?;
+            segs.push(String::new());
+        }
+        let db = segs.first().filter(|_| segs.len() == 3);
+        self.writes.insert(DbRef::from_name(db.map(String::as_str)));
+        Ok(())
+    }
+
+    fn sources(&mut self, subqueries: bool) -> Result<(), ScanError> {
+        self.comma_list(|p| p.source(subqueries))
+    }
+
+    /// One FROM source, as `parseSource`: `/re/`, `(SELECT ...)`, or up to three
+    /// dotted segments, where fewer than three may be followed by a regex and
+    /// `db.rp./re/` names `db`.
+    fn source(&mut self, subqueries: bool) -> Result<(), ScanError> {
+        if self.eat_regex()? {
+            self.reads.insert(DbRef::Default);
+            return Ok(());
+        }
+        if subqueries && self.eat(&Tok::LParen)? {
+            self.expect_kw("SELECT")?;
+            self.select(false)?;
+            return self.expect(&Tok::RParen, "')'");
+        }
+        // A bound parameter here could become any identifier, database
+        // included, so only literal names are accepted.
+        let first = self.ident()?;
+        let segs = self.segments(first)?;
+        let db = match segs.len() {
+            3 => segs.first(),
+            2 if self.eat_regex()? => segs.first(),
+            _ => {
+                self.eat_regex()?;
+                None
+            }
+        };
+        self.reads.insert(DbRef::from_name(db.map(String::as_str)));
+        Ok(())
+    }
+
+    /// Remaining segments of a dotted name, as `parseSegmentedIdents`: after a
+    /// dot, a directly following `/` or `:` ends the name and `..` is an empty
+    /// segment.
+    fn segments(&mut self, first: String) -> Result<Vec<String>, ScanError> {
+        let mut segs = vec![first];
+        while self.peek()? == Tok::Dot {
+            self.bump()?;
+            if self.lex.raw_next_is('/') {
+                break;
+            }
+            match self.peek()? {
+                Tok::Dot => segs.push(String::new()),
+                Tok::Colon | Tok::DoubleColon => break,
+                _ => segs.push(self.ident()?),
+            }
+        }
+        if segs.len() > 3 {
+            return Err(ScanError::TooManySegments);
+        }
+        Ok(segs)
+    }
+
+    fn where_clause(&mut self) -> Result<(), ScanError> {
+        if self.eat_kw("WHERE")? {
+            self.expr()?;
+        }
+        Ok(())
+    }
+
+    fn group_by(&mut self) -> Result<(), ScanError> {
+        if !self.eat_kw("GROUP")? {
+            return Ok(());
+        }
+        self.expect_kw("BY")?;
+        self.comma_list(Self::regex_or_expr)
+    }
+
+    fn order_by(&mut self) -> Result<(), ScanError> {
+        if !self.eat_kw("ORDER")? {
+            return Ok(());
+        }
+        self.expect_kw("BY")?;
+        if !(self.eat_kw("ASC")? || self.eat_kw("DESC")?) {
+            self.sort_field()?;
+        }
+        while self.eat(&Tok::Comma)? {
+            self.sort_field()?;
+        }
+        Ok(())
+    }
+
+    fn sort_field(&mut self) -> Result<(), ScanError> {
+        self.ident()?;
+        let _ = self.eat_kw("ASC")? || self.eat_kw("DESC")?;
+        Ok(())
+    }
+
+    fn opt_int(&mut self, kw: &str) -> Result<(), ScanError> {
+        if self.eat_kw(kw)? {
+            self.expect(&Tok::Int, "integer")?;
+        }
+        Ok(())
+    }
+
+    fn expr(&mut self) -> Result<(), ScanError> {
+        self.unary()?;
+        loop {
+            let op = match self.peek()? {
+                Tok::Op(op) => op,
+                t if t.is_kw("AND") || t.is_kw("OR") || t.is_kw("IN") => "",
+                _ => return Ok(()),
+            };
+            self.bump()?;
+            if op == "=~" || op == "!~" {
+                self.regex_operand()?;
+            } else {
+                self.unary()?;
+            }
+        }
+    }
+
+    fn unary(&mut self) -> Result<(), ScanError> {
+        self.enter()?;
+        let got = self.bump()?;
+        match &got {
+            Tok::LParen => {
+                self.expr()?;
+                self.expect(&Tok::RParen, "')'")?;
+            }
+            t if t.is_kw("DISTINCT") => {
+                if self.eat(&Tok::LParen)? {
+                    self.call_args()?;
+                } else {
+                    self.ident()?;
+                }
+            }
+            t if t.is_kw("TRUE") || t.is_kw("FALSE") => {}
+            t if t.ident().is_some() => {
+                if self.eat(&Tok::LParen)? {
+                    self.call_args()?;
+                } else {
+                    self.segments(String::new())?;
+                    if self.eat(&Tok::DoubleColon)? {
+                        self.expect_if(|t| matches!(t, Tok::Word(_)), "type")?;
+                    }
+                }
+            }
+            Tok::Str | Tok::Int | Tok::Float | Tok::Duration | Tok::Param => {}
+            Tok::Op("*") => {
+                if self.eat(&Tok::DoubleColon)? {
+                    self.expect_if(|t| t.is_kw("FIELD") || t.is_kw("TAG"), "FIELD or TAG")?;
+                }
+            }
+            Tok::Op("+" | "-") => {
+                let next = self.peek()?;
+                let ok = matches!(next, Tok::Int | Tok::Float | Tok::Duration | Tok::LParen)
+                    || next.ident().is_some();
+                if !ok {
+                    return Err(unexpected(&next, "number, duration, identifier or '('"));
+                }
+                self.unary()?;
+            }
+            other => return Err(unexpected(other, "expression")),
+        }
+        self.leave();
+        Ok(())
+    }
+
+    /// Arguments after `name(`; each argument position may hold a regex.
+    fn call_args(&mut self) -> Result<(), ScanError> {
+        if self.lex.peek(true)? != Tok::Regex && self.eat(&Tok::RParen)? {
+            return Ok(());
+        }
+        self.comma_list(Self::regex_or_expr)?;
+        self.expect(&Tok::RParen, "')'")
+    }
+
+    fn show(&mut self) -> Result<Statement, ScanError> {
+        let got = self.bump()?;
+        let word = match &got {
+            Tok::Word(w) if got.ident().is_none() => w.to_ascii_uppercase(),
+            other => return Err(ScanError::Unsupported(format!("SHOW {}", other.describe()))),
+        };
+        match word.as_str() {
+            "DATABASES" => return Ok(Statement::ShowDatabases),
+            "MEASUREMENTS" | "RETENTION"
+                if word == "MEASUREMENTS" || self.eat_kw("POLICIES")? => {}
+            "MEASUREMENT" => {
+                self.eat_kw("EXACT")?;
+                self.expect_kw("CARDINALITY")?;
+            }
+            "SERIES" => {
+                self.eat_kw("EXACT")?;
+                self.eat_kw("CARDINALITY")?;
+            }
+            "TAG" | "FIELD" => {
+                if self.eat_kw("KEY")? {
+                    self.eat_kw("EXACT")?;
+                    self.expect_kw("CARDINALITY")?;
+                } else if word == "TAG" && self.eat_kw("VALUES")? {
+                    if self.eat_kw("EXACT")? {
+                        self.expect_kw("CARDINALITY")?;
+                    } else {
+                        self.eat_kw("CARDINALITY")?;
+                    }
+                } else {
+                    self.expect_kw("KEYS")?;
+                }
+            }
+            "USERS" | "QUERIES" | "SHARDS" | "SUBSCRIPTIONS" | "STATS" | "DIAGNOSTICS"
+            | "GRANTS" => {
+                return self.admin_rest(format!("SHOW {word}"));
+            }
+            "SHARD" => {
+                self.expect_kw("GROUPS")?;
+                return self.admin_rest("SHOW SHARD GROUPS".into());
+            }
+            "CONTINUOUS" => {
+                self.expect_kw("QUERIES")?;
+                return self.admin_rest("SHOW CONTINUOUS QUERIES".into());
+            }
+            _ => return Err(ScanError::Unsupported(format!("SHOW {word}"))),
+        }
+        self.show_clauses()?;
+        Ok(self.data())
+    }
+
+    /// Clauses of the per-database SHOW statements, in InfluxDB's order. Each
+    /// statement accepts a subset; accepting the union is harmless because
+    /// InfluxDB rejects the extra clauses before running anything.
+    fn show_clauses(&mut self) -> Result<(), ScanError> {
+        let mut db = None;
+        if self.eat_kw("ON")? {
+            let got = self.bump()?;
+            if got == Tok::Op("*") {
+                return Err(ScanError::WildcardDatabase);
+            }
+            let name = got.ident().ok_or_else(|| unexpected(&got, "database"))?;
+            db = Some(name.to_owned());
+            // SHOW MEASUREMENTS ON db.rp / db.*
+            if self.eat(&Tok::Dot)? {
+                let rp_ok = |t: &Tok| t.ident().is_some() || *t == Tok::Op("*");
+                self.expect_if(rp_ok, "retention policy")?;
+            }
+        }
+        self.reads.insert(DbRef::from_name(db.as_deref()));
+        if self.eat_kw("FROM")? {
+            self.sources(false)?;
+        }
+        if self.eat_kw("WITH")? {
+            if self.eat_kw("MEASUREMENT")? {
+                let eq = |t: &Tok| *t == Tok::Op("=") || *t == Tok::Op("=~");
+                self.expect_if(eq, "'=' or '=~'")?;
+                self.source(false)?;
+            } else {
+                self.expect_kw("KEY")?;
+                self.tag_key_filter()?;
+            }
+        }
+        self.where_clause()?;
+        self.group_by()?;
+        self.order_by()?;
+        for kw in ["LIMIT", "OFFSET", "SLIMIT", "SOFFSET"] {
+            self.opt_int(kw)?;
+        }
+        Ok(())
+    }
+
+    fn tag_key_filter(&mut self) -> Result<(), ScanError> {
+        let op = self.bump()?;
+        match op {
+            t if t.is_kw("IN") => {
+                self.expect(&Tok::LParen, "'('")?;
+                self.comma_list(|p| p.ident().map(drop))?;
+                self.expect(&Tok::RParen, "')'")
+            }
+            Tok::Op("=" | "!=") => self.ident().map(drop),
+            Tok::Op("=~" | "!~") => self.regex_operand(),
+            other => Err(unexpected(&other, "IN, '=', '!=', '=~' or '!~'")),
+        }
+    }
+
+    fn admin(&mut self, first: &str) -> Result<Statement, ScanError> {
+        let second = |p: &mut Self, options: &[&'static str]| -> Result<&'static str, ScanError> {
+            let got = p.bump()?;
+            options
+                .iter()
+                .copied()
+                .find(|o| got.is_kw(o))
+                .ok_or_else(|| ScanError::Unsupported(format!("{first} {}", got.describe())))
+        };
+        let what = match first {
+            "GRANT" | "REVOKE" => first.to_owned(),
+            "CREATE" | "DROP" => {
+                let objects = if first == "CREATE" {
+                    CREATABLE
+                } else {
+                    DROPPABLE
+                };
+                match second(self, objects)? {
+                    "RETENTION" => {
+                        self.expect_kw("POLICY")?;
+                        format!("{first} RETENTION POLICY")
+                    }
+                    "CONTINUOUS" => {
+                        self.expect_kw("QUERY")?;
+                        if first == "CREATE" {
+                            self.continuous_query()?;
+                        }
+                        format!("{first} CONTINUOUS QUERY")
+                    }
+                    "SERIES" => {
+                        self.delete_clauses()?;
+                        "DROP SERIES".to_owned()
+                    }
+                    object => format!("{first} {object}"),
+                }
+            }
+            "DELETE" => {
+                self.delete_clauses()?;
+                "DELETE".to_owned()
+            }
+            "ALTER" => {
+                second(self, &["RETENTION"])?;
+                self.expect_kw("POLICY")?;
+                "ALTER RETENTION POLICY".to_owned()
+            }
+            "SET" => format!("SET {}", second(self, &["PASSWORD"])?),
+            "KILL" => format!("KILL {}", second(self, &["QUERY"])?),
+            other => return Err(ScanError::Unsupported(other.to_owned())),
+        };
+        self.admin_rest(what)
+    }
+
+    fn delete_clauses(&mut self) -> Result<(), ScanError> {
+        if self.eat_kw("FROM")? {
+            self.sources(false)?;
+        }
+        self.where_clause()
+    }
+
+    /// `CREATE CONTINUOUS QUERY name ON db [RESAMPLE ...] BEGIN SELECT ... END`:
+    /// the embedded SELECT has regex positions, so it is parsed, not skipped.
+    fn continuous_query(&mut self) -> Result<(), ScanError> {
+        loop {
+            let got = self.bump()?;
+            if got.is_kw("BEGIN") {
+                break;
+            }
+            if matches!(got, Tok::Semi | Tok::Eof) {
+                return Err(unexpected(&got, "BEGIN"));
+            }
+        }
+        self.expect_kw("SELECT")?;
+        self.select(true)?;
+        self.expect_kw("END")
+    }
+
+    /// The remaining admin grammars hold only names, strings, numbers and
+    /// keywords (no regex positions), so plain tokens up to `;` lex them the
+    /// way InfluxDB does.
+    fn admin_rest(&mut self, what: String) -> Result<Statement, ScanError> {
+        while !matches!(self.peek()?, Tok::Semi | Tok::Eof) {
+            self.bump()?;
+        }
+        Ok(Statement::Admin { what })
+    }
+}

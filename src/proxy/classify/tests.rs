@@ -1,0 +1,2 @@
+//! Tests of request classification.
+use super::*;

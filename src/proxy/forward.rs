@@ -1,0 +1,207 @@
+//! Forwarding to the database: the request rewritten for the upstream
+//! (credentials removed, an optional upstream credential added, hop-by-hop
+//! headers dropped, `X-Forwarded-*` set) over pooled connections, and the
+//! response streamed back untouched but for hop-by-hop headers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version, request};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::body::ProxyBody;
+use super::classify::params::strip_query;
+use super::reject::Rejection;
+
+/// Query parameters that carry v1 credentials; never forwarded.
+const CREDENTIAL_PARAMS: &[&str] = &["u", "p"];
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Which protocol the upstream connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (InfluxDB's HTTP API).
+    Http1,
+    /// HTTP/2 with prior knowledge (gRPC / Flight).
+    Http2,
+}
+
+/// A pooled client for one upstream base URL.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, ProxyBody>,
+    base: Uri,
+    credential: Option<HeaderValue>,
+    protocol: Protocol,
+}
+
+impl Upstream {
+    /// A client for `base` (scheme, authority and optional path prefix).
+    pub fn new(base: Uri, credential: Option<HeaderValue>, protocol: Protocol) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256);
+        if protocol == Protocol::Http2 {
+            builder.http2_only(true).http2_adaptive_window(true);
+        }
+        Self {
+            client: builder.build(connector),
+            base,
+            credential,
+            protocol,
+        }
+    }
+
+    /// The upstream URI for an incoming `uri`: same path and query, minus
+    /// credential parameters, under the base URL.
+    pub fn target(&self, uri: &Uri) -> Result<Uri, Rejection> {
+        let prefix = self.base.path().trim_end_matches('/');
+        let mut path_and_query = format!("{prefix}{}", uri.path());
+        if let Some(query) = uri.query() {
+            let kept = strip_query(query, CREDENTIAL_PARAMS);
+            if !kept.is_empty() {
+                path_and_query.push('?');
+                path_and_query.push_str(&kept);
+            }
+        }
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query =
+            Some(path_and_query.parse().map_err(|_| {
+                Rejection::BadRequest("request target cannot be forwarded".to_owned())
+            })?);
+        Uri::from_parts(parts)
+            .map_err(|_| Rejection::BadRequest("request target cannot be forwarded".to_owned()))
+    }
+
+    /// Sends the request upstream and returns the streamed response.
+    pub async fn forward(
+        &self,
+        mut parts: request::Parts,
+        body: ProxyBody,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Result<Response<ProxyBody>, Rejection> {
+        parts.uri = self.target(&parts.uri)?;
+        parts.version = match self.protocol {
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::Http2 => Version::HTTP_2,
+        };
+        let grpc_te = self.protocol == Protocol::Http2
+            && parts
+                .headers
+                .get(header::TE)
+                .is_some_and(|v| v == "trailers");
+        strip_hop_by_hop(&mut parts.headers);
+        if grpc_te {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        parts.headers.remove(header::AUTHORIZATION);
+        parts.headers.remove(header::HOST);
+        if let Some(credential) = &self.credential {
+            parts
+                .headers
+                .insert(header::AUTHORIZATION, credential.clone());
+        }
+        set_forwarded(&mut parts.headers, client, scheme);
+
+        let started = Instant::now();
+        let result = self.client.request(Request::from_parts(parts, body)).await;
+        metrics::histogram!("fluxgate_upstream_seconds").record(started.elapsed().as_secs_f64());
+        let response = result.map_err(|e| {
+            tracing::warn!(error = %e, upstream = %self.base, "upstream request failed");
+            Rejection::UpstreamUnavailable
+        })?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, ProxyBody::new(body)))
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'static str) {
+    let ip = client.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_strips_credentials_and_keeps_the_rest() {
+        let up = Upstream::new(
+            "http://127.0.0.1:8087/prefix/".parse().unwrap(),
+            None,
+            Protocol::Http1,
+        );
+        let t = up
+            .target(&"/write?db=a%20b&u=me&p=secret&precision=s".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            t.to_string(),
+            "http://127.0.0.1:8087/prefix/write?db=a%20b&precision=s"
+        );
+        let t = up.target(&"/ping?p=x".parse().unwrap()).unwrap();
+        assert_eq!(t.to_string(), "http://127.0.0.1:8087/prefix/ping");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_ENCODING));
+    }
+}

@@ -1,0 +1,260 @@
+//! The request path, in order: route → credentials → read what must be read
+//! → plan → decide → forward. Every refusal is a [`Rejection`], turned into a
+//! response in one place ([`Rejection::into_response`]). Nothing reaches
+//! [`Upstream::forward`] without an allow decision, except public routes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, header};
+use http_body::Body;
+
+use super::body::{BoxError, ProxyBody};
+use super::classify::body::{QueryBody, decode, parse, read_limited};
+use super::classify::params::Params;
+use super::classify::route::{Route, route};
+use super::classify::{Plan, admin_probe, needs_body, plan};
+use super::credentials;
+use super::forward::Upstream;
+use super::reject::{Api, Rejection};
+use super::show_databases;
+use crate::authz::{Authorizer, AuthzError, Decision, Need, Verdict};
+use crate::credentials::Token;
+
+/// Settings of the HTTP request path.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Extra exact paths forwarded without a token.
+    pub allow_paths: Vec<String>,
+    /// Largest body read to authorize.
+    pub max_body: u64,
+    /// Longest wait for a decision.
+    pub authz_timeout: Duration,
+}
+
+/// Who is connected, as the listener saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+/// The authorizing proxy's request handler.
+#[derive(Debug, Clone)]
+pub struct ProxyService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    authorizer: Arc<dyn Authorizer>,
+    upstream: Upstream,
+    settings: ProxySettings,
+}
+
+impl ProxyService {
+    /// A proxy to `upstream` asking `authorizer`.
+    pub fn new(
+        authorizer: Arc<dyn Authorizer>,
+        upstream: Upstream,
+        settings: ProxySettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                authorizer,
+                upstream,
+                settings,
+            }),
+        }
+    }
+
+    /// The authorizer (shared with the Flight path).
+    pub fn authorizer(&self) -> &Arc<dyn Authorizer> {
+        &self.inner.authorizer
+    }
+
+    /// Handles one HTTP request.
+    pub async fn handle<B>(&self, request: Request<B>, peer: Peer) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let (api, route) = match route(
+            request.method(),
+            request.uri().path(),
+            &self.inner.settings.allow_paths,
+        ) {
+            Ok(r) => r,
+            Err((api, rejection)) => return self.finish(api, None, Err(rejection), started),
+        };
+        let result = self
+            .handle_route(api, route, request.map(ProxyBody::new), peer)
+            .await;
+        self.finish(api, Some(route), result, started)
+    }
+
+    fn finish(
+        &self,
+        api: Api,
+        route: Option<Route>,
+        result: Result<Response<ProxyBody>, Rejection>,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let response = result.unwrap_or_else(|rejection| {
+            tracing::debug!(api = api.as_str(), status = rejection.status().as_u16(), reason = %rejection, "request refused");
+            rejection.into_response(api)
+        });
+        let route = route.map_or("unknown", Route::as_str);
+        metrics::counter!("fluxgate_requests_total", "api" => api.as_str(), "route" => route, "status" => response.status().as_str().to_owned())
+            .increment(1);
+        metrics::histogram!("fluxgate_request_seconds", "api" => api.as_str())
+            .record(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn handle_route(
+        &self,
+        api: Api,
+        route: Route,
+        request: Request<ProxyBody>,
+        peer: Peer,
+    ) -> Result<Response<ProxyBody>, Rejection> {
+        check_framing(request.headers())?;
+        let params = Params::parse(request.uri().query())?;
+        let (mut parts, body) = request.into_parts();
+        if route == Route::Public {
+            return self
+                .inner
+                .upstream
+                .forward(parts, body, peer.addr, peer.scheme)
+                .await;
+        }
+        let token = credentials::extract(&parts.headers, &params, api == Api::V1)?;
+
+        let (query_body, forward_body) = if needs_body(route, &parts.method) {
+            let raw = read_limited(body, self.inner.settings.max_body).await?;
+            let decoded = decode(&parts.headers, &raw, self.inner.settings.max_body)?;
+            (parse(&parts.headers, decoded).await?, ProxyBody::full(raw))
+        } else {
+            (QueryBody::None, body)
+        };
+
+        match plan(route, &params, query_body)? {
+            Plan::Needs(needs) => {
+                self.authorize(&token, &needs).await?;
+                self.inner
+                    .upstream
+                    .forward(parts, forward_body, peer.addr, peer.scheme)
+                    .await
+            }
+            Plan::Admin(message) => {
+                // CREATE is never held: this answers 401 for a bad token and
+                // 403 (with the explanation) for any database token.
+                match self.authorize(&token, &[admin_probe(&params)]).await {
+                    Err(Rejection::Forbidden(_)) | Ok(_) => Err(Rejection::Admin(message)),
+                    Err(other) => Err(other),
+                }
+            }
+            Plan::ShowDatabases => {
+                show_databases::prepare(&mut parts.headers);
+                self.show_databases(&token, &params, parts, forward_body, peer)
+                    .await
+            }
+        }
+    }
+
+    /// Decides `needs` for `token` within the configured timeout.
+    async fn verdict(&self, token: &Token, needs: &[Need]) -> Result<Verdict, Rejection> {
+        match tokio::time::timeout(
+            self.inner.settings.authz_timeout,
+            self.inner.authorizer.check(token, needs),
+        )
+        .await
+        {
+            Ok(Ok(verdict)) => Ok(verdict),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no authorization decision; refusing");
+                Err(Rejection::AuthzUnavailable)
+            }
+            Err(_) => {
+                tracing::warn!(error = %AuthzError::Timeout, "no authorization decision; refusing");
+                Err(Rejection::AuthzUnavailable)
+            }
+        }
+    }
+
+    /// Requires every need to be granted.
+    async fn authorize(&self, token: &Token, needs: &[Need]) -> Result<Arc<str>, Rejection> {
+        let verdict = self.verdict(token, needs).await?;
+        match Decision::combine(needs, &verdict.decisions) {
+            Decision::Allow { subject } => Ok(subject),
+            Decision::InvalidToken => Err(Rejection::InvalidToken),
+            Decision::Forbidden { need, .. } => Err(Rejection::Forbidden(need)),
+        }
+    }
+
+    async fn show_databases(
+        &self,
+        token: &Token,
+        params: &Params,
+        parts: http::request::Parts,
+        body: ProxyBody,
+        peer: Peer,
+    ) -> Result<Response<ProxyBody>, Rejection> {
+        // Check the token before the database is even asked.
+        match self.authorize(token, &[admin_probe(params)]).await {
+            Err(Rejection::Forbidden(_)) | Ok(_) => {}
+            Err(other) => return Err(other),
+        }
+        let response = self
+            .inner
+            .upstream
+            .forward(parts, body, peer.addr, peer.scheme)
+            .await?;
+        if !show_databases::is_success(response.status()) {
+            return Ok(response);
+        }
+        let (parts, mut answers) = show_databases::read_answer(response).await?;
+        let names = show_databases::names(&answers);
+        let needs = show_databases::needs(&names);
+        let readable: Vec<String> = if needs.is_empty() {
+            Vec::new()
+        } else {
+            let verdict = self.verdict(token, &needs).await?;
+            if show_databases::token_invalid(&verdict.decisions) {
+                return Err(Rejection::InvalidToken);
+            }
+            names
+                .into_iter()
+                .zip(&verdict.decisions)
+                .filter(|(_, d)| matches!(d, crate::authz::NeedDecision::Allowed { .. }))
+                .map(|(n, _)| n)
+                .collect()
+        };
+        show_databases::filter(&mut answers, |name| readable.iter().any(|r| r == name));
+        Ok(show_databases::respond(parts, &answers))
+    }
+}
+
+/// Refuses message framing a proxy and a database could read differently
+/// (request smuggling): both `Content-Length` and `Transfer-Encoding`, or
+/// several `Content-Length` values.
+fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    if lengths > 1 {
+        return Err(Rejection::BadRequest(
+            "more than one Content-Length header".to_owned(),
+        ));
+    }
+    if lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(Rejection::BadRequest(
+            "both Content-Length and Transfer-Encoding".to_owned(),
+        ));
+    }
+    Ok(())
+}

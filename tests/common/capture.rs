@@ -1,0 +1,138 @@
+//! A capturing upstream: a real HTTP/1.1 + h2c server on 127.0.0.1:0 that
+//! records every request exactly as received and answers with a canned
+//! response, so tests can assert what the proxy forwarded.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the upstream answers.
+#[derive(Debug, Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Default for Canned {
+    fn default() -> Self {
+        Self {
+            status: 204,
+            headers: vec![],
+            body: Bytes::new(),
+        }
+    }
+}
+
+pub struct CaptureUpstream {
+    pub addr: SocketAddr,
+    captured: Arc<Mutex<Vec<Captured>>>,
+    canned: Arc<Mutex<Canned>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CaptureUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let captured: Arc<Mutex<Vec<Captured>>> = Arc::default();
+        let canned: Arc<Mutex<Canned>> = Arc::default();
+        let (c, k) = (Arc::clone(&captured), Arc::clone(&canned));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (c, k) = (Arc::clone(&c), Arc::clone(&k));
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                            let (c, k) = (Arc::clone(&c), Arc::clone(&k));
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                c.lock().push(Captured {
+                                    method: parts.method,
+                                    uri: parts.uri,
+                                    version: parts.version,
+                                    headers: parts.headers,
+                                    body,
+                                });
+                                let canned = k.lock().clone();
+                                let mut resp = http::Response::new(Full::new(canned.body));
+                                *resp.status_mut() =
+                                    http::StatusCode::from_u16(canned.status).unwrap();
+                                for (name, value) in canned.headers {
+                                    resp.headers_mut().append(
+                                        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                                        http::HeaderValue::from_str(&value).unwrap(),
+                                    );
+                                }
+                                Ok::<_, Infallible>(resp)
+                            }
+                        });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            captured,
+            canned,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_response(&self, canned: Canned) {
+        *self.canned.lock() = canned;
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.captured.lock().clone()
+    }
+
+    pub fn last(&self) -> Captured {
+        self.captured
+            .lock()
+            .last()
+            .cloned()
+            .expect("the upstream received no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.captured.lock().len()
+    }
+}
+
+impl Drop for CaptureUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,124 @@
+//! Test support: real servers on 127.0.0.1:0, started in-process and shut
+//! down when dropped.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fluxgate::tokens::model::{DatabasePermission, TokenKind};
+use fluxgate::tokens::{SqliteStore, TokenRegistry, server};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A token service on 127.0.0.1:0 with its own data directory.
+pub struct TokenServer {
+    pub addr: SocketAddr,
+    pub registry: Arc<TokenRegistry>,
+    pub data_dir: PathBuf,
+    pub management_token: String,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TokenServer {
+    /// Starts a token service in a fresh temporary directory.
+    pub async fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a token service over the store in `dir` (kept after drop).
+    pub async fn start_in(dir: &Path) -> Self {
+        Self::start_at(dir, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts on a given address (to restart on the same port).
+    pub async fn start_at(dir: &Path, addr: SocketAddr) -> Self {
+        let store = SqliteStore::open(dir).await.expect("open store");
+        let registry = TokenRegistry::open(Arc::new(store))
+            .await
+            .expect("open registry");
+        let bootstrap = server::bootstrap(&registry, dir).await.expect("bootstrap");
+        let management_token = match bootstrap {
+            Some(path) => std::fs::read_to_string(path)
+                .expect("read bootstrap")
+                .trim()
+                .to_owned(),
+            None => {
+                let (_, t) = registry
+                    .create(TokenKind::Management, "test".into(), vec![], None)
+                    .await
+                    .expect("create management token");
+                t.into_string()
+            }
+        };
+        let listener = TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let closing = Arc::clone(&registry);
+        let serving = Arc::clone(&registry);
+        let task = tokio::spawn(async move {
+            let signal = async move {
+                signal.cancelled().await;
+                closing.close();
+            };
+            server::serve(listener, serving, signal)
+                .await
+                .expect("serve");
+        });
+        Self {
+            addr,
+            registry,
+            data_dir: dir.to_path_buf(),
+            management_token,
+            shutdown,
+            task: Some(task),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates a database token directly in the registry; returns (id, token).
+    pub async fn database_token(&self, perms: &[(&str, bool, bool)]) -> (String, String) {
+        let perms = perms
+            .iter()
+            .map(|(d, r, w)| DatabasePermission {
+                database: (*d).to_owned(),
+                read: *r,
+                write: *w,
+            })
+            .collect();
+        let (record, token) = self
+            .registry
+            .create(TokenKind::Database, "test token".into(), perms, None)
+            .await
+            .expect("create database token");
+        (record.id.clone(), token.into_string())
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub mod capture;
+pub mod proxy;

@@ -1,0 +1,127 @@
+//! A proxy on 127.0.0.1:0 in front of a given upstream, deciding with a given
+//! authorizer, plus a small HTTP client for tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fluxgate::authz::Authorizer;
+use fluxgate::proxy::Proxy;
+use fluxgate::proxy::forward::{Protocol, Upstream};
+use fluxgate::proxy::listener::{self, ListenerSettings};
+use fluxgate::proxy::service::{ProxyService, ProxySettings};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub fn settings() -> ProxySettings {
+    ProxySettings {
+        allow_paths: vec![],
+        max_body: 1 << 20,
+        authz_timeout: Duration::from_secs(2),
+    }
+}
+
+pub struct ProxyServer {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProxyServer {
+    pub async fn start(authorizer: Arc<dyn Authorizer>, upstream: &str) -> Self {
+        Self::start_with(authorizer, upstream, settings(), None).await
+    }
+
+    pub async fn start_with(
+        authorizer: Arc<dyn Authorizer>,
+        upstream: &str,
+        settings: ProxySettings,
+        credential: Option<http::HeaderValue>,
+    ) -> Self {
+        let upstream = Upstream::new(upstream.parse().unwrap(), credential, Protocol::Http1);
+        let proxy = Proxy::new(ProxyService::new(authorizer, upstream, settings));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            listener::serve(
+                listener,
+                proxy,
+                ListenerSettings::default(),
+                stop.cancelled_owned(),
+            )
+            .await;
+        });
+        Self {
+            addr,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for ProxyServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends a request built by the caller (HTTP/1.1).
+pub async fn send(request: http::Request<Full<Bytes>>) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let response = client.request(request).await.expect("request failed");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A request builder with a body.
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(body.into())).unwrap()
+}
