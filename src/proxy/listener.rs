@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::Proxy;
+use super::framing::FramingWatch;
 use super::service::Peer;
 
 /// Connection-level limits.
@@ -87,13 +88,15 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let (stream, framing) = FramingWatch::new(stream);
         let peer = Peer {
             addr,
             scheme: "http",
+            framing,
         };
         let proxy = proxy.clone();
         let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            let proxy = proxy.clone();
+            let (proxy, peer) = (proxy.clone(), peer.clone());
             async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
         });
         let connection = builder

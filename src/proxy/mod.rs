@@ -6,6 +6,7 @@ pub mod body;
 pub mod classify;
 pub mod credentials;
 pub mod forward;
+pub mod framing;
 pub mod listener;
 pub mod reject;
 pub mod service;

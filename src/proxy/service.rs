@@ -18,6 +18,7 @@ use super::classify::route::{Route, route};
 use super::classify::{Plan, admin_probe, needs_body, plan};
 use super::credentials;
 use super::forward::Upstream;
+use super::framing::AmbiguousFraming;
 use super::reject::{Api, Rejection};
 use super::show_databases;
 use crate::authz::{Authorizer, AuthzError, Decision, Need, Verdict};
@@ -35,12 +36,25 @@ pub struct ProxySettings {
 }
 
 /// Who is connected, as the listener saw it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// Raised when the connection sent a request with ambiguous framing.
+    pub framing: AmbiguousFraming,
+}
+
+impl Peer {
+    /// A peer at `addr` over plain HTTP.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            scheme: "http",
+            framing: AmbiguousFraming::default(),
+        }
+    }
 }
 
 /// The authorizing proxy's request handler.
@@ -124,7 +138,7 @@ impl ProxyService {
         request: Request<ProxyBody>,
         peer: Peer,
     ) -> Result<Response<ProxyBody>, Rejection> {
-        check_framing(request.headers())?;
+        check_framing(request.headers(), &peer.framing)?;
         let params = Params::parse(request.uri().query())?;
         let (mut parts, body) = request.into_parts();
         if route == Route::Public {
@@ -244,7 +258,12 @@ impl ProxyService {
 /// Refuses message framing a proxy and a database could read differently
 /// (request smuggling): both `Content-Length` and `Transfer-Encoding`, or
 /// several `Content-Length` values.
-fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
+fn check_framing(headers: &HeaderMap, framing: &AmbiguousFraming) -> Result<(), Rejection> {
+    if framing.seen() {
+        return Err(Rejection::BadRequest(
+            "both Content-Length and Transfer-Encoding".to_owned(),
+        ));
+    }
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     if lengths > 1 {
         return Err(Rejection::BadRequest(

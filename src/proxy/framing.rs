@@ -1,0 +1,318 @@
+//! Detection of HTTP/1.1 requests that carry both `Content-Length` and
+//! `Transfer-Encoding`.
+//!
+//! hyper handles such a request safely (chunked wins, the connection closes)
+//! but drops the `Content-Length` header before the service sees it, and
+//! fluxgate refuses these requests outright: a proxy and a database that
+//! frame one message differently is how requests are smuggled. So the
+//! connection's bytes pass through [`FramingWatch`], which follows request
+//! heads and body framing and raises a per-connection flag the service
+//! checks. A parse it cannot follow only stops the watching: hyper then
+//! answers malformed input itself. The watch can refuse, never admit.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// HTTP/2's connection preface: no HTTP/1 framing to follow.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// Longest head followed; longer ones are hyper's to refuse.
+const MAX_HEAD: usize = 64 << 10;
+
+#[derive(Debug)]
+enum State {
+    /// Collecting a request head.
+    Head(Vec<u8>),
+    /// Skipping `n` body bytes, then back to `Head`.
+    Body(u64),
+    /// Collecting a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Skipping chunk data plus its CRLF.
+    ChunkData(u64),
+    /// Collecting trailers until an empty line.
+    Trailers(Vec<u8>),
+    /// Not following any more (HTTP/2, or input hyper will refuse).
+    Off,
+}
+
+/// The flag shared between a connection's watch and its requests.
+#[derive(Debug, Clone, Default)]
+pub struct AmbiguousFraming(Arc<AtomicBool>);
+
+impl AmbiguousFraming {
+    /// True once a request head with both framing headers was read.
+    pub fn seen(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// An I/O stream whose reads are followed for ambiguous framing.
+#[derive(Debug)]
+pub struct FramingWatch<S> {
+    inner: S,
+    state: State,
+    flag: AmbiguousFraming,
+}
+
+impl<S> FramingWatch<S> {
+    /// Watches `inner`; the returned flag is raised on ambiguous framing.
+    pub fn new(inner: S) -> (Self, AmbiguousFraming) {
+        let flag = AmbiguousFraming::default();
+        (
+            Self {
+                inner,
+                state: State::Head(Vec::new()),
+                flag: flag.clone(),
+            },
+            flag,
+        )
+    }
+
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                State::Off => return,
+                State::Head(buf) => {
+                    let Some(end) = take_until_blank_line(buf, &mut bytes) else {
+                        if buf.len() > MAX_HEAD {
+                            self.state = State::Off;
+                        }
+                        continue;
+                    };
+                    let head = std::mem::take(buf);
+                    self.state = self.after_head(&head[..end]);
+                }
+                State::Body(n) => {
+                    let skip = usize::try_from(*n).unwrap_or(usize::MAX).min(bytes.len());
+                    bytes = &bytes[skip..];
+                    *n -= skip as u64;
+                    if *n == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::ChunkSize(line) => {
+                    let Some(pos) = bytes.iter().position(|b| *b == b'\n') else {
+                        line.extend_from_slice(bytes);
+                        if line.len() > 1024 {
+                            self.state = State::Off;
+                        }
+                        return;
+                    };
+                    line.extend_from_slice(&bytes[..=pos]);
+                    bytes = &bytes[pos + 1..];
+                    let size = std::str::from_utf8(line)
+                        .ok()
+                        .and_then(|l| l.trim().split(';').next().map(str::trim).map(str::to_owned))
+                        .and_then(|hex| u64::from_str_radix(&hex, 16).ok());
+                    self.state = match size {
+                        Some(0) => State::Trailers(Vec::new()),
+                        Some(n) => State::ChunkData(n.saturating_add(2)),
+                        None => State::Off,
+                    };
+                }
+                State::ChunkData(n) => {
+                    let skip = usize::try_from(*n).unwrap_or(usize::MAX).min(bytes.len());
+                    bytes = &bytes[skip..];
+                    *n -= skip as u64;
+                    if *n == 0 {
+                        self.state = State::ChunkSize(Vec::new());
+                    }
+                }
+                State::Trailers(buf) => {
+                    // The last chunk's line ended already: an immediate CRLF ends the message.
+                    buf.extend_from_slice(bytes);
+                    bytes = &[];
+                    if buf.starts_with(b"\r\n") || buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let rest_at = if buf.starts_with(b"\r\n") {
+                            2
+                        } else {
+                            buf.windows(4)
+                                .position(|w| w == b"\r\n\r\n")
+                                .map_or(buf.len(), |p| p + 4)
+                        };
+                        let rest = buf.split_off(rest_at);
+                        self.state = State::Head(Vec::new());
+                        self.observe(&rest);
+                        return;
+                    }
+                    if buf.len() > MAX_HEAD {
+                        self.state = State::Off;
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_head(&self, head: &[u8]) -> State {
+        if head.starts_with(H2_PREFACE) {
+            return State::Off;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut request = httparse::Request::new(&mut headers);
+        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+            return State::Off;
+        }
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let mut te = false;
+        for h in request.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let Some(n) = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                else {
+                    return State::Off;
+                };
+                if length.is_some_and(|l| l != n) {
+                    return State::Off;
+                }
+                length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                te = true;
+                chunked = h.value.to_ascii_lowercase().ends_with(b"chunked");
+            }
+        }
+        if te && length.is_some() {
+            self.flag.0.store(true, Ordering::Release);
+        }
+        match (te, chunked, length) {
+            (true, true, _) => State::ChunkSize(Vec::new()),
+            (true, false, _) => State::Off,
+            (false, _, Some(0) | None) => State::Head(Vec::new()),
+            (false, _, Some(n)) => State::Body(n),
+        }
+    }
+}
+
+/// Moves bytes from `input` into `buf` up to and including the first blank
+/// line; returns the head's length when one is complete.
+fn take_until_blank_line(buf: &mut Vec<u8>, input: &mut &[u8]) -> Option<usize> {
+    // Leading CRLFs between pipelined requests are allowed and skipped.
+    if buf.is_empty() {
+        while input.first().is_some_and(|b| *b == b'\r' || *b == b'\n') {
+            *input = &input[1..];
+        }
+    }
+    let start = buf.len().saturating_sub(3);
+    buf.extend_from_slice(input);
+    match buf[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(p) => {
+            let end = start + p + 4;
+            let consumed_from_input = input.len() - (buf.len() - end);
+            *input = &input[consumed_from_input..];
+            buf.truncate(end);
+            Some(end)
+        }
+        None => {
+            *input = &[];
+            None
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            let fresh = buf.filled()[before..].to_vec();
+            self.observe(&fresh);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FramingWatch<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch(chunks: &[&[u8]]) -> bool {
+        let (mut w, flag) = FramingWatch::new(());
+        for c in chunks {
+            w.observe(c);
+        }
+        flag.seen()
+    }
+
+    #[test]
+    fn both_headers_are_seen_in_either_order_and_split_reads() {
+        assert!(watch(&[
+            b"POST /write HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+        assert!(watch(&[
+            b"POST /write HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+        ]));
+        assert!(watch(&[
+            b"POST /write HTTP/1.1\r\nTransfer-Enc",
+            b"oding: chunked\r\nContent-Length: 5\r",
+            b"\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn bodies_are_skipped_so_their_bytes_never_count_as_heads() {
+        let body = b"x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head = format!(
+            "POST /write HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        assert!(!watch(&[head.as_bytes(), body]));
+        let data = "x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let chunked = format!(
+            "POST /w HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{data}\r\n0\r\n\r\n",
+            data.len()
+        );
+        assert!(!watch(&[chunked.as_bytes()]));
+        // The next request after a chunked one is still followed.
+        let mut two = chunked.into_bytes();
+        two.extend_from_slice(
+            b"POST /w HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(watch(&[&two]));
+    }
+
+    #[test]
+    fn http2_is_not_followed() {
+        assert!(!watch(&[
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+    }
+}
