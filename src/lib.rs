@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod config;
@@ -43,10 +44,26 @@ pub async fn run(cli: config::Cli) -> ExitCode {
         Command::Token(command) => cli::run_token(command).await,
         Command::Management(command) => cli::run_management(command).await,
         Command::Login(args) => cli::run_login(args).await,
-        other => {
-            eprintln!("fluxgate: {other:?} is not available yet");
-            ExitCode::from(2)
-        }
+        Command::CheckConfig(args) => match config::check(&args) {
+            Ok(summary) => {
+                println!("configuration OK — {summary}");
+                ExitCode::SUCCESS
+            }
+            Err(config::ConfigError::Usage(e)) => {
+                eprintln!(
+                    "fluxgate: {}",
+                    e.to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or("invalid configuration")
+                );
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("fluxgate: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

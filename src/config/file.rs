@@ -65,11 +65,18 @@ where
 {
     let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let root = Cli::command();
-    let matches = root.clone().try_get_matches_from(&argv)?;
-
+    let strict = || -> Result<Cli, ConfigError> {
+        let matches = root.clone().try_get_matches_from(&argv)?;
+        Ok(Cli::from_arg_matches(&matches)?)
+    };
+    // First pass, lenient: a required option may well be in the file.
+    let matches = root
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(&argv)?;
     let (path, leaf_matches) = leaf(&matches);
     let Some(leaf_cmd) = find_command(&root, &path) else {
-        return Ok(Cli::from_arg_matches(&matches)?);
+        return strict();
     };
     let config: Option<PathBuf> = leaf_matches
         .try_get_one::<PathBuf>("config")
@@ -77,7 +84,7 @@ where
         .flatten()
         .cloned();
     let Some(config) = config else {
-        return Ok(Cli::from_arg_matches(&matches)?);
+        return strict();
     };
 
     let table = read_table(&config)?;
@@ -251,4 +258,78 @@ pub fn documented_options() -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Command;
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
+        f
+    }
+
+    fn proxy(args: &[&str]) -> Result<crate::config::ProxyArgs, ConfigError> {
+        let mut argv = vec!["fluxgate", "proxy"];
+        argv.extend_from_slice(args);
+        match parse_args(argv)?.command {
+            Command::Proxy(p) => Ok(p),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn file_values_apply_under_flags() {
+        let f = file(
+            "upstream = \"http://db:8087\"\nlisten = \"127.0.0.1:9999\"\nauthz_timeout = \"5s\"\nallow-path = [\"/a\", \"/b\"]\n",
+        );
+        let path = f.path().to_str().unwrap();
+        let p = proxy(&["--config", path]).unwrap();
+        assert_eq!(p.proxy.upstream.to_string(), "http://db:8087/");
+        assert_eq!(p.proxy.listen.port(), 9999);
+        assert_eq!(p.proxy.authz_timeout.0, std::time::Duration::from_secs(5));
+        assert_eq!(p.proxy.allow_paths, vec!["/a", "/b"]);
+        // A flag beats the file; defaults fill the rest.
+        let p = proxy(&[
+            "--config",
+            path,
+            "--listen",
+            "127.0.0.1:1234",
+            "--allow-path",
+            "/c",
+        ])
+        .unwrap();
+        assert_eq!(p.proxy.listen.port(), 1234);
+        assert_eq!(p.proxy.allow_paths, vec!["/c"]);
+        assert_eq!(p.proxy.max_body.0, 1 << 20);
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let f = file("upstream = \"http://db:8087\"\nlisten_adress = \"x\"\n");
+        match proxy(&["--config", f.path().to_str().unwrap()]) {
+            Err(ConfigError::UnknownKey { key, .. }) => assert_eq!(key, "listen-adress"),
+            other => panic!("{other:?}"),
+        }
+        let f = file("upstream = \"http://db:8087\"\nauthz-timeout = \"soon\"\n");
+        match proxy(&["--config", f.path().to_str().unwrap()]) {
+            Err(ConfigError::BadValue { key, .. }) => assert_eq!(key, "authz-timeout"),
+            other => panic!("{other:?}"),
+        }
+        let f = file("upstream = \"http://db:8087\"\nmax-connections = [1, 2]\n");
+        assert!(matches!(
+            proxy(&["--config", f.path().to_str().unwrap()]),
+            Err(ConfigError::BadValue { .. })
+        ));
+        let f = file("this is = not toml");
+        assert!(matches!(
+            proxy(&["--config", f.path().to_str().unwrap()]),
+            Err(ConfigError::Syntax { .. })
+        ));
+        // A key of another command is ignored: one file can serve several.
+        let f = file("upstream = \"http://db:8087\"\ndata-dir = \"/var/lib/fluxgate\"\n");
+        assert!(proxy(&["--config", f.path().to_str().unwrap()]).is_ok());
+    }
 }

@@ -7,10 +7,13 @@
 //! the flag nor its environment variable was given, and it is parsed by the
 //! same parser as the flag, so the two cannot drift apart.
 
+mod check;
 mod file;
 mod options;
+pub mod reference;
 mod values;
 
+pub use check::check;
 pub use file::{ConfigError, documented_options, parse_args};
 pub use options::*;
 pub use values::{ByteSize, HumanDuration};

@@ -139,6 +139,62 @@ pub struct ProxyOptions {
         value_name = "PATH"
     )]
     pub allow_paths: Vec<String>,
+    /// Arrow Flight method forwarded beyond Handshake, DoGet and GetFlightInfo (repeatable: DoPut, DoAction, DoExchange, ListFlights, ListActions, GetSchema, PollFlightInfo).
+    #[arg(
+        long = "allow-flight-method",
+        env = "FLUXGATE_ALLOW_FLIGHT_METHOD",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub allow_flight_methods: Vec<String>,
+    /// Where audit events go (one JSON line per decision): a file path, `stdout` or `off`.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUDIT_LOG",
+        default_value = "off",
+        value_name = "PATH|stdout|off"
+    )]
+    pub audit_log: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub limits: LimitOptions,
+}
+
+/// Limits that protect the proxy's listener from abuse.
+#[derive(Debug, Clone, Args)]
+pub struct LimitOptions {
+    /// Most client connections open at once; further ones wait in the backlog.
+    #[arg(
+        long,
+        env = "FLUXGATE_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request's headers (slowloris).
+    #[arg(
+        long,
+        env = "FLUXGATE_HEADER_READ_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub header_read_timeout: HumanDuration,
+    /// Largest request head accepted (at least 8KiB).
+    #[arg(
+        long,
+        env = "FLUXGATE_MAX_HEADER_BYTES",
+        default_value = "64KiB",
+        value_name = "SIZE"
+    )]
+    pub max_header_bytes: ByteSize,
+    /// How long a connection with no request in flight stays open.
+    #[arg(
+        long,
+        env = "FLUXGATE_IDLE_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub idle_timeout: HumanDuration,
 }
 
 /// Where the proxy finds the token service.
@@ -181,6 +237,29 @@ pub struct CacheOptions {
         value_name = "N"
     )]
     pub cache_max_entries: u64,
+    /// Random spread of each TTL, in percent (10 → ±10 %), so entries
+    /// cached together do not expire together.
+    #[arg(
+        long,
+        env = "FLUXGATE_CACHE_TTL_JITTER",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u8).range(0..=50),
+        value_name = "PERCENT"
+    )]
+    pub cache_ttl_jitter: u8,
+    /// Longest TTL of a cached decision while the token change stream is
+    /// down (revocations cannot reach the cache then).
+    #[arg(
+        long,
+        env = "FLUXGATE_CACHE_DISCONNECTED_ALLOW_TTL",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub cache_disconnected_allow_ttl: HumanDuration,
+    /// Serve an allow up to this long past its TTL when the token service
+    /// cannot be reached (never for a revoked token). Off: fail closed.
+    #[arg(long, env = "FLUXGATE_STALE_GRACE", value_name = "DURATION")]
+    pub stale_grace: Option<HumanDuration>,
 }
 
 /// The token service's options.

@@ -1,18 +1,21 @@
 //! The proxy's listener: accepts TCP connections up to a limit, serves
 //! HTTP/1.1 and HTTP/2 (prior knowledge, so gRPC shares the port) on each,
-//! and drains them on shutdown.
+//! closes connections that stay idle, and on shutdown stops accepting and
+//! lets every open connection finish its in-flight requests.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::Proxy;
 use super::framing::FramingWatch;
@@ -27,6 +30,8 @@ pub struct ListenerSettings {
     pub header_read_timeout: Duration,
     /// Largest request head (HTTP/1 buffer, HTTP/2 header list).
     pub max_header_bytes: usize,
+    /// How long a connection with nothing in flight stays open.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ListenerSettings {
@@ -35,6 +40,7 @@ impl Default for ListenerSettings {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -55,6 +61,37 @@ fn builder(settings: &ListenerSettings) -> Builder<TokioExecutor> {
     builder
 }
 
+/// Requests in flight on one connection and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.started.elapsed().saturating_sub(last))
+    }
+}
+
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for open connections to finish their requests.
 pub async fn serve(
@@ -63,8 +100,9 @@ pub async fn serve(
     settings: ListenerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = builder(&settings);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(&settings));
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -94,24 +132,55 @@ pub async fn serve(
             scheme: "http",
             framing,
         };
-        let proxy = proxy.clone();
-        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            let (proxy, peer) = (proxy.clone(), peer.clone());
-            async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let (proxy, activity) = (proxy.clone(), Arc::clone(&activity));
+            hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                let (proxy, peer, activity) = (proxy.clone(), peer.clone(), Arc::clone(&activity));
+                async move {
+                    activity.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let response = proxy.handle(request, peer).await;
+                    activity.touch();
+                    activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let (builder, closing, idle_timeout) =
+            (Arc::clone(&builder), closing.clone(), settings.idle_timeout);
+        connections.spawn(async move {
             metrics::gauge!("fluxgate_open_connections").increment(1.0);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, client = %addr, "connection ended with an error");
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let mut check = tokio::time::interval(idle_timeout.max(Duration::from_millis(100)) / 4);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, client = %addr, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = closing.cancelled(), if !draining => {
+                        connection.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    _ = check.tick(), if !draining => {
+                        // Graceful: a response still streaming is finished first.
+                        if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                            connection.as_mut().graceful_shutdown();
+                            draining = true;
+                        }
+                    }
+                }
             }
             metrics::gauge!("fluxgate_open_connections").decrement(1.0);
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    closing.cancel();
+    connections.close();
+    connections.wait().await;
 }

@@ -2,6 +2,7 @@
 //! → plan → decide → forward. Every refusal is a [`Rejection`], turned into a
 //! response in one place ([`Rejection::into_response`]). Nothing reaches
 //! [`Upstream::forward`] without an allow decision, except public routes.
+//! Each decided request leaves one audit event.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use super::forward::Upstream;
 use super::framing::AmbiguousFraming;
 use super::reject::{Api, Rejection};
 use super::show_databases;
-use crate::authz::{Authorizer, AuthzError, Decision, Need, Verdict};
+use crate::audit::{Audit, AuditEvent, now_rfc3339};
+use crate::authz::{Authorizer, AuthzError, Decision, Need, NeedDecision, Verdict};
 use crate::credentials::Token;
 
 /// Settings of the HTTP request path.
@@ -57,6 +59,30 @@ impl Peer {
     }
 }
 
+/// What one request needed and who asked: the audit event's substance.
+#[derive(Debug, Default)]
+pub struct Trail {
+    /// The needs that were decided.
+    pub needs: Vec<Need>,
+    /// The token's id, once known.
+    pub subject: Option<Arc<str>>,
+    /// Whether a decision was made at all.
+    pub decided: bool,
+}
+
+impl Trail {
+    fn note(&mut self, needs: &[Need], verdict: &Verdict) {
+        self.decided = true;
+        self.needs.extend_from_slice(needs);
+        self.subject = verdict.decisions.iter().find_map(|d| match d {
+            NeedDecision::Allowed { subject } | NeedDecision::Forbidden { subject } => {
+                Some(Arc::clone(subject))
+            }
+            NeedDecision::InvalidToken => None,
+        });
+    }
+}
+
 /// The authorizing proxy's request handler.
 #[derive(Debug, Clone)]
 pub struct ProxyService {
@@ -68,6 +94,7 @@ struct Inner {
     authorizer: Arc<dyn Authorizer>,
     upstream: Upstream,
     settings: ProxySettings,
+    audit: Audit,
 }
 
 impl ProxyService {
@@ -77,11 +104,22 @@ impl ProxyService {
         upstream: Upstream,
         settings: ProxySettings,
     ) -> Self {
+        Self::with_audit(authorizer, upstream, settings, Audit::off())
+    }
+
+    /// [`ProxyService::new`] writing an audit trail.
+    pub fn with_audit(
+        authorizer: Arc<dyn Authorizer>,
+        upstream: Upstream,
+        settings: ProxySettings,
+        audit: Audit,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 authorizer,
                 upstream,
                 settings,
+                audit,
             }),
         }
     }
@@ -91,6 +129,16 @@ impl ProxyService {
         &self.inner.authorizer
     }
 
+    /// The audit trail (shared with the Flight path).
+    pub fn audit(&self) -> &Audit {
+        &self.inner.audit
+    }
+
+    /// The settings (shared with the Flight path).
+    pub fn settings(&self) -> &ProxySettings {
+        &self.inner.settings
+    }
+
     /// Handles one HTTP request.
     pub async fn handle<B>(&self, request: Request<B>, peer: Peer) -> Response<ProxyBody>
     where
@@ -98,36 +146,53 @@ impl ProxyService {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let (api, route) = match route(
-            request.method(),
-            request.uri().path(),
-            &self.inner.settings.allow_paths,
-        ) {
-            Ok(r) => r,
-            Err((api, rejection)) => return self.finish(api, None, Err(rejection), started),
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let mut trail = Trail::default();
+        let (api, route, result) = match route(&method, &path, &self.inner.settings.allow_paths) {
+            Ok((api, route)) => {
+                let result = self
+                    .handle_route(api, route, request.map(ProxyBody::new), &peer, &mut trail)
+                    .await;
+                (api, Some(route), result)
+            }
+            Err((api, rejection)) => (api, None, Err(rejection)),
         };
-        let result = self
-            .handle_route(api, route, request.map(ProxyBody::new), peer)
-            .await;
-        self.finish(api, Some(route), result, started)
-    }
-
-    fn finish(
-        &self,
-        api: Api,
-        route: Option<Route>,
-        result: Result<Response<ProxyBody>, Rejection>,
-        started: Instant,
-    ) -> Response<ProxyBody> {
+        let reason = result.as_ref().err().map(ToString::to_string);
         let response = result.unwrap_or_else(|rejection| {
             tracing::debug!(api = api.as_str(), status = rejection.status().as_u16(), reason = %rejection, "request refused");
             rejection.into_response(api)
         });
-        let route = route.map_or("unknown", Route::as_str);
-        metrics::counter!("fluxgate_requests_total", "api" => api.as_str(), "route" => route, "status" => response.status().as_str().to_owned())
+        let route_name = route.map_or("unknown", Route::as_str);
+        let status = response.status();
+        metrics::counter!("fluxgate_requests_total", "api" => api.as_str(), "route" => route_name, "status" => status.as_str().to_owned())
             .increment(1);
         metrics::histogram!("fluxgate_request_seconds", "api" => api.as_str())
             .record(started.elapsed().as_secs_f64());
+        if route != Some(Route::Public) && self.inner.audit.enabled() {
+            self.inner.audit.record(&AuditEvent {
+                time: now_rfc3339(),
+                client: peer.addr.to_string(),
+                method: method.to_string(),
+                path,
+                api: api.as_str(),
+                databases: trail.needs.iter().map(|n| n.database.clone()).collect(),
+                actions: trail.needs.iter().map(|n| n.action.as_str()).collect(),
+                decision: if reason.is_none() {
+                    "allow"
+                } else if status == http::StatusCode::SERVICE_UNAVAILABLE {
+                    "error"
+                } else {
+                    "deny"
+                },
+                status: status.as_u16(),
+                grpc_status: None,
+                token_id: trail.subject.as_deref().map(str::to_owned),
+                cache: "none",
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+                reason,
+            });
+        }
         response
     }
 
@@ -136,7 +201,8 @@ impl ProxyService {
         api: Api,
         route: Route,
         request: Request<ProxyBody>,
-        peer: Peer,
+        peer: &Peer,
+        trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, Rejection> {
         check_framing(request.headers(), &peer.framing)?;
         let params = Params::parse(request.uri().query())?;
@@ -160,7 +226,7 @@ impl ProxyService {
 
         match plan(route, &params, query_body)? {
             Plan::Needs(needs) => {
-                self.authorize(&token, &needs).await?;
+                self.authorize(&token, &needs, trail).await?;
                 self.inner
                     .upstream
                     .forward(parts, forward_body, peer.addr, peer.scheme)
@@ -169,21 +235,21 @@ impl ProxyService {
             Plan::Admin(message) => {
                 // CREATE is never held: this answers 401 for a bad token and
                 // 403 (with the explanation) for any database token.
-                match self.authorize(&token, &[admin_probe(&params)]).await {
+                match self.authorize(&token, &[admin_probe(&params)], trail).await {
                     Err(Rejection::Forbidden(_)) | Ok(_) => Err(Rejection::Admin(message)),
                     Err(other) => Err(other),
                 }
             }
             Plan::ShowDatabases => {
                 show_databases::prepare(&mut parts.headers);
-                self.show_databases(&token, &params, parts, forward_body, peer)
+                self.show_databases(&token, &params, parts, forward_body, peer, trail)
                     .await
             }
         }
     }
 
     /// Decides `needs` for `token` within the configured timeout.
-    async fn verdict(&self, token: &Token, needs: &[Need]) -> Result<Verdict, Rejection> {
+    pub async fn verdict(&self, token: &Token, needs: &[Need]) -> Result<Verdict, Rejection> {
         match tokio::time::timeout(
             self.inner.settings.authz_timeout,
             self.inner.authorizer.check(token, needs),
@@ -203,8 +269,14 @@ impl ProxyService {
     }
 
     /// Requires every need to be granted.
-    async fn authorize(&self, token: &Token, needs: &[Need]) -> Result<Arc<str>, Rejection> {
+    pub async fn authorize(
+        &self,
+        token: &Token,
+        needs: &[Need],
+        trail: &mut Trail,
+    ) -> Result<Arc<str>, Rejection> {
         let verdict = self.verdict(token, needs).await?;
+        trail.note(needs, &verdict);
         match Decision::combine(needs, &verdict.decisions) {
             Decision::Allow { subject } => Ok(subject),
             Decision::InvalidToken => Err(Rejection::InvalidToken),
@@ -218,10 +290,11 @@ impl ProxyService {
         params: &Params,
         parts: http::request::Parts,
         body: ProxyBody,
-        peer: Peer,
+        peer: &Peer,
+        trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, Rejection> {
         // Check the token before the database is even asked.
-        match self.authorize(token, &[admin_probe(params)]).await {
+        match self.authorize(token, &[admin_probe(params)], trail).await {
             Err(Rejection::Forbidden(_)) | Ok(_) => {}
             Err(other) => return Err(other),
         }
@@ -246,7 +319,7 @@ impl ProxyService {
             names
                 .into_iter()
                 .zip(&verdict.decisions)
-                .filter(|(_, d)| matches!(d, crate::authz::NeedDecision::Allowed { .. }))
+                .filter(|(_, d)| matches!(d, NeedDecision::Allowed { .. }))
                 .map(|(n, _)| n)
                 .collect()
         };

@@ -11,24 +11,6 @@ use super::{DbRef, ScanError, Statement};
 /// input cannot overflow the stack.
 const MAX_DEPTH: usize = 64;
 
-const CREATABLE: &[&str] = &[
-    "DATABASE",
-    "USER",
-    "SUBSCRIPTION",
-    "RETENTION",
-    "CONTINUOUS",
-];
-const DROPPABLE: &[&str] = &[
-    "DATABASE",
-    "USER",
-    "SUBSCRIPTION",
-    "RETENTION",
-    "CONTINUOUS",
-    "MEASUREMENT",
-    "SERIES",
-    "SHARD",
-];
-
 pub(super) fn unexpected(tok: &Tok, expected: &'static str) -> ScanError {
     ScanError::Unexpected {
         found: tok.describe(),
@@ -241,21 +223,25 @@ impl<'a> Parser<'a> {
     }
 
     fn sources(&mut self, subqueries: bool) -> Result<(), ScanError> {
-        self.comma_list(|p| p.source(subqueries))
+        self.comma_list(|p| {
+            let db = p.source(subqueries)?;
+            p.reads.extend(db);
+            Ok(())
+        })
     }
 
     /// One FROM source, as `parseSource`: `/re/`, `(SELECT ...)`, or up to three
     /// dotted segments, where fewer than three may be followed by a regex and
-    /// `db.rp./re/` names `db`.
-    fn source(&mut self, subqueries: bool) -> Result<(), ScanError> {
+    /// `db.rp./re/` names `db`. A subquery records its own reads; `None` then.
+    fn source(&mut self, subqueries: bool) -> Result<Option<DbRef>, ScanError> {
         if self.eat_regex()? {
-            self.reads.insert(DbRef::Default);
-            return Ok(());
+            return Ok(Some(DbRef::Default));
         }
         if subqueries && self.eat(&Tok::LParen)? {
             self.expect_kw("SELECT")?;
             self.select(false)?;
-            return self.expect(&Tok::RParen, "')'");
+            self.expect(&Tok::RParen, "')'")?;
+            return Ok(None);
         }
         // A bound parameter here could become any identifier, database
         // included, so only literal names are accepted.
@@ -269,13 +255,12 @@ impl<'a> Parser<'a> {
                 None
             }
         };
-        self.reads.insert(DbRef::from_name(db.map(String::as_str)));
-        Ok(())
+        Ok(Some(DbRef::from_name(db.map(String::as_str))))
     }
 
-    /// Remaining segments of a dotted name, as `parseSegmentedIdents`: after a
-    /// dot, a directly following `/` or `:` ends the name and `..` is an empty
-    /// segment.
+    /// Remaining segments of a dotted name, as `parseSegmentedIdents`: a `/`
+    /// touching the dot ends the name (a regex in FROM, a division elsewhere),
+    /// so does `:` (`INTO db.rp.:MEASUREMENT`), and `..` is an empty segment.
     fn segments(&mut self, first: String) -> Result<Vec<String>, ScanError> {
         let mut segs = vec![first];
         while self.peek()? == Tok::Dot {
@@ -486,7 +471,10 @@ impl<'a> Parser<'a> {
             if self.eat_kw("MEASUREMENT")? {
                 let eq = |t: &Tok| *t == Tok::Op("=") || *t == Tok::Op("=~");
                 self.expect_if(eq, "'=' or '=~'")?;
-                self.source(false)?;
+                // Only a measurement filter: it adds a read only if it names a database.
+                if let Some(db @ DbRef::Named(_)) = self.source(false)? {
+                    self.reads.insert(db);
+                }
             } else {
                 self.expect_kw("KEY")?;
                 self.tag_key_filter()?;
@@ -516,11 +504,10 @@ impl<'a> Parser<'a> {
     }
 
     fn admin(&mut self, first: &str) -> Result<Statement, ScanError> {
-        let second = |p: &mut Self, options: &[&'static str]| -> Result<&'static str, ScanError> {
+        let second = |p: &mut Self, options: &'static str| -> Result<&'static str, ScanError> {
             let got = p.bump()?;
             options
-                .iter()
-                .copied()
+                .split(' ')
                 .find(|o| got.is_kw(o))
                 .ok_or_else(|| ScanError::Unsupported(format!("{first} {}", got.describe())))
         };
@@ -528,9 +515,9 @@ impl<'a> Parser<'a> {
             "GRANT" | "REVOKE" => first.to_owned(),
             "CREATE" | "DROP" => {
                 let objects = if first == "CREATE" {
-                    CREATABLE
+                    "DATABASE USER SUBSCRIPTION RETENTION CONTINUOUS"
                 } else {
-                    DROPPABLE
+                    "DATABASE USER SUBSCRIPTION RETENTION CONTINUOUS MEASUREMENT SERIES SHARD"
                 };
                 match second(self, objects)? {
                     "RETENTION" => {
@@ -556,12 +543,12 @@ impl<'a> Parser<'a> {
                 "DELETE".to_owned()
             }
             "ALTER" => {
-                second(self, &["RETENTION"])?;
+                second(self, "RETENTION")?;
                 self.expect_kw("POLICY")?;
                 "ALTER RETENTION POLICY".to_owned()
             }
-            "SET" => format!("SET {}", second(self, &["PASSWORD"])?),
-            "KILL" => format!("KILL {}", second(self, &["QUERY"])?),
+            "SET" => format!("SET {}", second(self, "PASSWORD")?),
+            "KILL" => format!("KILL {}", second(self, "QUERY")?),
             other => return Err(ScanError::Unsupported(other.to_owned())),
         };
         self.admin_rest(what)
@@ -592,12 +579,16 @@ impl<'a> Parser<'a> {
     }
 
     /// The remaining admin grammars hold only names, strings, numbers and
-    /// keywords (no regex positions), so plain tokens up to `;` lex them the
-    /// way InfluxDB does.
+    /// keywords, so plain tokens up to `;` lex them the way InfluxDB does. A
+    /// `/` has no place there; refusing it means no other parser (InfluxDB 3
+    /// reads some admin forms differently) can see a regex we skipped as code.
     fn admin_rest(&mut self, what: String) -> Result<Statement, ScanError> {
-        while !matches!(self.peek()?, Tok::Semi | Tok::Eof) {
-            self.bump()?;
+        loop {
+            match self.peek()? {
+                Tok::Semi | Tok::Eof => return Ok(Statement::Admin { what }),
+                slash @ Tok::Op("/") => return Err(unexpected(&slash, "end of statement")),
+                _ => self.bump()?,
+            };
         }
-        Ok(Statement::Admin { what })
     }
 }

@@ -1,0 +1,610 @@
+//! Flux access analyzer: finds the buckets a Flux script reads and writes so
+//! the proxy can authorize it, and refuses every construct whose target it
+//! cannot pin down statically (non-literal buckets, bucket ids, remote hosts,
+//! other organizations, bucket listing, non-allow-listed imports).
+//!
+//! There is no Flux parser here on purpose: the checks work on a token stream
+//! plus bracket structure, and every rule is phrased so that a construct the
+//! analyzer does not understand is refused rather than skipped. The lexer
+//! mirrors the Ragel scanner of `influxdata/flux` where token boundaries
+//! matter (strings, `${}` interpolation, regexes, comments, numbers), because
+//! a disagreement there could hide a `from(...)` from the checks.
+
+mod lexer;
+
+use std::collections::{BTreeSet, HashMap};
+
+use lexer::Tok;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FluxAccess {
+    pub reads: Vec<String>,
+    pub writes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FluxError {
+    #[error("unterminated string literal")]
+    UnterminatedString,
+    #[error("unterminated regex literal")]
+    UnterminatedRegex,
+    #[error("unterminated string interpolation")]
+    UnterminatedInterpolation,
+    #[error("invalid escape sequence in string literal")]
+    BadEscape,
+    #[error("unexpected character {0:?}")]
+    IllegalChar(char),
+    #[error("unbalanced brackets")]
+    Unbalanced,
+    #[error("string interpolation nests too deeply")]
+    TooDeep,
+    #[error("unsupported syntax: {0}")]
+    Unsupported(&'static str),
+    #[error("bucket must be a string literal")]
+    BucketNotLiteral,
+    #[error("property names must be static")]
+    DynamicKey,
+    #[error("{0}() is not allowed")]
+    ForbiddenFunction(String),
+    #[error("argument {0:?} is not allowed")]
+    ForbiddenArgument(String),
+    #[error("import \"{0}\" is not allowed")]
+    ForbiddenImport(String),
+    #[error("import must name a static package path")]
+    BadImport,
+    #[error("from() requires a bucket argument")]
+    FromWithoutBucket,
+    #[error("{0}() requires a bucket argument")]
+    WriteWithoutBucket(String),
+    #[error("{0} may only be called directly")]
+    WriteFunctionAsValue(String),
+    #[error("query names no bucket")]
+    NoBucket,
+}
+
+const ALLOWED_IMPORTS: &[&str] = &[
+    "strings",
+    "math",
+    "date",
+    "regexp",
+    "array",
+    "join",
+    "interpolate",
+    "timezone",
+    "experimental",
+    "experimental/aggregate",
+    "influxdata/influxdb/schema",
+    "influxdata/influxdb/v1",
+    "influxdata/influxdb",
+];
+
+/// Call arguments that aim a call at something other than a named bucket on
+/// this server and organization (`file` covers `v1.json(file:)`).
+const REFUSED_ARGS: &[&str] = &["bucketID", "host", "org", "orgID", "token", "file"];
+
+/// Functions that write: they take the bucket as a write target.
+fn is_write_fn(name: &str) -> bool {
+    name == "to" || name == "wideTo"
+}
+
+pub fn analyze(flux: &str) -> Result<FluxAccess, FluxError> {
+    let (main, interps) = lexer::lex(flux)?;
+    let mut an = Analyzer::default();
+    an.run(&main)?;
+    for interp in &interps {
+        an.run(interp)?;
+    }
+    if an.reads.is_empty() {
+        return Err(FluxError::NoBucket);
+    }
+    Ok(FluxAccess {
+        reads: an.reads.into_iter().collect(),
+        writes: an.writes.into_iter().collect(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Paren,
+    Brace,
+    Bracket,
+}
+
+/// An open bracket. Property lists (call arguments after `(` or `,`, record
+/// fields after `{`, `,` or `with`) are where `name:` keys appear.
+struct Frame {
+    kind: Kind,
+    /// Final name of the called function when this `(` opens a call.
+    callee: Option<String>,
+    /// The call goes through an import of the `array` package (`array.from`).
+    via_array: bool,
+    prop_start: bool,
+    has_bucket: bool,
+}
+
+impl Frame {
+    fn closer(&self) -> &'static str {
+        match self.kind {
+            Kind::Paren => ")",
+            Kind::Brace => "}",
+            Kind::Bracket => "]",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Analyzer {
+    /// Import alias -> package path.
+    aliases: HashMap<String, String>,
+    reads: BTreeSet<String>,
+    writes: BTreeSet<String>,
+}
+
+impl Analyzer {
+    fn run(&mut self, toks: &[Tok]) -> Result<(), FluxError> {
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut i = 0;
+        while let Some(tok) = toks.get(i) {
+            let at_prop = stack.last().is_some_and(|f| f.prop_start);
+            if let Some(f) = stack.last_mut() {
+                f.prop_start = false;
+            }
+            let next = toks.get(i + 1);
+            match tok {
+                Tok::Kw("import") => {
+                    i = self.import(toks, i)?;
+                    continue;
+                }
+                Tok::Kw("builtin" | "testcase" | "test") => {
+                    return Err(FluxError::Unsupported("builtin and test statements"));
+                }
+                Tok::P(open @ ("(" | "{" | "[")) => {
+                    let kind = match *open {
+                        "(" => Kind::Paren,
+                        "{" => Kind::Brace,
+                        _ => Kind::Bracket,
+                    };
+                    let (callee, via_array) = match kind {
+                        Kind::Paren => self.callee(toks, i),
+                        _ => (None, false),
+                    };
+                    let prop_start = kind != Kind::Bracket;
+                    stack.push(Frame {
+                        kind,
+                        callee,
+                        via_array,
+                        prop_start,
+                        has_bucket: false,
+                    });
+                }
+                Tok::P(close @ (")" | "}" | "]")) => {
+                    let frame = stack.pop().ok_or(FluxError::Unbalanced)?;
+                    if frame.closer() != *close {
+                        return Err(FluxError::Unbalanced);
+                    }
+                    finish_call(&frame)?;
+                }
+                Tok::P(",") => {
+                    if let Some(f) = stack.last_mut() {
+                        f.prop_start = f.kind != Kind::Bracket;
+                    }
+                }
+                Tok::Ident(_) | Tok::Str(_) if at_prop && next == Some(&Tok::P(":")) => {
+                    i = self.property(toks, i, &mut stack)?;
+                    continue;
+                }
+                Tok::Ident(name) => {
+                    let top = stack.last_mut();
+                    let shorthand = at_prop
+                        && top.as_ref().is_some_and(|f| {
+                            f.kind == Kind::Paren
+                                && matches!(next, Some(Tok::P(p)) if *p == "," || *p == ")")
+                        });
+                    if shorthand && REFUSED_ARGS.contains(&name.as_str()) {
+                        return Err(FluxError::ForbiddenArgument(name.clone()));
+                    }
+                    if let Some(f) = top.filter(|f| f.kind == Kind::Brace && name == "with") {
+                        f.prop_start = true;
+                    }
+                    self.ident_use(toks, i, name)?;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        if stack.is_empty() {
+            Ok(())
+        } else {
+            Err(FluxError::Unbalanced)
+        }
+    }
+
+    /// `import "path"` or `import alias "path"`; returns the index after it.
+    fn import(&mut self, toks: &[Tok], i: usize) -> Result<usize, FluxError> {
+        let (alias, path, next) = match (toks.get(i + 1), toks.get(i + 2)) {
+            (Some(Tok::Str(Some(path))), _) => {
+                (path.rsplit('/').next().unwrap_or(path), path, i + 2)
+            }
+            (Some(Tok::Ident(alias)), Some(Tok::Str(Some(path)))) => (alias.as_str(), path, i + 3),
+            _ => return Err(FluxError::BadImport),
+        };
+        if !ALLOWED_IMPORTS.contains(&path.as_str()) {
+            return Err(FluxError::ForbiddenImport(path.clone()));
+        }
+        self.aliases.insert(alias.to_owned(), path.clone());
+        Ok(next)
+    }
+
+    /// Name of the function a `(` at `i` calls, and whether it is `array.<name>`.
+    fn callee(&self, toks: &[Tok], i: usize) -> (Option<String>, bool) {
+        let before = |k: usize| i.checked_sub(k).and_then(|j| toks.get(j));
+        let Some(Tok::Ident(name)) = before(1) else {
+            return (None, false);
+        };
+        let via_array = before(2) == Some(&Tok::P("."))
+            && matches!(before(3), Some(Tok::Ident(q)) if self.aliases.get(q).is_some_and(|p| p == "array"));
+        (Some(name.clone()), via_array)
+    }
+
+    /// A `key: value` property at `i`; returns the index of the value's first token.
+    fn property(
+        &mut self,
+        toks: &[Tok],
+        i: usize,
+        stack: &mut [Frame],
+    ) -> Result<usize, FluxError> {
+        let key = match toks.get(i) {
+            Some(Tok::Ident(k) | Tok::Str(Some(k))) => k.as_str(),
+            _ => return Err(FluxError::DynamicKey),
+        };
+        let frame = stack.last_mut().ok_or(FluxError::Unbalanced)?;
+        if key == "bucket" {
+            let bucket = match (toks.get(i + 2), toks.get(i + 3)) {
+                (Some(Tok::Str(Some(b))), Some(Tok::P(p))) if *p == "," || *p == frame.closer() => {
+                    b
+                }
+                _ => return Err(FluxError::BucketNotLiteral),
+            };
+            frame.has_bucket = true;
+            let target = if frame.callee.as_deref().is_some_and(is_write_fn) {
+                &mut self.writes
+            } else {
+                &mut self.reads
+            };
+            target.insert(bucket.clone());
+            return Ok(i + 3);
+        }
+        if frame.kind == Kind::Paren && REFUSED_ARGS.contains(&key) {
+            return Err(FluxError::ForbiddenArgument(key.to_owned()));
+        }
+        Ok(i + 2)
+    }
+
+    /// Uses of an identifier outside key position that could reach a bucket
+    /// the other rules cannot see.
+    fn ident_use(&self, toks: &[Tok], i: usize, name: &str) -> Result<(), FluxError> {
+        let before = |k: usize| i.checked_sub(k).and_then(|j| toks.get(j));
+        let member = before(1) == Some(&Tok::P("."));
+        let package_member =
+            member && matches!(before(2), Some(Tok::Ident(q)) if self.aliases.contains_key(q));
+        let called = toks.get(i + 1) == Some(&Tok::P("("));
+        match name {
+            // A variable or shorthand property called `bucket` can carry any name.
+            "bucket" if !member => Err(FluxError::BucketNotLiteral),
+            "buckets" | "databases" if !member || package_member => {
+                Err(FluxError::ForbiddenFunction(name.to_owned()))
+            }
+            // An aliased `to` would make its bucket look like a read.
+            _ if is_write_fn(name) && !called && (!member || package_member) => {
+                Err(FluxError::WriteFunctionAsValue(name.to_owned()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn finish_call(frame: &Frame) -> Result<(), FluxError> {
+    match frame.callee.as_deref() {
+        Some("from") if !frame.via_array && !frame.has_bucket => Err(FluxError::FromWithoutBucket),
+        Some(name) if is_write_fn(name) && !frame.has_bucket => {
+            Err(FluxError::WriteWithoutBucket(name.to_owned()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ok(q: &str) -> FluxAccess {
+        analyze(q).unwrap_or_else(|e| panic!("{q:?}: {e}"))
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn err(q: &str) -> FluxError {
+        analyze(q).expect_err(q)
+    }
+
+    /// Flux string literal for any text (`$` as `\x24` so it never interpolates).
+    fn quote(s: &str) -> String {
+        let body = s
+            .replace('\\', r"\\")
+            .replace('"', "\\\"")
+            .replace('$', r"\x24");
+        format!("\"{body}\"")
+    }
+
+    const RANGE: &str = "|> range(start: -1h)";
+
+    #[test]
+    fn typical_queries() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "from(bucket: \"telegraf/autogen\") |> range(start: -1h) \
+                 |> filter(fn: (r) => r._measurement == \"cpu\")",
+                &["telegraf/autogen"],
+            ),
+            (
+                "from(bucket: \"b\")\n  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n  \
+                 |> filter(fn: (r) => r[\"_measurement\"] == \"cpu\" and r[\"host\"] =~ /^a$/)\n  \
+                 |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)\n  \
+                 |> map(fn: (r) => ({r with host: \"x\", _value: r._value / 2.0 / 3.0}))\n  \
+                 |> yield(name: \"mean\")",
+                &["b"],
+            ),
+            (
+                "import \"strings\"\nimport \"influxdata/influxdb/schema\"\n\
+                 schema.tagValues(bucket: \"b\", tag: \"host\")",
+                &["b"],
+            ),
+            (
+                "import \"influxdata/influxdb/v1\"\nv1.measurements(bucket:\"m\")",
+                &["m"],
+            ),
+            (
+                "import \"influxdata/influxdb\"\ninfluxdb.from(bucket: \"x\")",
+                &["x"],
+            ),
+            (
+                "a = from(bucket: \"a\") |> range(start: 2021-01-01T00:00:00Z, stop: 2021-01-02T00:00:00.5+01:00)\n\
+                 b = from(bucket: \"b\") |> range(start: -1h30m)\n\
+                 join(tables: {a: a, b: b}, on: [\"_time\"])",
+                &["a", "b"],
+            ),
+            (
+                "import \"array\"\narray.from(rows: [{v: 1}]) \
+                 |> union(tables: [from(bucket: \"x\"), from(bucket: \"y\",)])",
+                &["x", "y"],
+            ),
+            ("from(\"bucket\": \"q\")", &["q"]),
+            ("// from(bucket: \"secret\")\nfrom(bucket: \"a\")", &["a"]),
+            (
+                "from(bucket: \"a\") |> filter(fn: (r) => r.x == \"from(bucket: \\\"s\\\")\")",
+                &["a"],
+            ),
+            (
+                "from(bucket: \"a\") |> filter(fn: (r) => r.x =~ /from\\(bucket: \"s\"\\)/ or r.b == 1)",
+                &["a"],
+            ),
+            (
+                "from(bucket: \"a\") |> map(fn: (r) => ({r with s: \"v=${r._value}\"}))",
+                &["a"],
+            ),
+            (
+                "from(bucket: \"a\") |> map(fn: (r) => ({r with s: \"${string(v: \
+                 (from(bucket: \"b\") |> findRecord(fn: (key) => true, idx: 0))._value)}\"}))",
+                &["a", "b"],
+            ),
+            ("from(bucket: \"a$b\")", &["a$b"]),
+            ("from(bucket: \"x$\\\")", &["x$\\"]),
+            ("from(bucket: \"a\\\"b\\\\c\\x41\\${}\")", &["a\"b\\cA${}"]),
+            ("from(bucket: \"ünï cödé ☃\")", &["ünï cödé ☃"]),
+        ];
+        for (q, want) in cases {
+            assert_eq!(
+                ok(q),
+                FluxAccess {
+                    reads: names(want),
+                    writes: vec![]
+                },
+                "{q}"
+            );
+        }
+    }
+
+    #[test]
+    fn writes() {
+        let q = format!("from(bucket: \"a\") {RANGE} |> to(bucket: \"b\")");
+        assert_eq!(
+            ok(&q),
+            FluxAccess {
+                reads: names(&["a"]),
+                writes: names(&["b"])
+            }
+        );
+        let q = format!(
+            "import \"experimental\"\nimport \"influxdata/influxdb\"\nfrom(bucket: \"a\") {RANGE} \
+             |> experimental.to(bucket: \"c\") |> influxdb.wideTo(bucket: \"w\")"
+        );
+        assert_eq!(ok(&q).writes, names(&["c", "w"]));
+        let refused = [
+            (
+                "from(bucket: \"a\") |> to()",
+                FluxError::WriteWithoutBucket("to".into()),
+            ),
+            (
+                "t = to\nfrom(bucket: \"a\") |> t(bucket: \"b\")",
+                FluxError::WriteFunctionAsValue("to".into()),
+            ),
+            (
+                "import \"experimental\"\nf = experimental.to",
+                FluxError::WriteFunctionAsValue("to".into()),
+            ),
+            (
+                "from(bucket: \"a\") |> to(bucket: \"b\", orgID: \"x\")",
+                FluxError::ForbiddenArgument("orgID".into()),
+            ),
+            (
+                "import \"array\"\narray.from(rows: [{a: 1}]) |> to(bucket: \"b\")",
+                FluxError::NoBucket,
+            ),
+        ];
+        for (q, e) in refused {
+            assert_eq!(err(q), e, "{q}");
+        }
+    }
+
+    #[test]
+    fn non_literal_buckets_are_refused() {
+        for q in [
+            "b = \"x\"\nfrom(bucket: b)",
+            "from(bucket: \"a\" + \"b\")",
+            "from(bucket: \"${b}\")",
+            "from(bucket)",
+            "from(bucket: v.bucket)",
+            "f = (bucket=\"x\") => from(bucket: bucket)",
+            "x = {bucket: y}",
+        ] {
+            assert_eq!(err(q), FluxError::BucketNotLiteral, "{q}");
+        }
+        assert_eq!(
+            err("from(bucket: \"a\", \"${k}\": \"h\")"),
+            FluxError::DynamicKey
+        );
+        assert_eq!(err("from()"), FluxError::FromWithoutBucket);
+        assert_eq!(err("from(start: -1h)"), FluxError::FromWithoutBucket);
+    }
+
+    #[test]
+    fn remote_and_id_targets_are_refused() {
+        for arg in [
+            "bucketID: \"0a1b\"",
+            "host: \"https://x\"",
+            "org: \"o\"",
+            "orgID: \"1\"",
+            "token: \"t\"",
+            "\"host\": \"h\"",
+            "token",
+        ] {
+            let q = format!("from(bucket: \"a\", {arg})");
+            assert!(matches!(err(&q), FluxError::ForbiddenArgument(_)), "{q}");
+        }
+        assert_eq!(
+            err("from(bucketID: \"1\")"),
+            FluxError::ForbiddenArgument("bucketID".into())
+        );
+        let q = "import \"influxdata/influxdb/v1\"\nv1.json(file: \"/etc/passwd\")";
+        assert_eq!(err(q), FluxError::ForbiddenArgument("file".into()));
+    }
+
+    #[test]
+    fn listing_is_refused() {
+        assert_eq!(err("buckets()").to_string(), "buckets() is not allowed");
+        assert_eq!(
+            err("b = buckets\nb()"),
+            FluxError::ForbiddenFunction("buckets".into())
+        );
+        let q = "import \"influxdata/influxdb\"\ninfluxdb.buckets()";
+        assert_eq!(err(q), FluxError::ForbiddenFunction("buckets".into()));
+        let q = "import \"influxdata/influxdb/v1\"\nv1.databases()";
+        assert_eq!(err(q), FluxError::ForbiddenFunction("databases".into()));
+        // Digits never swallow a following identifier.
+        let q = "from(bucket: \"a\")\nx = 1buckets()";
+        assert_eq!(err(q), FluxError::ForbiddenFunction("buckets".into()));
+    }
+
+    #[test]
+    fn imports() {
+        assert_eq!(
+            err("import \"sql\"\nfrom(bucket: \"a\")").to_string(),
+            "import \"sql\" is not allowed"
+        );
+        for path in [
+            "http",
+            "csv",
+            "socket",
+            "influxdata/influxdb/secrets",
+            "experimental/http",
+            "experimental/mqtt",
+            "experimental/influxdb",
+            "influxdata/influxdb/sample",
+            "strings/x",
+        ] {
+            let q = format!("import s \"{path}\"\nfrom(bucket: \"a\")");
+            assert_eq!(err(&q), FluxError::ForbiddenImport(path.into()), "{q}");
+        }
+        assert_eq!(err("import \"${x}\""), FluxError::BadImport);
+        assert_eq!(err("import x"), FluxError::BadImport);
+        assert_eq!(
+            err("import \"array\"\narray.from(rows: [{a: 1}])"),
+            FluxError::NoBucket
+        );
+        assert_eq!(
+            err("import arr \"array\"\narr.from(rows: [])"),
+            FluxError::NoBucket
+        );
+    }
+
+    #[test]
+    fn lexing_feeds_the_checks() {
+        // After `import "p"` a statement starts, so `/` opens a regex there
+        // and the quote inside it cannot start a string hiding the `from`.
+        assert_eq!(
+            ok("import \"strings\"\n/\"/\nfrom(bucket: \"a\")").reads,
+            names(&["a"])
+        );
+        assert_eq!(
+            ok("x = 4 / 2 / 1\nfrom(bucket: \"a\")").reads,
+            names(&["a"])
+        );
+        let q = "from(bucket: \"a\") |> filter(fn: (r) => r.x =~ /\"/ and r.y == \"z\")";
+        assert_eq!(ok(q).reads, names(&["a"]));
+        for (q, e) in [
+            ("", FluxError::NoBucket),
+            ("x = 1 // from(bucket: \"a\")", FluxError::NoBucket),
+            ("from(bucket: \"a\") |> range(", FluxError::Unbalanced),
+            ("from(bucket: \"a\"))", FluxError::Unbalanced),
+            ("from(bucket: \"a\", x: [1)]", FluxError::Unbalanced),
+            (
+                "builtin x : int",
+                FluxError::Unsupported("builtin and test statements"),
+            ),
+            ("from(bucket: 'a')", FluxError::IllegalChar('\'')),
+        ] {
+            assert_eq!(err(q), e, "{q}");
+        }
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z\"\\\\${}/ \n]{1,10}",
+            "\\PC{1,10}",
+            any::<String>().prop_filter("non-empty", |s| !s.is_empty())
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(384))]
+
+        #[test]
+        fn never_panics(s in any::<String>()) {
+            let _ = analyze(&s);
+        }
+
+        #[test]
+        fn never_panics_on_flux_like_text(s in "[a-z(){}\\[\\]:,.|>=~\"\\\\$/ \n0-9-]{0,60}") {
+            let _ = analyze(&s);
+        }
+
+        #[test]
+        fn bucket_names_round_trip(read in name(), write in name()) {
+            let q = format!("from(bucket: {}) {RANGE} |> to(bucket: {})", quote(&read), quote(&write));
+            prop_assert_eq!(ok(&q), FluxAccess { reads: vec![read], writes: vec![write] });
+        }
+    }
+}
