@@ -35,7 +35,7 @@ pub enum RegistryError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     /// No token of that kind with that id.
-    #[error("no {kind} token with id {id:?}", kind = .1.as_str(), id = .0)]
+    #[error("no {kind} token with id {id:?}", kind = .1.as_str(), id = shorten(.0))]
     NotFound(String, TokenKind),
     /// The token cannot be changed any more.
     #[error("token {0:?} is revoked")]
@@ -460,11 +460,21 @@ impl TokenRegistry {
 
     async fn prune(&self) {
         let head = self.head_revision();
-        if head > KEEP_CHANGES {
-            if let Err(e) = self.store.prune_changes(head - KEEP_CHANGES).await {
-                tracing::warn!(error = %e, "cannot prune the change log");
-            }
+        if head > KEEP_CHANGES
+            && let Err(e) = self.store.prune_changes(head - KEEP_CHANGES).await
+        {
+            tracing::warn!(error = %e, "cannot prune the change log");
         }
+    }
+}
+
+/// An id as echoed in an error: ids are caller input, and an unbounded one
+/// would make the status too large for the client's header limits.
+fn shorten(id: &str) -> String {
+    const MAX: usize = 64;
+    match id.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+        None => id.to_owned(),
     }
 }
 
