@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::error::EXIT_CODES_HELP;
+
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
@@ -49,6 +51,7 @@ pub struct ExpiryOptions {
 #[derive(Debug, Clone, Subcommand)]
 pub enum TokenCommand {
     /// Create a database token; prints the token string once.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Create {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -69,6 +72,7 @@ pub enum TokenCommand {
         description: String,
     },
     /// List database tokens (never their token strings).
+    #[command(after_long_help = EXIT_CODES_HELP)]
     List {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -81,6 +85,7 @@ pub enum TokenCommand {
         format: Format,
     },
     /// Show one database token.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Get {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -92,6 +97,7 @@ pub enum TokenCommand {
         id: String,
     },
     /// Replace a database token's permissions.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Update {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -112,6 +118,7 @@ pub enum TokenCommand {
         id: String,
     },
     /// Revoke database tokens.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Revoke {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -129,6 +136,7 @@ pub enum TokenCommand {
 #[derive(Debug, Clone, Subcommand)]
 pub enum ManagementCommand {
     /// Create a management token; prints the token string once.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Create {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -144,6 +152,7 @@ pub enum ManagementCommand {
         format: Format,
     },
     /// List management tokens.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     List {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -156,6 +165,7 @@ pub enum ManagementCommand {
         format: Format,
     },
     /// Revoke management tokens.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Revoke {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -169,10 +179,27 @@ pub enum ManagementCommand {
     },
 }
 
+/// `fluxgate login`'s long help: where the token comes from and goes to.
+/// (The variant's doc comment sets the about text, so this goes after.)
+fn login_help() -> String {
+    format!(
+        "The token is read from --token-file when given, else from standard input\n\
+         (a prompt without echo on a terminal, the first line otherwise). It is\n\
+         checked against the token service, then stored in the OS keyring under\n\
+         service \"fluxgate\" and user = the --authz URL (scheme://host:port), so\n\
+         each token service has its own entry. The other commands use it when\n\
+         neither --token-file nor FLUXGATE_TOKEN is given.\n\n{EXIT_CODES_HELP}"
+    )
+}
+
 /// `fluxgate login`
 #[derive(Debug, Clone, Args)]
+#[command(after_long_help = login_help())]
 pub struct LoginArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub conn: ConnectionOptions,
+    /// Remove the token stored for --authz instead.
+    #[arg(long)]
+    pub remove: bool,
 }

@@ -1,4 +1,51 @@
 //! The management command line (`fluxgate token …`, `fluxgate management …`,
-//! `fluxgate login`).
+//! `fluxgate login`), a client of the token service's management API in the
+//! style of `influxctl`.
+//!
+//! - [`args`]: the flags (scripts depend on them).
+//! - [`client`]: the `--authz` URL, connection and token metadata.
+//! - [`credentials`] and [`keyring_store`]: where the management token comes from.
+//! - [`input`]: checks of permissions and expiry flags.
+//! - [`output`] and [`show`]: tables and JSON.
+//! - [`token`], [`management`], [`revoke`], [`login`]: the commands.
+//! - [`error`]: messages and the exit codes (documented there and in `--help`).
 
 pub mod args;
+pub mod client;
+pub mod credentials;
+pub mod error;
+pub mod input;
+pub mod keyring_store;
+pub mod login;
+pub mod management;
+pub mod output;
+pub mod revoke;
+pub mod show;
+pub mod token;
+
+use std::process::ExitCode;
+
+use error::CliError;
+
+/// Runs `fluxgate token …`.
+pub async fn run_token(command: args::TokenCommand) -> ExitCode {
+    finish(token::run(command).await)
+}
+
+/// Runs `fluxgate management …`.
+pub async fn run_management(command: args::ManagementCommand) -> ExitCode {
+    finish(management::run(command).await)
+}
+
+/// Runs `fluxgate login`.
+pub async fn run_login(args: args::LoginArgs) -> ExitCode {
+    finish(login::run(args).await)
+}
+
+/// Success, or the error's one stderr line and exit code.
+fn finish(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}

@@ -136,6 +136,7 @@ where
         .collect();
     match root.clone().try_get_matches_from(with(&all)) {
         Ok(m) => Ok(Cli::from_arg_matches(&m)?),
+        Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => Err(e.into()),
         Err(e) => {
             for (key, flags) in &injected {
                 if let Err(single) = root.clone().try_get_matches_from(with(flags)) {

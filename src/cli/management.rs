@@ -1,0 +1,53 @@
+//! `fluxgate management create|list|revoke`: management tokens.
+
+use std::time::SystemTime;
+
+use super::args::ManagementCommand;
+use super::client::Client;
+use super::error::CliError;
+use super::input;
+use super::revoke::{self, Kind};
+use super::show::{self, ListKind};
+use crate::proto::tokens as pb;
+
+/// Runs one `fluxgate management …` command.
+pub async fn run(command: ManagementCommand) -> Result<(), CliError> {
+    match command {
+        ManagementCommand::Create {
+            conn,
+            description,
+            expiry,
+            format,
+        } => {
+            let expires_at = input::expiry(&expiry, SystemTime::now())?;
+            let client = Client::open(&conn).await?;
+            let request = pb::CreateManagementTokenRequest {
+                description,
+                expires_at,
+            };
+            let created = client
+                .call("cannot create the management token", |mut c| async move {
+                    c.create_management_token(request).await
+                })
+                .await?;
+            show::created(created, format)
+        }
+        ManagementCommand::List {
+            conn,
+            include_revoked,
+            format,
+        } => {
+            let client = Client::open(&conn).await?;
+            let request = pb::ListTokensRequest { include_revoked };
+            let list = client
+                .call("cannot list management tokens", |mut c| async move {
+                    c.list_management_tokens(request).await
+                })
+                .await?;
+            show::list(list.tokens, ListKind::Management, format)
+        }
+        ManagementCommand::Revoke { conn, force, ids } => {
+            revoke::run(&conn, ids, force, Kind::Management).await
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Rendering of tokens for people (aligned tables and key/value blocks that
+//! fit an 80-column terminal) and for scripts (JSON).
+//!
+//! JSON field names, shared by every command: `id`, `kind`, `description`,
+//! `permissions` (a list of `{"database", "read", "write"}`), `created_at`,
+//! `updated_at`, `expires_at`, `revoked_at` (RFC 3339 UTC, or null), and,
+//! from `create` only, `token`. Nothing else ever prints a token string.
+
+use std::io::{self, IsTerminal as _, Write};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::error::CliError;
+use crate::proto::tokens as pb;
+
+/// Width used when stdout is not a terminal (and the least used when it is).
+pub const DEFAULT_WIDTH: usize = 80;
+/// Widest layout used even on a wider terminal.
+const MAX_WIDTH: usize = 200;
+/// Spaces between table columns.
+const GAP: usize = 2;
+/// Width of the label column of key/value blocks.
+const LABEL: usize = 13;
+
+/// One permission as shown in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Permission {
+    /// Database name or `*`.
+    pub database: String,
+    /// May query.
+    pub read: bool,
+    /// May write.
+    pub write: bool,
+}
+
+/// A token as the token service describes it, in display form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenView {
+    /// The id.
+    pub id: String,
+    /// `database` or `management`.
+    pub kind: &'static str,
+    /// Free text.
+    pub description: String,
+    /// Database tokens only.
+    pub permissions: Vec<Permission>,
+    /// Creation time.
+    pub created_at: Option<SystemTime>,
+    /// Last change of permissions or description.
+    pub updated_at: Option<SystemTime>,
+    /// Expiry, if any.
+    pub expires_at: Option<SystemTime>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<SystemTime>,
+}
+
+impl TokenView {
+    /// Converts the wire form; a timestamp out of range is the service's fault.
+    pub fn from_wire(info: pb::TokenInfo) -> Result<Self, CliError> {
+        let time = |t: Option<prost_types::Timestamp>| -> Result<Option<SystemTime>, CliError> {
+            t.map(|t| {
+                SystemTime::try_from(t)
+                    .map_err(|_| CliError::other("the token service sent a timestamp out of range"))
+            })
+            .transpose()
+        };
+        let kind = match pb::TokenKind::try_from(info.kind) {
+            Ok(pb::TokenKind::Database) => "database",
+            Ok(pb::TokenKind::Management) => "management",
+            _ => "unknown",
+        };
+        Ok(Self {
+            id: info.id,
+            kind,
+            description: info.description,
+            permissions: info
+                .permissions
+                .into_iter()
+                .map(|p| Permission {
+                    database: p.database,
+                    read: p.read,
+                    write: p.write,
+                })
+                .collect(),
+            created_at: time(info.created_at)?,
+            updated_at: time(info.updated_at)?,
+            expires_at: time(info.expires_at)?,
+            revoked_at: time(info.revoked_at)?,
+        })
+    }
+
+    /// `revoked`, `expired` or `active` at `now`.
+    pub fn status(&self, now: SystemTime) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+
+    fn to_json<'a>(&'a self, token: Option<&'a str>) -> TokenJson<'a> {
+        TokenJson {
+            id: &self.id,
+            kind: self.kind,
+            token,
+            description: &self.description,
+            permissions: &self.permissions,
+            created_at: self.created_at.map(json_time),
+            updated_at: self.updated_at.map(json_time),
+            expires_at: self.expires_at.map(json_time),
+            revoked_at: self.revoked_at.map(json_time),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TokenJson<'a> {
+    id: &'a str,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    description: &'a str,
+    permissions: &'a [Permission],
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+}
+
+fn json_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn table_time(t: Option<SystemTime>, none: &str) -> String {
+    t.map_or_else(
+        || none.to_owned(),
+        |t| humantime::format_rfc3339_seconds(t).to_string(),
+    )
+}
+
+/// The layout width: the terminal's when stdout is one, else 80.
+pub fn width() -> usize {
+    if !io::stdout().is_terminal() {
+        return DEFAULT_WIDTH;
+    }
+    terminal_size::terminal_size()
+        .map(|(w, _)| usize::from(w.0))
+        .unwrap_or(DEFAULT_WIDTH)
+        .clamp(DEFAULT_WIDTH, MAX_WIDTH)
+}
+
+/// Runs `render` against stdout. A closed pipe (`| head`) is not an error.
+pub fn to_stdout(render: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), CliError> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match render(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(CliError::other(format!("cannot write the output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One token as a JSON object (with its token string after creation).
+pub fn json_token(out: &mut dyn Write, token: &TokenView, secret: Option<&str>) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, &token.to_json(secret))?;
+    writeln!(out)
+}
+
+/// Tokens as a JSON array.
+pub fn json_tokens(out: &mut dyn Write, tokens: &[TokenView]) -> io::Result<()> {
+    let items: Vec<TokenJson<'_>> = tokens.iter().map(|t| t.to_json(None)).collect();
+    serde_json::to_writer_pretty(&mut *out, &items)?;
+    writeln!(out)
+}
+
+/// Permissions in compact form: `read:db1,db2 write:db3`, or `-` for none.
+pub fn compact_permissions(permissions: &[Permission]) -> String {
+    let parts: Vec<String> = permission_groups(permissions)
+        .into_iter()
+        .map(|(action, dbs)| format!("{action}:{}", dbs.join(",")))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn permission_groups(permissions: &[Permission]) -> Vec<(&'static str, Vec<String>)> {
+    let pick = |f: fn(&Permission) -> bool| -> Vec<String> {
+        permissions
+            .iter()
+            .filter(|p| f(p))
+            .map(|p| clean(&p.database))
+            .collect()
+    };
+    [("read", pick(|p| p.read)), ("write", pick(|p| p.write))]
+        .into_iter()
+        .filter(|(_, dbs)| !dbs.is_empty())
+        .collect()
+}
+
+/// One token as a key/value block; `secret` adds the token string once,
+/// with the line telling the user to store it.
+pub fn block(
+    out: &mut dyn Write,
+    token: &TokenView,
+    secret: Option<&str>,
+    now: SystemTime,
+    width: usize,
+) -> io::Result<()> {
+    let value_width = width.saturating_sub(LABEL).max(20);
+    let mut field = |label: &str, lines: Vec<String>| -> io::Result<()> {
+        for (i, line) in lines.iter().enumerate() {
+            let label = if i == 0 { label } else { "" };
+            writeln!(out, "{label:<LABEL$}{line}")?;
+        }
+        Ok(())
+    };
+    field("ID", vec![token.id.clone()])?;
+    field("Kind", vec![token.kind.to_owned()])?;
+    let description = if token.description.is_empty() {
+        "-".to_owned()
+    } else {
+        clean(&token.description)
+    };
+    field("Description", wrap(&description, value_width))?;
+    if token.kind == "database" {
+        let mut lines = Vec::new();
+        for (action, dbs) in permission_groups(&token.permissions) {
+            lines.extend(wrap(&format!("{action}:{}", dbs.join(",")), value_width));
+        }
+        if lines.is_empty() {
+            lines.push("-".to_owned());
+        }
+        field("Permissions", lines)?;
+    }
+    field("Status", vec![token.status(now).to_owned()])?;
+    field("Created", vec![table_time(token.created_at, "-")])?;
+    field("Updated", vec![table_time(token.updated_at, "-")])?;
+    field("Expires", vec![table_time(token.expires_at, "never")])?;
+    field("Revoked", vec![table_time(token.revoked_at, "-")])?;
+    if let Some(secret) = secret {
+        // On its own line, so it can be copied whole whatever its length.
+        writeln!(out)?;
+        writeln!(out, "Token (shown only this once):")?;
+        writeln!(out, "{secret}")?;
+        writeln!(
+            out,
+            "Store it in a secret store now (a secret file, FLUXGATE_TOKEN, a keyring)."
+        )?;
+    }
+    Ok(())
+}
+
+/// A list of database tokens: ID, STATUS, PERMISSIONS, DESCRIPTION.
+pub fn database_table(
+    out: &mut dyn Write,
+    tokens: &[TokenView],
+    now: SystemTime,
+    width: usize,
+) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.status(now).to_owned(),
+                compact_permissions(&t.permissions),
+                clean(&t.description),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            ("ID", false),
+            ("STATUS", false),
+            ("PERMISSIONS", true),
+            ("DESCRIPTION", true),
+        ],
+        &rows,
+        width,
+    )
+}
+
+/// A list of management tokens: ID, STATUS, EXPIRES, DESCRIPTION (they have
+/// no `get`, so the expiry is shown here).
+pub fn management_table(
+    out: &mut dyn Write,
+    tokens: &[TokenView],
+    now: SystemTime,
+    width: usize,
+) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.status(now).to_owned(),
+                table_time(t.expires_at, "never"),
+                clean(&t.description),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            ("ID", false),
+            ("STATUS", false),
+            ("EXPIRES", false),
+            ("DESCRIPTION", true),
+        ],
+        &rows,
+        width,
+    )
+}
+
+/// An aligned table. Fixed columns keep their full width (ids are never
+/// cut); flexible ones share what is left, the narrow ones getting all they
+/// need first, and are cut with an ellipsis.
+fn table(
+    out: &mut dyn Write,
+    columns: &[(&str, bool)],
+    rows: &[Vec<String>],
+    width: usize,
+) -> io::Result<()> {
+    let mut widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (header, _))| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain([header.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let gaps = GAP * columns.len().saturating_sub(1);
+    if widths.iter().sum::<usize>() + gaps > width {
+        let fixed: usize = columns
+            .iter()
+            .zip(&widths)
+            .filter(|((_, flex), _)| !flex)
+            .map(|(_, w)| w)
+            .sum();
+        let mut left = width.saturating_sub(fixed + gaps);
+        let mut flexible: Vec<usize> = (0..columns.len()).filter(|&i| columns[i].1).collect();
+        flexible.sort_by_key(|&i| widths[i]);
+        let mut remaining = flexible.len();
+        for i in flexible {
+            let share = left / remaining.max(1);
+            let header = columns[i].0.chars().count();
+            widths[i] = widths[i].min(share.max(header));
+            left = left.saturating_sub(widths[i]);
+            remaining -= 1;
+        }
+    }
+    let header: Vec<String> = columns.iter().map(|(h, _)| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, w) in widths.iter().enumerate() {
+            if i > 0 {
+                line.push_str(&" ".repeat(GAP));
+            }
+            let cell = truncate(row.get(i).map_or("", String::as_str), *w);
+            let pad = w.saturating_sub(cell.chars().count());
+            line.push_str(&cell);
+            line.push_str(&" ".repeat(pad));
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// Cuts `text` to `width` characters, ending with `…` when cut.
+pub fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut cut: String = text.chars().take(width - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Splits `text` into lines of at most `width` characters, preferring to
+/// break after a comma or at a space.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut rest: Vec<char> = text.chars().collect();
+    while rest.len() > width && width > 0 {
+        // After a comma (kept on this line) or at a space (dropped).
+        let after_comma = rest[..width].iter().rposition(|c| *c == ',').map(|i| i + 1);
+        let at_space = rest[..=width].iter().rposition(|c| *c == ' ');
+        let at = after_comma
+            .into_iter()
+            .chain(at_space)
+            .filter(|&i| i > 0)
+            .max()
+            .unwrap_or(width);
+        lines.push(rest[..at].iter().collect::<String>().trim_end().to_owned());
+        rest.drain(..at);
+        while rest.first() == Some(&' ') {
+            rest.remove(0);
+        }
+    }
+    lines.push(rest.into_iter().collect());
+    lines
+}
+
+/// Control characters (newlines, escape sequences) from free text would
+/// break the layout or drive the terminal: shown as spaces.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn view(description: &str, perms: &[(&str, bool, bool)]) -> TokenView {
+        TokenView {
+            id: "0c8ba4ef-7f5c-4a3e-9a71-1f2a2b3c4d5e".into(),
+            kind: "database",
+            description: description.into(),
+            permissions: perms
+                .iter()
+                .map(|(d, r, w)| Permission {
+                    database: (*d).into(),
+                    read: *r,
+                    write: *w,
+                })
+                .collect(),
+            created_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_798_761_600)),
+            updated_at: None,
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+        let mut buf = Vec::new();
+        f(&mut buf).expect("render");
+        String::from_utf8(buf).expect("utf8")
+    }
+
+    #[test]
+    fn compact_form() {
+        let v = view(
+            "",
+            &[("a", true, false), ("b", true, true), ("c", false, true)],
+        );
+        assert_eq!(compact_permissions(&v.permissions), "read:a,b write:b,c");
+        assert_eq!(compact_permissions(&[]), "-");
+    }
+
+    #[test]
+    fn tables_fit_80_columns_and_keep_ids_whole() {
+        let long = "x".repeat(300);
+        let many: Vec<(&str, bool, bool)> = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+            .iter()
+            .map(|d| (*d, true, true))
+            .collect();
+        let tokens = vec![
+            view(&long, &many),
+            view("short\nline", &[("*", true, false)]),
+        ];
+        let now = SystemTime::now();
+        let text = render(|out| database_table(out, &tokens, now, 80));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?}");
+        }
+        assert!(text.contains("0c8ba4ef-7f5c-4a3e-9a71-1f2a2b3c4d5e"));
+        assert!(text.contains('…'));
+        assert!(text.contains("short line"));
+        let text = render(|out| management_table(out, &tokens, now, 80));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?}");
+        }
+        assert!(text.contains("never"));
+    }
+
+    #[test]
+    fn narrow_content_is_not_cut() {
+        let tokens = vec![view("telegraf", &[("db1", true, false)])];
+        let text = render(|out| database_table(out, &tokens, SystemTime::now(), 80));
+        assert!(text.contains("read:db1"));
+        assert!(text.contains("telegraf"));
+        assert!(!text.contains('…'));
+    }
+
+    #[test]
+    fn blocks_wrap_and_show_rfc3339() {
+        let many: Vec<String> = (0..30).map(|i| format!("database{i}")).collect();
+        let perms: Vec<(&str, bool, bool)> =
+            many.iter().map(|d| (d.as_str(), true, false)).collect();
+        let v = view("d", &perms);
+        let text = render(|out| block(out, &v, Some("fgdb_x"), SystemTime::now(), 80));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?}");
+        }
+        assert!(text.contains("2027-01-01T00:00:00Z"));
+        assert!(text.contains("database29"));
+        assert!(text.contains("fgdb_x"));
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let v = view("d", &[("*", true, false)]);
+        let text = render(|out| json_token(out, &v, None));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert!(json.get("token").is_none());
+        assert_eq!(json["expires_at"], serde_json::Value::Null);
+        assert_eq!(json["created_at"], "2027-01-01T00:00:00.000Z");
+        assert_eq!(json["permissions"][0]["database"], "*");
+        assert_eq!(json["permissions"][0]["read"], true);
+    }
+
+    #[test]
+    fn wrapping_and_truncation() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(wrap("read:a,b,c", 7), vec!["read:a,", "b,c"]);
+        assert_eq!(wrap("hello world", 8), vec!["hello", "world"]);
+        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+    }
+}

@@ -1,0 +1,78 @@
+//! What the commands print on success, in the `--format` asked for: a
+//! created token (its string, once), one token, or a list.
+
+use std::time::SystemTime;
+
+use super::args::Format;
+use super::error::CliError;
+use super::output::{self, TokenView};
+use crate::proto::tokens as pb;
+
+/// Which list layout to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// Database tokens: with permissions.
+    Database,
+    /// Management tokens: with expiry.
+    Management,
+}
+
+/// A newly created token, with its token string and the reminder to store it.
+pub fn created(created: pb::CreatedToken, format: Format) -> Result<(), CliError> {
+    let info = created
+        .info
+        .ok_or_else(|| CliError::other("the token service answered without the token's details"))?;
+    if created.token.is_empty() {
+        return Err(CliError::other(
+            "the token service answered without a token string",
+        ));
+    }
+    let view = TokenView::from_wire(info)?;
+    let secret = created.token.as_str();
+    match format {
+        Format::Json => output::to_stdout(|out| output::json_token(out, &view, Some(secret))),
+        Format::Table => {
+            let width = output::width();
+            output::to_stdout(|out| {
+                output::block(out, &view, Some(secret), SystemTime::now(), width)
+            })
+        }
+    }
+}
+
+/// One token (never its token string).
+pub fn one(info: pb::TokenInfo, format: Format) -> Result<(), CliError> {
+    let view = TokenView::from_wire(info)?;
+    match format {
+        Format::Json => output::to_stdout(|out| output::json_token(out, &view, None)),
+        Format::Table => {
+            let width = output::width();
+            output::to_stdout(|out| output::block(out, &view, None, SystemTime::now(), width))
+        }
+    }
+}
+
+/// A list of tokens (never their token strings).
+pub fn list(tokens: Vec<pb::TokenInfo>, kind: ListKind, format: Format) -> Result<(), CliError> {
+    let views = tokens
+        .into_iter()
+        .map(TokenView::from_wire)
+        .collect::<Result<Vec<_>, _>>()?;
+    match format {
+        Format::Json => output::to_stdout(|out| output::json_tokens(out, &views)),
+        Format::Table if views.is_empty() => output::to_stdout(|out| {
+            let noun = match kind {
+                ListKind::Database => "database",
+                ListKind::Management => "management",
+            };
+            writeln!(out, "No {noun} tokens.")
+        }),
+        Format::Table => {
+            let (width, now) = (output::width(), SystemTime::now());
+            output::to_stdout(|out| match kind {
+                ListKind::Database => output::database_table(out, &views, now, width),
+                ListKind::Management => output::management_table(out, &views, now, width),
+            })
+        }
+    }
+}
