@@ -7,6 +7,7 @@
 //! - [`cli`]: the management command line.
 //! - [`config`] and [`telemetry`]: configuration, logs and metrics.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod app;

@@ -236,31 +236,6 @@ fn all_long_names(root: &clap::Command) -> BTreeSet<String> {
     names
 }
 
-/// Every `(command path, long option)` pair, for documentation checks.
-pub fn documented_options() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![(String::new(), Cli::command())];
-    while let Some((prefix, cmd)) = stack.pop() {
-        for arg in cmd.get_arguments() {
-            if let Some(long) = arg.get_long() {
-                if long != "help" && long != "version" {
-                    out.push((prefix.clone(), long.to_owned()));
-                }
-            }
-        }
-        for sub in cmd.get_subcommands() {
-            let name = if prefix.is_empty() {
-                sub.get_name().to_owned()
-            } else {
-                format!("{prefix} {}", sub.get_name())
-            };
-            stack.push((name, sub.clone()));
-        }
-    }
-    out.sort();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,6 @@ pub mod reference;
 mod values;
 
 pub use check::check;
-pub use file::{ConfigError, documented_options, parse_args};
+pub use file::{ConfigError, parse_args};
 pub use options::*;
 pub use values::{ByteSize, HumanDuration};

@@ -185,12 +185,12 @@ fn plan_flux(body: QueryBody) -> Result<Plan, Rejection> {
     let query = match body {
         QueryBody::Text(q) => q,
         QueryBody::Json(v) => {
-            if let Some(kind) = v.get("type").and_then(|t| t.as_str()) {
-                if kind != "flux" {
-                    return Err(Rejection::BadRequest(format!(
-                        "query type {kind:?} is not supported; use flux"
-                    )));
-                }
+            if let Some(kind) = v.get("type").and_then(|t| t.as_str())
+                && kind != "flux"
+            {
+                return Err(Rejection::BadRequest(format!(
+                    "query type {kind:?} is not supported; use flux"
+                )));
             }
             match v.get("query").and_then(|q| q.as_str()) {
                 Some(q) => q.to_owned(),

@@ -75,15 +75,15 @@ impl Params {
     /// in both must agree (the database would pick one; we must not guess).
     pub fn merge(mut self, body: Params) -> Result<Self, Rejection> {
         for (k, v) in body.0 {
-            if let Some(existing) = self.get(&k) {
-                if SINGLE_VALUED.contains(&k.as_str()) {
-                    if existing != v {
-                        return Err(Rejection::BadRequest(format!(
-                            "parameter {k:?} differs between the URL and the body"
-                        )));
-                    }
-                    continue;
+            if let Some(existing) = self.get(&k)
+                && SINGLE_VALUED.contains(&k.as_str())
+            {
+                if existing != v {
+                    return Err(Rejection::BadRequest(format!(
+                        "parameter {k:?} differs between the URL and the body"
+                    )));
                 }
+                continue;
             }
             self.0.push((k, v));
         }
