@@ -146,6 +146,7 @@ impl ProxyService {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
+        let _in_flight = InFlight::enter();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let mut trail = Trail::default();
@@ -165,8 +166,19 @@ impl ProxyService {
         });
         let route_name = route.map_or("unknown", Route::as_str);
         let status = response.status();
-        metrics::counter!("fluxgate_requests_total", "api" => api.as_str(), "route" => route_name, "status" => status.as_str().to_owned())
+        let decision = if route == Some(Route::Public) {
+            "public"
+        } else if reason.is_none() {
+            "allow"
+        } else if status == http::StatusCode::SERVICE_UNAVAILABLE {
+            "error"
+        } else {
+            "deny"
+        };
+        let action = action_label(&trail.needs);
+        metrics::counter!("fluxgate_requests_total", "api" => api.as_str(), "route" => route_name, "action" => action, "status" => status.as_str().to_owned())
             .increment(1);
+        metrics::counter!("fluxgate_decisions_total", "api" => api.as_str(), "decision" => decision).increment(1);
         metrics::histogram!("fluxgate_request_seconds", "api" => api.as_str())
             .record(started.elapsed().as_secs_f64());
         if route != Some(Route::Public) && self.inner.audit.enabled() {
@@ -178,13 +190,7 @@ impl ProxyService {
                 api: api.as_str(),
                 databases: trail.needs.iter().map(|n| n.database.clone()).collect(),
                 actions: trail.needs.iter().map(|n| n.action.as_str()).collect(),
-                decision: if reason.is_none() {
-                    "allow"
-                } else if status == http::StatusCode::SERVICE_UNAVAILABLE {
-                    "error"
-                } else {
-                    "deny"
-                },
+                decision,
                 status: status.as_u16(),
                 grpc_status: None,
                 token_id: trail.subject.as_deref().map(str::to_owned),
@@ -325,6 +331,50 @@ impl ProxyService {
         };
         show_databases::filter(&mut answers, |name| readable.iter().any(|r| r == name));
         Ok(show_databases::respond(parts, &answers))
+    }
+}
+
+/// The actions a request needed, as one metric label.
+pub fn action_label(needs: &[Need]) -> &'static str {
+    let read = needs.iter().any(|n| {
+        matches!(
+            n.action,
+            crate::authz::Action::Read | crate::authz::Action::ReadSchema
+        )
+    });
+    let write = needs
+        .iter()
+        .any(|n| n.action == crate::authz::Action::Write);
+    let admin = needs.iter().any(|n| {
+        matches!(
+            n.action,
+            crate::authz::Action::Create | crate::authz::Action::Delete
+        )
+    });
+    match (admin, read, write) {
+        (true, _, _) => "admin",
+        (false, true, true) => "read_write",
+        (false, true, false) => "read",
+        (false, false, true) => "write",
+        (false, false, false) => "none",
+    }
+}
+
+/// Counts a request in `fluxgate_requests_in_flight` while alive.
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    /// Counts one more request in flight until dropped.
+    pub fn enter() -> Self {
+        metrics::gauge!("fluxgate_requests_in_flight").increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("fluxgate_requests_in_flight").decrement(1.0);
     }
 }
 
