@@ -315,4 +315,56 @@ mod tests {
             b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
         ]));
     }
+
+    fn request(body: &[u8], chunked: bool, both: bool) -> Vec<u8> {
+        let mut r = b"POST /write?db=a HTTP/1.1\r\nHost: x\r\n".to_vec();
+        if chunked {
+            r.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            if both {
+                r.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+            }
+            r.extend_from_slice(b"\r\n");
+            for piece in body.chunks(7) {
+                r.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                r.extend_from_slice(piece);
+                r.extend_from_slice(b"\r\n");
+            }
+            r.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            r.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            r.extend_from_slice(body);
+        }
+        r
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Pipelined well-framed requests, whatever their bodies hold and
+        /// however reads split them, are never flagged; one ambiguous
+        /// request among them always is.
+        #[test]
+        fn framing_is_followed_across_bodies_and_splits(
+            bodies in proptest::collection::vec((proptest::collection::vec(proptest::num::u8::ANY, 0..200), proptest::bool::ANY), 1..6),
+            cuts in proptest::collection::vec(1usize..64, 1..20),
+            poison in proptest::option::of(0usize..6),
+        ) {
+            let mut stream = Vec::new();
+            let mut poisoned = false;
+            for (i, (body, chunked)) in bodies.iter().enumerate() {
+                let both = poison == Some(i);
+                poisoned |= both;
+                stream.extend(request(body, *chunked || both, both));
+            }
+            let (mut w, flag) = FramingWatch::new(());
+            let mut rest = &stream[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap_or(&1)).min(rest.len());
+                w.observe(&rest[..n]);
+                rest = &rest[n..];
+            }
+            proptest::prop_assert_eq!(flag.seen(), poisoned);
+        }
+    }
 }
