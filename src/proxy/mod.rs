@@ -5,6 +5,7 @@
 pub mod body;
 pub mod classify;
 pub mod credentials;
+pub mod flight;
 pub mod forward;
 pub mod framing;
 pub mod listener;
@@ -17,6 +18,7 @@ use http::{Request, Response, header};
 use http_body::Body;
 
 use self::body::{BoxError, ProxyBody};
+use self::flight::FlightService;
 use self::reject::grpc_status;
 use self::service::{Peer, ProxyService};
 
@@ -24,12 +26,20 @@ use self::service::{Peer, ProxyService};
 #[derive(Debug, Clone)]
 pub struct Proxy {
     http: ProxyService,
+    flight: Option<FlightService>,
 }
 
 impl Proxy {
     /// A proxy serving HTTP through `http`.
     pub fn new(http: ProxyService) -> Self {
-        Self { http }
+        Self { http, flight: None }
+    }
+
+    /// Also serves gRPC (Arrow Flight) through `flight`; without it gRPC
+    /// calls are answered UNIMPLEMENTED.
+    pub fn with_flight(mut self, flight: FlightService) -> Self {
+        self.flight = Some(flight);
+        self
     }
 
     /// Dispatches one request by protocol.
@@ -39,10 +49,13 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         if is_grpc(&request) {
-            return grpc_status(
-                tonic::Code::Unimplemented,
-                "gRPC is not served by this proxy yet",
-            );
+            return match &self.flight {
+                Some(flight) => flight.handle(request, peer).await,
+                None => grpc_status(
+                    tonic::Code::Unimplemented,
+                    "gRPC is not served by this proxy",
+                ),
+            };
         }
         self.http.handle(request, peer).await
     }

@@ -1,0 +1,168 @@
+//! What a Flight call needs: the database named by the request metadata
+//! (Flight SQL), and the permissions a decoded DoGet ticket requires —
+//! read on its database, and for InfluxQL read (or write, for `SELECT …
+//! INTO`) on every database its statements name, with admin statements
+//! refused as on the HTTP `/query` path.
+
+use std::collections::BTreeSet;
+
+use http::HeaderMap;
+
+use super::ticket::{Query, Ticket};
+use crate::authz::Need;
+use crate::proxy::classify::influxql::{self, DbRef, Statement};
+use crate::proxy::reject::Rejection;
+
+/// Metadata keys naming the database, as InfluxDB 3 reads them.
+pub const DATABASE_METADATA: [&str; 4] =
+    ["database", "bucket", "bucket-name", "iox-namespace-name"];
+
+/// The database the request metadata names: every value of every key in
+/// [`DATABASE_METADATA`] must agree (several different ones would let the
+/// proxy and the database each pick another); `None` when there is none.
+pub fn metadata_database(headers: &HeaderMap) -> Result<Option<String>, Rejection> {
+    let mut found: Option<String> = None;
+    for key in DATABASE_METADATA {
+        for value in headers.get_all(key) {
+            let value = value.to_str().map_err(|_| {
+                Rejection::BadRequest(format!("metadata {key:?} is not printable ASCII"))
+            })?;
+            if value.is_empty() {
+                return Err(Rejection::BadRequest(format!("metadata {key:?} is empty")));
+            }
+            match &found {
+                Some(db) if db != value => {
+                    return Err(Rejection::BadRequest(
+                        "the request metadata names more than one database".to_owned(),
+                    ));
+                }
+                Some(_) => {}
+                None => found = Some(value.to_owned()),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The permissions `ticket` needs.
+pub fn ticket_needs(ticket: &Ticket) -> Result<Vec<Need>, Rejection> {
+    match &ticket.query {
+        // SQL (and Flight SQL commands) in InfluxDB 3 cannot reach across
+        // databases: the ticket's database is all they read.
+        Query::Sql | Query::FlightSql => Ok(vec![Need::read(ticket.database.clone())]),
+        Query::InfluxQl(text) => influxql_needs(text, &ticket.database),
+    }
+}
+
+/// The permissions an InfluxQL query run against `database` needs.
+fn influxql_needs(query: &str, database: &str) -> Result<Vec<Need>, Rejection> {
+    let statements = influxql::parse_statements(query)
+        .map_err(|e| Rejection::BadRequest(format!("error parsing InfluxQL query: {e}")))?;
+    let resolve = |r: &DbRef| match r {
+        DbRef::Named(name) => name.clone(),
+        DbRef::Default => database.to_owned(),
+    };
+    let mut needs = BTreeSet::new();
+    // The ticket's database is always queried (InfluxDB checks it exists
+    // and scopes the query to it), whatever the statements name.
+    needs.insert(Need::read(database));
+    for statement in &statements {
+        match statement {
+            Statement::Admin { what } => {
+                return Err(Rejection::Admin(format!(
+                    "{what} is an admin statement; database tokens cannot run it"
+                )));
+            }
+            // The answer is an Arrow stream the proxy cannot filter to the
+            // databases the token may see (the HTTP /query path can).
+            Statement::ShowDatabases => {
+                return Err(Rejection::Admin(
+                    "SHOW DATABASES is not allowed over Flight; use /query".to_owned(),
+                ));
+            }
+            Statement::Data { reads, writes } => {
+                needs.extend(reads.iter().map(|r| Need::read(resolve(r))));
+                needs.extend(writes.iter().map(|w| Need::write(resolve(w))));
+            }
+        }
+    }
+    Ok(needs.into_iter().collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::proxy::flight::ticket::Form;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn metadata_rules() {
+        assert_eq!(metadata_database(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            metadata_database(&headers(&[("database", "a"), ("bucket-name", "a")])).unwrap(),
+            Some("a".to_owned())
+        );
+        assert_eq!(
+            metadata_database(&headers(&[("iox-namespace-name", "n")])).unwrap(),
+            Some("n".to_owned())
+        );
+        for conflicting in [
+            &[("database", "a"), ("bucket", "b")][..],
+            &[("database", "a"), ("database", "b")][..],
+            &[("database", "")][..],
+        ] {
+            assert!(matches!(
+                metadata_database(&headers(conflicting)),
+                Err(Rejection::BadRequest(_))
+            ));
+        }
+    }
+
+    fn ticket(db: &str, query: Query) -> Ticket {
+        Ticket {
+            form: Form::Json,
+            database: db.to_owned(),
+            query,
+        }
+    }
+
+    #[test]
+    fn influxql_names_other_databases() {
+        let needs = ticket_needs(&ticket(
+            "a",
+            Query::InfluxQl(r#"SELECT * FROM "b"."autogen"."m"; SELECT * INTO c..m FROM m"#.into()),
+        ))
+        .unwrap();
+        assert_eq!(
+            needs,
+            vec![Need::read("a"), Need::read("b"), Need::write("c")]
+        );
+        assert_eq!(
+            ticket_needs(&ticket("a", Query::Sql)).unwrap(),
+            vec![Need::read("a")]
+        );
+        for refused in [
+            "DROP DATABASE a",
+            "SHOW DATABASES",
+            "CREATE USER x WITH PASSWORD 'y'",
+        ] {
+            assert!(matches!(
+                ticket_needs(&ticket("a", Query::InfluxQl(refused.into()))),
+                Err(Rejection::Admin(_))
+            ));
+        }
+        assert!(matches!(
+            ticket_needs(&ticket("a", Query::InfluxQl("SELEKT".into()))),
+            Err(Rejection::BadRequest(_))
+        ));
+    }
+}
