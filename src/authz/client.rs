@@ -43,7 +43,9 @@ impl AuthzClient {
         }
     }
 
-    /// A plaintext client for `uri`.
+    /// A plaintext client for `uri`. For `https://` (TLS, mutual TLS) build
+    /// the endpoint with [`crate::tls::client::grpc_endpoint`] and use
+    /// [`AuthzClient::new`].
     pub fn for_uri(uri: http::Uri, timeout: Duration) -> Self {
         Self::new(Endpoint::from(uri), timeout)
     }

@@ -2,8 +2,14 @@
 //! per-permission answers ([`NeedDecision`]), the combined [`Decision`], and
 //! the [`Authorizer`] trait the client and the decision cache implement.
 
+pub mod cache;
 pub mod client;
+pub mod epoch;
+mod flight;
+pub mod invalidation;
+pub mod key;
 pub mod local;
+mod stats;
 
 use std::sync::Arc;
 use std::time::SystemTime;
