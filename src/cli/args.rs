@@ -34,6 +34,9 @@ pub struct ConnectionOptions {
     /// File holding the management token (else env FLUXGATE_TOKEN, else the OS keyring).
     #[arg(long, env = "FLUXGATE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: crate::config::AuthzTlsOptions,
 }
 
 /// Permissions and expiry of a token being created.

@@ -9,12 +9,13 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use super::args::ConnectionOptions;
 use super::credentials::{self, ManagementToken};
 use super::error::{CliError, chain};
+use crate::config::AuthzTlsOptions;
 use crate::proto::tokens::token_service_client::TokenServiceClient;
 
 /// Longest wait for the TCP (and TLS) connection.
@@ -26,7 +27,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthzUrl {
     normalized: String,
-    https: bool,
 }
 
 impl AuthzUrl {
@@ -74,7 +74,6 @@ impl AuthzUrl {
         }
         Ok(Self {
             normalized: format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()),
-            https: scheme == "https",
         })
     }
 
@@ -144,20 +143,31 @@ impl Client {
     pub async fn open(conn: &ConnectionOptions) -> Result<Self, CliError> {
         let url = AuthzUrl::parse(&conn.authz)?;
         let token = credentials::load(conn.token_file.as_deref(), &url)?;
-        Self::connect(url, token).await
+        Self::connect(url, token, &conn.tls).await
     }
 
-    /// Connects to `url`, failing with "unavailable" after [`CONNECT_TIMEOUT`].
-    pub async fn connect(url: AuthzUrl, token: ManagementToken) -> Result<Self, CliError> {
+    /// Connects to `url` (with TLS per `tls` for https://), failing with
+    /// "unavailable" after [`CONNECT_TIMEOUT`].
+    pub async fn connect(
+        url: AuthzUrl,
+        token: ManagementToken,
+        tls: &AuthzTlsOptions,
+    ) -> Result<Self, CliError> {
         let interceptor = AuthInterceptor::new(&token)?;
-        let mut endpoint = Endpoint::from_shared(url.as_str().to_owned())
-            .map_err(|e| CliError::usage(format!("invalid --authz URL {url}: {}", chain(&e))))?
+        let uri: http::Uri = url
+            .as_str()
+            .parse()
+            .map_err(|e| CliError::usage(format!("invalid --authz URL {url}: {}", chain(&e))))?;
+        // A bad TLS file is a usage error: the command line names a file
+        // that cannot be used, and the message names it.
+        let endpoint = crate::tls::client::grpc_endpoint("--authz", &uri, &tls.client_files())
+            .map_err(|e| CliError::usage(e.to_string()))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        if url.https {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_native_roots())
-                .map_err(|e| CliError::other(format!("cannot set up TLS: {}", chain(&e))))?;
+        if crate::tls::client::is_cleartext_remote(&uri) {
+            eprintln!(
+                "fluxgate: warning: {url} is plain http to another host: the management token crosses the network in clear; use https://"
+            );
         }
         let unreachable = |why: String| {
             CliError::unavailable(format!("cannot reach the token service at {url}: {why}"))
@@ -198,6 +208,22 @@ impl Client {
                 self.url,
                 CALL_TIMEOUT.as_secs()
             ))),
+            // No answer at all: the connection failed under the call. Over
+            // TLS 1.3 this is how a server that refuses the client
+            // certificate answers (the handshake looked complete to the
+            // client), so the message says where to look.
+            Ok(Err(status)) if transport_failure(&status) => {
+                let hint = if self.url.as_str().starts_with("https://") {
+                    " (if it requires client certificates: --authz-client-cert and --authz-client-key, signed by a CA it trusts)"
+                } else {
+                    ""
+                };
+                let why = std::error::Error::source(&status).map_or_else(String::new, chain);
+                Err(CliError::unavailable(format!(
+                    "{doing}: cannot reach the token service at {}: {why}{hint}",
+                    self.url
+                )))
+            }
             Ok(Err(status)) => {
                 let error = CliError::from_status(&status, doing, self.token.expose());
                 // What a server that is not a fluxgate token service answers.
@@ -221,6 +247,19 @@ impl Client {
     pub fn url(&self) -> &AuthzUrl {
         &self.url
     }
+}
+
+/// True when `status` was made on this side from a connection failure,
+/// not received from the server.
+fn transport_failure(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<hyper::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub async fn run(args: LoginArgs) -> Result<(), CliError> {
         Some(path) => credentials::read_token_file(path)?,
         None => read_stdin(&url)?,
     };
-    let client = Client::connect(url, token).await?;
+    let client = Client::connect(url, token, &args.conn.tls).await?;
     // Storing a token the service refuses would only defer the failure.
     client
         .call("cannot verify the management token", |mut c| async move {

@@ -58,7 +58,7 @@ pub async fn run(
     if !force && !confirm(&ids, kind)? {
         return Err(CliError::other("cancelled: nothing was revoked"));
     }
-    let client = Client::connect(url, token).await?;
+    let client = Client::connect(url, token, &conn.tls).await?;
 
     let total = ids.len();
     let mut revoked = 0usize;

@@ -1,13 +1,17 @@
 //! Forwarding to the database: the request rewritten for the upstream
 //! (credentials removed, an optional upstream credential added, hop-by-hop
 //! headers dropped, `X-Forwarded-*` set) over pooled connections, and the
-//! response streamed back untouched but for hop-by-hop headers.
+//! response streamed back untouched but for hop-by-hop headers. An
+//! `https://` upstream is reached over TLS (hyper-rustls), HTTP/1.1 or h2
+//! as for plain http.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version, request};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -44,7 +48,7 @@ pub enum Protocol {
 /// A pooled client for one upstream base URL.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     base: Uri,
     credential: Option<HeaderValue>,
     protocol: Protocol,
@@ -52,11 +56,35 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client for `base` (scheme, authority and optional path prefix).
+    /// An `https://` base trusts the system's roots.
     pub fn new(base: Uri, credential: Option<HeaderValue>, protocol: Protocol) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.enforce_http(true);
+        Self::with_tls(base, credential, protocol, None)
+    }
+
+    /// [`Upstream::new`] with the TLS client configuration for an
+    /// `https://` base (trusted roots; ALPN is set here from `protocol`).
+    /// `None`: the system's roots, when the base is https.
+    pub fn with_tls(
+        base: Uri,
+        credential: Option<HeaderValue>,
+        protocol: Protocol,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        // The TLS layer below takes https:// URIs; plain http stays plain.
+        http.enforce_http(false);
+        let tls = tls.map_or_else(|| default_tls(&base), |c| (*c).clone());
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        // ALPN matches the protocol spoken: h2 for gRPC, none (HTTP/1.1)
+        // otherwise, as InfluxDB's HTTP API expects.
+        let connector = match protocol {
+            Protocol::Http1 => https.enable_http1().wrap_connector(http),
+            Protocol::Http2 => https.enable_http2().wrap_connector(http),
+        };
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(Duration::from_secs(90))
@@ -137,6 +165,25 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, ProxyBody::new(body)))
     }
+}
+
+/// The TLS configuration of an upstream built without one: the system's
+/// roots for an https base; for plain http an empty one, never used.
+fn default_tls(base: &Uri) -> rustls::ClientConfig {
+    let roots = if base.scheme_str() == Some("https") {
+        crate::tls::client::system_roots().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, upstream = %base, "https upstream without trusted roots");
+            Arc::new(rustls::RootCertStore::empty())
+        })
+    } else {
+        Arc::new(rustls::RootCertStore::empty())
+    };
+    rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(crate::tls::PROTOCOL_VERSIONS)
+        // Cannot fail: ring supports both versions. Kept total all the same.
+        .unwrap_or_else(|_| rustls::ClientConfig::builder())
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.

@@ -2,6 +2,12 @@
 //! HTTP/1.1 and HTTP/2 (prior knowledge, so gRPC shares the port) on each,
 //! closes connections that stay idle, and on shutdown stops accepting and
 //! lets every open connection finish its in-flight requests.
+//!
+//! With TLS ([`serve_tls`]) the handshake runs in the connection's own task
+//! (a slow client holds up nobody), bounded by the header read timeout, and
+//! offers ALPN `h2` and `http/1.1`: HTTPS and gRPC over TLS share the port
+//! as HTTP and h2c do without it. Everything after the handshake, the
+//! framing watch included, sees the decrypted stream.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,6 +18,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::Proxy;
 use super::framing::FramingWatch;
 use super::service::Peer;
+use crate::tls::ServerTls;
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -100,6 +108,18 @@ pub async fn serve(
     settings: ListenerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_tls(listener, proxy, settings, None, shutdown).await;
+}
+
+/// [`serve`], over TLS when `tls` is given: each connection is handshaken
+/// with the configuration current when it was accepted.
+pub async fn serve_tls(
+    listener: TcpListener,
+    proxy: Proxy,
+    settings: ListenerSettings,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()>,
+) {
     let builder = Arc::new(builder(&settings));
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
@@ -126,52 +146,36 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (stream, framing) = FramingWatch::new(stream);
-        let peer = Peer {
-            addr,
-            scheme: "http",
-            framing,
+        let connection = Connection {
+            proxy: proxy.clone(),
+            builder: Arc::clone(&builder),
+            closing: closing.clone(),
+            idle_timeout: settings.idle_timeout,
         };
-        let activity = Arc::new(Activity::new());
-        let service = {
-            let (proxy, activity) = (proxy.clone(), Arc::clone(&activity));
-            hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                let (proxy, peer, activity) = (proxy.clone(), peer.clone(), Arc::clone(&activity));
-                async move {
-                    activity.in_flight.fetch_add(1, Ordering::AcqRel);
-                    let response = proxy.handle(request, peer).await;
-                    activity.touch();
-                    activity.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    Ok::<_, Infallible>(response)
-                }
-            })
-        };
-        let (builder, closing, idle_timeout) =
-            (Arc::clone(&builder), closing.clone(), settings.idle_timeout);
+        let (tls, handshake_timeout) = (tls.clone(), settings.header_read_timeout);
         connections.spawn(async move {
             metrics::gauge!("fluxgate_open_connections").increment(1.0);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let mut check = tokio::time::interval(idle_timeout.max(Duration::from_millis(100)) / 4);
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, client = %addr, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    () = closing.cancelled(), if !draining => {
-                        connection.as_mut().graceful_shutdown();
-                        draining = true;
-                    }
-                    _ = check.tick(), if !draining => {
-                        // Graceful: a response still streaming is finished first.
-                        if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
-                            connection.as_mut().graceful_shutdown();
-                            draining = true;
-                        }
+            match tls {
+                None => connection.run(stream, addr, "http").await,
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream));
+                    let stream = tokio::select! {
+                        () = connection.closing.cancelled() => None,
+                        result = handshake => match result {
+                            Ok(Ok(stream)) => Some(stream),
+                            Ok(Err(e)) => {
+                                crate::tls::server::handshake_failed("proxy", addr, &e.to_string());
+                                None
+                            }
+                            Err(_) => {
+                                crate::tls::server::handshake_failed("proxy", addr, "timed out");
+                                None
+                            }
+                        },
+                    };
+                    if let Some(stream) = stream {
+                        connection.run(stream, addr, "https").await;
                     }
                 }
             }
@@ -183,4 +187,68 @@ pub async fn serve(
     closing.cancel();
     connections.close();
     connections.wait().await;
+}
+
+/// What one connection needs from the listener.
+struct Connection {
+    proxy: Proxy,
+    builder: Arc<Builder<TokioExecutor>>,
+    closing: CancellationToken,
+    idle_timeout: Duration,
+}
+
+impl Connection {
+    /// Serves requests on `stream` (plain or decrypted) until the client
+    /// closes it, it stays idle too long, or the listener shuts down.
+    async fn run<S>(self, stream: S, addr: std::net::SocketAddr, scheme: &'static str)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (stream, framing) = FramingWatch::new(stream);
+        let peer = Peer {
+            addr,
+            scheme,
+            framing,
+        };
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let (proxy, activity) = (self.proxy.clone(), Arc::clone(&activity));
+            hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                let (proxy, peer, activity) = (proxy.clone(), peer.clone(), Arc::clone(&activity));
+                async move {
+                    activity.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let response = proxy.handle(request, peer).await;
+                    activity.touch();
+                    activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let (closing, idle_timeout) = (self.closing, self.idle_timeout);
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let mut check = tokio::time::interval(idle_timeout.max(Duration::from_millis(100)) / 4);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, client = %addr, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = closing.cancelled(), if !draining => {
+                    connection.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                _ = check.tick(), if !draining => {
+                    // Graceful: a response still streaming is finished first.
+                    if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                        connection.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,10 +1,13 @@
 //! Assembles the token service: Authorize, management, gRPC health and
 //! reflection on one tonic server, plus the first-start bootstrap token.
+//! Served over TLS (optionally requiring client certificates) when given a
+//! [`ServerTls`].
 
 use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -12,6 +15,7 @@ use tonic::service::Routes;
 
 use crate::proto::iox_authz::iox_authorizer_service_server::IoxAuthorizerServiceServer;
 use crate::proto::tokens::token_service_server::TokenServiceServer;
+use crate::tls::ServerTls;
 
 use super::authorize::AuthorizeService;
 use super::management::ManagementService;
@@ -20,6 +24,9 @@ use super::registry::{RegistryError, TokenRegistry};
 
 /// File, inside the data directory, holding the first management token.
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-management-token";
+
+/// Longest TLS handshake on the token service's port.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every gRPC service of the token service, ready to serve.
 pub async fn routes(registry: Arc<TokenRegistry>) -> Routes {
@@ -59,11 +66,32 @@ pub async fn serve(
     registry: Arc<TokenRegistry>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_tls(listener, registry, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (each connection handshaken with
+/// the configuration current when it was accepted).
+pub async fn serve_tls(
+    listener: TcpListener,
+    registry: Arc<TokenRegistry>,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let expiry = tokio::spawn(Arc::clone(&registry).run_expiry_announcer());
-    let result = tonic::transport::Server::builder()
-        .add_routes(routes(registry).await)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+    let server = tonic::transport::Server::builder().add_routes(routes(registry).await);
+    let result = match tls {
+        None => {
+            server
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+        Some(tls) => {
+            let incoming = crate::tls::server::incoming(listener, tls, HANDSHAKE_TIMEOUT);
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     expiry.abort();
     result
 }
