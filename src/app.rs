@@ -11,17 +11,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, ReadyCheck, always_ready};
+use crate::audit::{Audit, Destination};
 use crate::authz::Authorizer;
+use crate::authz::cache::{self, CacheConfig, CachedAuthorizer};
 use crate::authz::client::AuthzClient;
 use crate::authz::local::LocalAuthorizer;
 use crate::config::{
     AuthzArgs, ProxyArgs, ProxyOptions, ServeArgs, TokenServiceOptions, UpstreamScheme,
 };
 use crate::proxy::Proxy;
+use crate::proxy::flight::methods::AllowList;
+use crate::proxy::flight::{FlightService, FlightSettings};
 use crate::proxy::forward::{Protocol, Upstream};
 use crate::proxy::listener::{self, ListenerSettings};
 use crate::proxy::service::{ProxyService, ProxySettings};
 use crate::telemetry;
+use crate::tls::{self, ServerTls};
 use crate::tokens::{SqliteStore, TokenRegistry, server};
 
 /// Binds `addr`, naming it (and what it is for) in the error.
@@ -97,8 +102,12 @@ pub async fn open_registry(options: &TokenServiceOptions) -> anyhow::Result<Arc<
 /// `fluxgate authz`: the token service alone.
 pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics();
+    // TLS files are checked before anything listens.
+    let tls = tls::options::token_service_listener(&args.tls)?;
     let registry = open_registry(&args.service).await?;
     let listener = bind(args.listen, "token service").await?;
+    tls::options::warn_if_cleartext_listener(args.listen, tls.as_ref());
+    tls::options::watch(tls.as_ref(), &shutdown);
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
     tokio::spawn(
         Admin::new(metrics, always_ready())
@@ -112,7 +121,7 @@ pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::
             stop.cancelled().await;
             closing.close();
         };
-        server::serve(listener, registry, signal)
+        server::serve_tls(listener, registry, tls, signal)
             .await
             .context("token service failed")
     };
@@ -162,22 +171,55 @@ pub fn upstream_credential(options: &ProxyOptions) -> anyhow::Result<Option<http
 pub fn build_proxy(
     options: &ProxyOptions,
     authorizer: Arc<dyn Authorizer>,
+    audit: Audit,
 ) -> anyhow::Result<Proxy> {
+    let web = |uri: &http::Uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
+    };
     anyhow::ensure!(
-        options.upstream.scheme_str() == Some("http") && options.upstream.authority().is_some(),
-        "--upstream must be an http:// URL with a host, got {}",
+        web(&options.upstream),
+        "--upstream must be an http:// or https:// URL with a host, got {}",
         options.upstream
     );
+    let grpc_base = options
+        .upstream_grpc
+        .clone()
+        .unwrap_or_else(|| options.upstream.clone());
+    anyhow::ensure!(
+        web(&grpc_base),
+        "--upstream-grpc must be an http:// (h2c) or https:// URL with a host, got {grpc_base}"
+    );
+    let upstream_tls = tls::options::upstream_client(options)?;
+    let allow_flight = AllowList::parse(&options.allow_flight_methods)?;
     let credential = upstream_credential(options)?;
-    let upstream = Upstream::new(options.upstream.clone(), credential, Protocol::Http1);
+    let upstream = Upstream::with_tls(
+        options.upstream.clone(),
+        credential.clone(),
+        Protocol::Http1,
+        upstream_tls.clone(),
+    );
     let settings = ProxySettings {
         allow_paths: options.allow_paths.clone(),
         max_body: options.max_body.0,
         authz_timeout: options.authz_timeout.0,
     };
-    Ok(Proxy::new(ProxyService::new(
-        authorizer, upstream, settings,
-    )))
+    let http = ProxyService::with_audit(authorizer, upstream, settings, audit);
+    // Flight decides through the HTTP path's service: same authorizer,
+    // timeout, --max-body and audit trail.
+    let flight = FlightService::new(
+        http.clone(),
+        Upstream::with_tls(grpc_base, credential, Protocol::Http2, upstream_tls),
+        FlightSettings {
+            allow: allow_flight,
+        },
+    );
+    Ok(Proxy::new(http).with_flight(flight))
+}
+
+/// Starts the audit writer for `--audit-log`.
+pub async fn start_audit(options: &ProxyOptions) -> anyhow::Result<Audit> {
+    let destination: Destination = options.audit_log.parse().unwrap_or(Destination::Off);
+    Ok(Audit::start(&destination).await?)
 }
 
 fn authorizer_ready(authorizer: Arc<dyn Authorizer>) -> ReadyCheck {
@@ -191,18 +233,21 @@ fn authorizer_ready(authorizer: Arc<dyn Authorizer>) -> ReadyCheck {
 async fn serve_proxy(
     options: &ProxyOptions,
     proxy: Proxy,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + use<>> {
     let listener = bind(options.listen, "proxy").await?;
+    tls::options::watch(tls.as_ref(), &shutdown);
+    let limits = &options.limits;
+    let settings = ListenerSettings {
+        max_connections: limits.max_connections,
+        header_read_timeout: limits.header_read_timeout.0,
+        max_header_bytes: usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX),
+        idle_timeout: limits.idle_timeout.0,
+    };
     let stop = shutdown.clone();
     Ok(async move {
-        listener::serve(
-            listener,
-            proxy,
-            ListenerSettings::default(),
-            stop.cancelled_owned(),
-        )
-        .await;
+        listener::serve_tls(listener, proxy, settings, tls, stop.cancelled_owned()).await;
         Ok(())
     })
 }
@@ -210,12 +255,25 @@ async fn serve_proxy(
 /// `fluxgate proxy`: the sidecar alone, asking a remote token service.
 pub async fn run_proxy(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics();
-    let authorizer: Arc<dyn Authorizer> = Arc::new(AuthzClient::for_uri(
-        args.authz.authz.clone(),
-        args.proxy.authz_timeout.0,
-    ));
-    let proxy = build_proxy(&args.proxy, Arc::clone(&authorizer))?;
-    let serving = serve_proxy(&args.proxy, proxy, shutdown.clone()).await?;
+    cache::describe_metrics();
+    // Calls get most of the decision budget, so a slow token service comes
+    // back as an error the cache can still answer (stale grace) before the
+    // request itself times out.
+    let call_budget = args.proxy.authz_timeout.0.mul_f64(0.8);
+    // TLS files are checked before anything listens.
+    let proxy_tls = tls::options::proxy_listener(&args.proxy)?;
+    let authz_endpoint = tls::options::authz_endpoint(&args.authz)?;
+    let client = AuthzClient::new(authz_endpoint.clone(), call_budget);
+    let cached = CachedAuthorizer::new(
+        Arc::new(client),
+        CacheConfig::from_options(&args.cache, call_budget),
+    );
+    // Ends with `shutdown`.
+    drop(cached.follow(authz_endpoint, shutdown.clone()));
+    let authorizer: Arc<dyn Authorizer> = Arc::new(cached);
+    let audit = start_audit(&args.proxy).await?;
+    let proxy = build_proxy(&args.proxy, Arc::clone(&authorizer), audit)?;
+    let serving = serve_proxy(&args.proxy, proxy, proxy_tls, shutdown.clone()).await?;
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
     tokio::spawn(
         Admin::new(metrics, authorizer_ready(authorizer))
@@ -229,11 +287,20 @@ pub async fn run_proxy(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::
 /// other proxies.
 pub async fn run_serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics();
+    // Listed for dashboards shared with `fluxgate proxy`; they stay at zero
+    // here: the in-process authorizer needs no cache.
+    cache::describe_metrics();
+    // TLS files are checked before anything listens.
+    let proxy_tls = tls::options::proxy_listener(&args.proxy)?;
+    let token_tls = tls::options::serve_token_service_listener(&args.authz_tls)?;
     let registry = open_registry(&args.service).await?;
     let authorizer: Arc<dyn Authorizer> = Arc::new(LocalAuthorizer::new(Arc::clone(&registry)));
-    let proxy = build_proxy(&args.proxy, Arc::clone(&authorizer))?;
+    let audit = start_audit(&args.proxy).await?;
+    let proxy = build_proxy(&args.proxy, Arc::clone(&authorizer), audit)?;
     let token_listener = bind(args.authz_listen, "token service").await?;
-    let serving_proxy = serve_proxy(&args.proxy, proxy, shutdown.clone()).await?;
+    tls::options::warn_if_cleartext_listener(args.authz_listen, token_tls.as_ref());
+    tls::options::watch(token_tls.as_ref(), &shutdown);
+    let serving_proxy = serve_proxy(&args.proxy, proxy, proxy_tls, shutdown.clone()).await?;
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
     tokio::spawn(
         Admin::new(metrics, authorizer_ready(authorizer))
@@ -247,7 +314,7 @@ pub async fn run_serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::
             stop.cancelled().await;
             closing.close();
         };
-        server::serve(token_listener, registry, signal)
+        server::serve_tls(token_listener, registry, token_tls, signal)
             .await
             .context("token service failed")
     };

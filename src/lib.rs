@@ -5,6 +5,7 @@
 //!   invalidation).
 //! - [`proxy`]: the authorizing reverse proxy (HTTP and Flight).
 //! - [`cli`]: the management command line.
+//! - [`tls`]: TLS for the listeners, the upstream and the token service.
 //! - [`config`] and [`telemetry`]: configuration, logs and metrics.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -19,6 +20,7 @@ pub mod credentials;
 pub mod proto;
 pub mod proxy;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 
 use std::future::Future;

@@ -95,7 +95,7 @@ pub enum UpstreamScheme {
 /// The authorizing proxy's options.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyOptions {
-    /// Address the proxy listens on (HTTP/1.1, h2c and gRPC on one port).
+    /// Address the proxy listens on (HTTP/1.1, h2c and gRPC on one port; with --tls-cert, HTTPS and gRPC over TLS).
     #[arg(
         long,
         env = "FLUXGATE_LISTEN",
@@ -103,12 +103,31 @@ pub struct ProxyOptions {
         value_name = "ADDR"
     )]
     pub listen: SocketAddr,
+    /// PEM certificate chain: serve HTTPS and gRPC over TLS on --listen (with --tls-key; reloaded when the file changes or on SIGHUP).
+    #[arg(
+        long,
+        env = "FLUXGATE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "FLUXGATE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// The database's HTTP base URL.
     #[arg(long, env = "FLUXGATE_UPSTREAM", value_name = "URL")]
     pub upstream: http::Uri,
     /// The database's gRPC (Flight) base URL; defaults to --upstream.
     #[arg(long, env = "FLUXGATE_UPSTREAM_GRPC", value_name = "URL")]
     pub upstream_grpc: Option<http::Uri>,
+    /// PEM CA certificates trusted for an https:// upstream instead of the system roots.
+    #[arg(long, env = "FLUXGATE_UPSTREAM_CA", value_name = "PATH")]
+    pub upstream_ca: Option<PathBuf>,
     /// File holding a credential to add to forwarded requests.
     #[arg(long, env = "FLUXGATE_UPSTREAM_TOKEN_FILE", value_name = "PATH")]
     pub upstream_token_file: Option<PathBuf>,
@@ -208,6 +227,94 @@ pub struct AuthzClientOptions {
         value_name = "URL"
     )]
     pub authz: http::Uri,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: AuthzTlsOptions,
+}
+
+/// TLS towards the token service (client side): `fluxgate proxy` and the
+/// management CLI.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthzTlsOptions {
+    /// PEM CA certificates trusted for an https:// --authz instead of the system roots.
+    #[arg(long, env = "FLUXGATE_AUTHZ_CA", value_name = "PATH")]
+    pub authz_ca: Option<PathBuf>,
+    /// PEM client certificate presented to the token service (mutual TLS; with --authz-client-key).
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "authz_client_key"
+    )]
+    pub authz_client_cert: Option<PathBuf>,
+    /// PEM private key of --authz-client-cert.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "authz_client_cert"
+    )]
+    pub authz_client_key: Option<PathBuf>,
+}
+
+/// TLS of `fluxgate authz`'s listener.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TokenServiceTlsOptions {
+    /// PEM certificate chain: serve the token service over TLS (with --tls-key; reloaded when the file changes or on SIGHUP).
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: every client must present a certificate signed by one of them (mutual TLS; needs --tls-cert).
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_CLIENT_CA",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS of `fluxgate serve`'s token-service listener (`--authz-listen`); the
+/// same settings as `fluxgate authz`'s `--tls-cert`, `--tls-key` and
+/// `--client-ca`, renamed because `--tls-*` is the proxy's here.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeTokenServiceTlsOptions {
+    /// PEM certificate chain: serve the token service (--authz-listen) over TLS (with --authz-tls-key; reloaded when the file changes or on SIGHUP).
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_TLS_CERT",
+        value_name = "PATH",
+        requires = "authz_tls_key"
+    )]
+    pub authz_tls_cert: Option<PathBuf>,
+    /// PEM private key of --authz-tls-cert.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_TLS_KEY",
+        value_name = "PATH",
+        requires = "authz_tls_cert"
+    )]
+    pub authz_tls_key: Option<PathBuf>,
+    /// PEM CA certificates: every token-service client must present a certificate signed by one of them (mutual TLS; needs --authz-tls-cert).
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ_CLIENT_CA",
+        value_name = "PATH",
+        requires = "authz_tls_cert"
+    )]
+    pub authz_client_ca: Option<PathBuf>,
 }
 
 /// The decision cache's options.
@@ -298,6 +405,9 @@ pub struct ServeArgs {
         value_name = "ADDR"
     )]
     pub authz_listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub authz_tls: ServeTokenServiceTlsOptions,
 }
 
 /// `fluxgate proxy`.
@@ -334,6 +444,9 @@ pub struct AuthzArgs {
         value_name = "ADDR"
     )]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TokenServiceTlsOptions,
 }
 
 /// `fluxgate check-config`.

@@ -120,5 +120,7 @@ impl Drop for TokenServer {
     }
 }
 
+pub mod binary;
 pub mod capture;
+pub mod flight;
 pub mod proxy;

@@ -125,3 +125,55 @@ pub fn request(
     }
     b.body(Full::new(body.into())).unwrap()
 }
+
+/// Flight settings for tests: the given `--allow-flight-method` names.
+pub fn flight_settings(allow: &[&str]) -> fluxgate::proxy::flight::FlightSettings {
+    fluxgate::proxy::flight::FlightSettings {
+        allow: fluxgate::proxy::flight::methods::AllowList::parse(allow).unwrap(),
+    }
+}
+
+impl ProxyServer {
+    /// A proxy whose gRPC (Flight) calls go to `grpc_upstream` over h2c and
+    /// whose HTTP requests go to `http_upstream`, with the limits of
+    /// [`settings`].
+    pub async fn start_flight(
+        authorizer: Arc<dyn Authorizer>,
+        http_upstream: &str,
+        grpc_upstream: &str,
+        flight: fluxgate::proxy::flight::FlightSettings,
+        credential: Option<http::HeaderValue>,
+    ) -> Self {
+        let http = Upstream::new(
+            http_upstream.parse().unwrap(),
+            credential.clone(),
+            Protocol::Http1,
+        );
+        let grpc = Upstream::new(grpc_upstream.parse().unwrap(), credential, Protocol::Http2);
+        let service = ProxyService::new(authorizer, http, settings());
+        let flight = fluxgate::proxy::flight::FlightService::new(service.clone(), grpc, flight);
+        Self::serve(Proxy::new(service).with_flight(flight)).await
+    }
+
+    /// Serves an assembled `proxy` on 127.0.0.1:0.
+    pub async fn serve(proxy: Proxy) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            listener::serve(
+                listener,
+                proxy,
+                ListenerSettings::default(),
+                stop.cancelled_owned(),
+            )
+            .await;
+        });
+        Self {
+            addr,
+            shutdown,
+            task: Some(task),
+        }
+    }
+}

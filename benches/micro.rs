@@ -1,0 +1,147 @@
+//! Criterion micro-benchmarks of the per-request work fluxgate does before it
+//! forwards anything (the decision cache's hit path is in `cache_hit.rs`):
+//!
+//! - `credentials/*`: reading the token from `Authorization: Token …`,
+//!   `Bearer …` and `Basic base64(user:token)`.
+//! - `classify/*`: routing a path, parsing the query string, and planning
+//!   (route → needs) a v1 write, a v1 InfluxQL query of three statements and
+//!   a Flux query; `classify/request_v1_write` is the three together, which
+//!   is what a write costs before the cache is asked.
+//! - `influxql/*`: scanning a long multi-statement InfluxQL query (64
+//!   statements, ~7 KiB), reported as throughput in bytes.
+//!
+//! `cargo bench --bench micro` runs them; any criterion filter works
+//! (`cargo bench --bench micro -- influxql`).
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use base64::Engine as _;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fluxgate::credentials::from_authorization;
+use fluxgate::proxy::classify::body::QueryBody;
+use fluxgate::proxy::classify::influxql::parse_statements;
+use fluxgate::proxy::classify::params::Params;
+use fluxgate::proxy::classify::route::{Route, route};
+use fluxgate::proxy::classify::{self, plan};
+use http::Method;
+
+/// A token shaped like fluxgate's (prefix + 64 base64url characters).
+const TOKEN: &str = "fgdb_REblMk0vhRoZR2c-R5TZtRN21tFWxvuYYODIjQwRWotZ4_iVRtzHn1-55wPZ7Ur1";
+
+const V1_QUERY: &str = "SELECT mean(\"usage_idle\") FROM \"telegraf\".\"autogen\".\"cpu\" \
+     WHERE time > now() - 1h AND \"host\" = 'a' GROUP BY time(1m), \"host\" fill(null); \
+     SELECT last(\"used_percent\") FROM \"metrics\"..\"mem\" WHERE time > now() - 5m; \
+     SELECT max(\"bytes_recv\") INTO \"rollups\"..\"net_1h\" FROM \"net\" GROUP BY time(1h), *";
+
+const FLUX: &str = r#"import "influxdata/influxdb/schema"
+option task = {name: "downsample", every: 1h}
+data = from(bucket: "telegraf/autogen")
+  |> range(start: -1h)
+  |> filter(fn: (r) => r._measurement == "cpu" and r._field == "usage_idle")
+  |> aggregateWindow(every: 1m, fn: mean, createEmpty: false)
+data |> yield(name: "mean")
+other = from(bucket: "metrics") |> range(start: -5m) |> last()
+other |> to(bucket: "rollups", org: "acme")"#;
+
+fn long_influxql() -> String {
+    let mut q = String::new();
+    for i in 0..64 {
+        q.push_str(&format!(
+            "SELECT mean(\"value_{i}\") AS \"m\", max(\"value_{i}\") FROM \"db{d}\".\"autogen\".\"measurement_{i}\" \
+             WHERE time > now() - {i}h AND \"tag\" =~ /^host-{i}[0-9]+$/ -- comment {i}\n\
+             GROUP BY time(1m), \"host\";\n",
+            d = i % 4
+        ));
+    }
+    q
+}
+
+fn credentials(c: &mut Criterion) {
+    let mut g = c.benchmark_group("credentials");
+    let token = format!("Token {TOKEN}");
+    let bearer = format!("Bearer {TOKEN}");
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("telegraf:{TOKEN}"))
+    );
+    for (name, value) in [("token", &token), ("bearer", &bearer), ("basic", &basic)] {
+        g.bench_function(name, |b| {
+            b.iter(|| from_authorization(black_box(value.as_bytes())).unwrap());
+        });
+    }
+    g.finish();
+}
+
+fn classification(c: &mut Criterion) {
+    let mut g = c.benchmark_group("classify");
+    g.bench_function("route_v1_write", |b| {
+        b.iter(|| route(black_box(&Method::POST), black_box("/write"), &[]).unwrap());
+    });
+    g.bench_function("route_v3_query_sql", |b| {
+        b.iter(|| route(black_box(&Method::GET), black_box("/api/v3/query_sql"), &[]).unwrap());
+    });
+    let write_qs = "db=telegraf&rp=autogen&precision=ns";
+    g.bench_function("params_v1_write", |b| {
+        b.iter(|| Params::parse(black_box(Some(write_qs))).unwrap());
+    });
+    let query_qs = format!(
+        "db=telegraf&epoch=ms&q={}",
+        percent_encoding::utf8_percent_encode(V1_QUERY, percent_encoding::NON_ALPHANUMERIC)
+    );
+    g.bench_function("params_v1_query", |b| {
+        b.iter(|| Params::parse(black_box(Some(query_qs.as_str()))).unwrap());
+    });
+
+    let write_params = Params::parse(Some(write_qs)).unwrap();
+    g.bench_function("plan_v1_write", |b| {
+        b.iter(|| plan(Route::V1Write, black_box(&write_params), QueryBody::None).unwrap());
+    });
+    let query_params = Params::parse(Some(&query_qs)).unwrap();
+    g.bench_function("plan_v1_query_3_statements", |b| {
+        b.iter(|| plan(Route::V1Query, black_box(&query_params), QueryBody::None).unwrap());
+    });
+    let flux = serde_json::json!({ "query": FLUX, "type": "flux" });
+    let empty = Params::default();
+    g.bench_function("plan_flux", |b| {
+        b.iter_batched(
+            || QueryBody::Json(flux.clone()),
+            |body| plan(Route::V2Query, black_box(&empty), body).unwrap(),
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    g.bench_function("request_v1_write", |b| {
+        let header = format!("Token {TOKEN}");
+        b.iter(|| {
+            let (_, r) = route(&Method::POST, black_box("/write"), &[]).unwrap();
+            let params = Params::parse(black_box(Some(write_qs))).unwrap();
+            let token = from_authorization(black_box(header.as_bytes())).unwrap();
+            let plan = plan(r, &params, QueryBody::None).unwrap();
+            (token, plan)
+        });
+    });
+    g.finish();
+    // The plan is what it should be (guards against benchmarking an error path).
+    assert!(matches!(
+        plan(Route::V1Query, &query_params, QueryBody::None).unwrap(),
+        classify::Plan::Needs(n) if n.len() == 3
+    ));
+}
+
+fn influxql(c: &mut Criterion) {
+    let mut g = c.benchmark_group("influxql");
+    let long = long_influxql();
+    g.throughput(Throughput::Bytes(long.len() as u64));
+    g.bench_function(format!("scan_64_statements_{}B", long.len()), |b| {
+        b.iter(|| parse_statements(black_box(&long)).unwrap());
+    });
+    g.throughput(Throughput::Bytes(V1_QUERY.len() as u64));
+    g.bench_function("scan_3_statements", |b| {
+        b.iter(|| parse_statements(black_box(V1_QUERY)).unwrap());
+    });
+    g.finish();
+    assert_eq!(parse_statements(&long).unwrap().len(), 64);
+}
+
+criterion_group!(benches, credentials, classification, influxql);
+criterion_main!(benches);

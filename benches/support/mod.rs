@@ -1,0 +1,318 @@
+//! Shared by the `load` and `authorize` benchmarks: child processes stopped
+//! by PID (also on panic), CPU time of a process from `/proc`, loopback
+//! ports, latency summaries, medians, the machine description and where
+//! results are written.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// A child process, stopped by PID when dropped: SIGTERM, then SIGKILL
+/// after `grace` if it has not exited.
+#[derive(Debug)]
+pub(crate) struct ProcessGuard {
+    pub(crate) name: String,
+    pub(crate) child: Child,
+    grace: Duration,
+}
+
+impl ProcessGuard {
+    pub(crate) fn new(name: &str, child: Child) -> Self {
+        Self {
+            name: name.to_owned(),
+            child,
+            grace: Duration::from_secs(5),
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `port` on 127.0.0.1 accepts connections; panics (and so
+    /// stops every guarded process) when the process exits or 20 s pass.
+    pub(crate) fn wait_for_port(&mut self, port: u16, log: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited early ({status}):\n{}",
+                    self.name,
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} did not listen on {port} in time:\n{}",
+            self.name,
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// Stops the process now (see the type's doc).
+    pub(crate) fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times.
+pub(crate) fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name (field 3 onwards).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// User + system CPU ticks of `pid` (every thread, living or exited).
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    stat_fields(pid)
+        .map(|f| {
+            let utime: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let stime: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+            utime + stime
+        })
+        .unwrap_or(0)
+}
+
+/// The processes whose parent is `pid` (nginx's workers).
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            stat_fields(*child)
+                .and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// CPU seconds used by a set of processes, between two readings.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuMeter {
+    pids: Vec<u32>,
+    ticks_per_s: u64,
+    start: u64,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(pids: Vec<u32>, ticks_per_s: u64) -> Self {
+        let start = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        Self {
+            pids,
+            ticks_per_s,
+            start,
+        }
+    }
+
+    pub(crate) fn seconds(&self) -> f64 {
+        let now: u64 = self.pids.iter().map(|p| cpu_ticks(*p)).sum();
+        now.saturating_sub(self.start) as f64 / self.ticks_per_s as f64
+    }
+}
+
+/// A latency histogram in nanoseconds (1 ns … 60 s, 3 significant digits).
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+/// What one measured run produced.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunResult {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    /// CPU seconds of the process under test, if there is one.
+    pub(crate) cpu_s: Option<f64>,
+    /// The first error seen, for the report.
+    pub(crate) first_error: Option<String>,
+}
+
+impl RunResult {
+    pub(crate) fn from_histogram(
+        h: &Histogram<u64>,
+        errors: u64,
+        seconds: f64,
+        first_error: Option<String>,
+    ) -> Self {
+        Self {
+            requests: h.len(),
+            errors,
+            seconds,
+            p50_us: h.value_at_quantile(0.50) as f64 / 1e3,
+            p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+            cpu_s: None,
+            first_error,
+        }
+    }
+
+    pub(crate) fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+
+    /// CPU seconds per 10,000 requests of the process under test.
+    pub(crate) fn cpu_per_10k(&self) -> Option<f64> {
+        self.cpu_s
+            .filter(|_| self.requests > 0)
+            .map(|c| c * 10_000.0 / self.requests as f64)
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub(crate) fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `nproc`, the CPU model and the load average, for the report header.
+pub(crate) fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("{cpus} CPUs ({model}), load average {}", load_average())
+}
+
+/// `/proc/loadavg`'s first three fields.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// `target/bench-results` (or `$FLUXGATE_BENCH_RESULTS`), created.
+pub(crate) fn results_dir() -> PathBuf {
+    let dir = std::env::var_os("FLUXGATE_BENCH_RESULTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+            target.join("bench-results")
+        });
+    std::fs::create_dir_all(&dir).expect("create the results directory");
+    dir
+}
+
+/// An environment setting parsed as `T`, or `default`.
+pub(crate) fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `fluxgate` binary under test: `$FLUXGATE_BENCH_BIN`, else the one
+/// cargo built with this benchmark (same profile).
+pub(crate) fn fluxgate_binary() -> PathBuf {
+    std::env::var_os("FLUXGATE_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fluxgate")))
+}
+
+/// A `Command` for `program` with no inherited FLUXGATE_* or RUST_LOG.
+pub(crate) fn clean_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FLUXGATE_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Formats an optional number, `—` when absent.
+pub(crate) fn opt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "—".to_owned(),
+    }
+}
+
+/// A simple text table: header row and rows, columns padded.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(header.iter().map(|h| (*h).to_owned()).collect());
+    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}

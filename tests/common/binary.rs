@@ -1,0 +1,198 @@
+//! The built `fluxgate` binary as a child process: free loopback ports, a
+//! log file, readiness by polling the port with a deadline, and stop by PID.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fluxgate"))
+}
+
+/// A running fluxgate process, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `fluxgate args…` with a clean FLUXGATE_* environment plus `env`.
+    pub fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
+        let out = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FLUXGATE_") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self {
+            child: cmd.spawn().unwrap(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `port` accepts connections (or the process dies).
+    pub fn wait_for_port(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("fluxgate exited early ({status}):\n{}", self.log_text());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "fluxgate did not listen on {port} in time:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("fluxgate did not exit after SIGTERM:\n{}", self.log_text());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `fluxgate serve` on free ports in front of `upstream`.
+pub struct Serve {
+    pub process: Process,
+    pub port: u16,
+    pub authz_port: u16,
+    pub admin_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl Serve {
+    pub fn start(dir: &Path, upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let (port, authz_port, admin_port) = (free_port(), free_port(), free_port());
+        let data_dir = dir.join("data");
+        let listen = format!("127.0.0.1:{port}");
+        let authz = format!("127.0.0.1:{authz_port}");
+        let admin = format!("127.0.0.1:{admin_port}");
+        let data = data_dir.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "serve",
+            "--listen",
+            &listen,
+            "--authz-listen",
+            &authz,
+            "--admin-listen",
+            &admin,
+            "--data-dir",
+            &data,
+            "--upstream",
+            upstream,
+        ];
+        args.extend_from_slice(extra);
+        let mut process = Process::start(&args, env, &dir.join("fluxgate.log"));
+        process.wait_for_port(port);
+        process.wait_for_port(authz_port);
+        process.wait_for_port(admin_port);
+        Self {
+            process,
+            port,
+            authz_port,
+            admin_port,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn management_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("bootstrap-management-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Creates a database token over the management API.
+    pub async fn create_token(&self, read: &[&str], write: &[&str]) -> (String, String) {
+        use fluxgate::proto::tokens::{
+            CreateDatabaseTokenRequest, DatabasePermission,
+            token_service_client::TokenServiceClient,
+        };
+        let mut client =
+            TokenServiceClient::connect(format!("http://127.0.0.1:{}", self.authz_port))
+                .await
+                .unwrap();
+        let mut perms: Vec<DatabasePermission> = Vec::new();
+        for db in read {
+            perms.push(DatabasePermission {
+                database: (*db).into(),
+                read: true,
+                write: false,
+            });
+        }
+        for db in write {
+            perms.push(DatabasePermission {
+                database: (*db).into(),
+                read: false,
+                write: true,
+            });
+        }
+        let mut request = tonic::Request::new(CreateDatabaseTokenRequest {
+            description: "ops test".into(),
+            permissions: perms,
+            expires_at: None,
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.management_token())
+                .parse()
+                .unwrap(),
+        );
+        let created = client
+            .create_database_token(request)
+            .await
+            .unwrap()
+            .into_inner();
+        (created.info.unwrap().id, created.token)
+    }
+}
