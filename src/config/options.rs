@@ -382,7 +382,8 @@ pub struct TokenServiceOptions {
     pub data_dir: PathBuf,
 }
 
-/// `fluxgate serve`.
+/// `fluxgate serve`. Its proxy decides in-process from the token registry,
+/// so it has no decision cache and no cache options.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -391,9 +392,6 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub proxy: ProxyOptions,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub cache: CacheOptions,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub service: TokenServiceOptions,
