@@ -9,15 +9,15 @@
 //!   never outlives the token's expiry. While the change stream is down,
 //!   nothing lives longer than `--cache-disconnected-allow-ttl`.
 //! - The needs a check misses are asked in one Authorize call; concurrent
-//!   misses of the same key share it (see [`flight`](super::flight)).
+//!   misses of the same key share it (see the `flight` module).
 //!   Errors and timeouts are never cached.
 //! - Fail closed: without `--stale-grace`, an error is an error. With it,
 //!   an allow that went stale less than the grace ago is served while the
 //!   token service cannot answer — never for a token known to be revoked or
 //!   expired, never past the token's expiry.
 //! - The invalidation follower ([`invalidation`](super::invalidation))
-//!   invalidates a token's entries on every change of it; [`Epochs`] makes
-//!   that O(1) and also covers answers still in flight.
+//!   invalidates a token's entries on every change of it; the `epoch`
+//!   module makes that O(1) and also covers answers still in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -135,21 +135,45 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A cached decision. 40 bytes: see the memory figures in `benches/`.
+/// A cached decision: 32 bytes (moka adds its own ~400 per entry; see
+/// the memory figures in `benches/cache_hit.rs`).
 #[derive(Clone)]
 pub(crate) struct Cached {
     /// The token's id; `None` for an invalid token.
     subject: Option<Arc<Subject>>,
-    allowed: bool,
     /// [`Epochs`] stamp of the fetch that produced it.
     stamp: u64,
     /// Served as a hit until then ([`Clock`] ms).
     fresh_until: u64,
-    /// Kept (for stale grace) until then; never past the token's expiry.
-    evict_at: u64,
+    /// Kept that many ms longer, for stale grace; never past the token's
+    /// expiry.
+    grace: u32,
+    allowed: bool,
 }
 
 impl Cached {
+    fn new(
+        subject: Option<Arc<Subject>>,
+        allowed: bool,
+        stamp: u64,
+        fresh_until: u64,
+        evict_at: u64,
+    ) -> Self {
+        let grace = evict_at.saturating_sub(fresh_until);
+        Self {
+            subject,
+            stamp,
+            fresh_until,
+            grace: u32::try_from(grace).unwrap_or(u32::MAX),
+            allowed,
+        }
+    }
+
+    /// When the entry goes ([`Clock`] ms).
+    fn evict_at(&self) -> u64 {
+        self.fresh_until.saturating_add(u64::from(self.grace))
+    }
+
     fn decision(&self) -> NeedDecision {
         match &self.subject {
             None => NeedDecision::InvalidToken,
@@ -172,7 +196,7 @@ impl EntryExpiry {
     fn remaining(&self, value: &Cached, from: Instant) -> Option<Duration> {
         Some(
             self.clock
-                .instant(value.evict_at)
+                .instant(value.evict_at())
                 .saturating_duration_since(from),
         )
     }
@@ -317,24 +341,24 @@ impl Shared {
         (now < cached.fresh_until).then(|| cached.decision())
     }
 
-    /// Fills `decisions` from the cache; returns the indices still missing.
+    /// Fills `decisions[i]` from the cache for each `i` of `candidates`;
+    /// returns the indices still missing.
     async fn lookup(
         &self,
         fingerprint: Fingerprint,
         needs: &[Need],
-        decisions: &mut [Option<NeedDecision>],
+        candidates: impl Iterator<Item = usize>,
+        decisions: &mut [NeedDecision],
     ) -> Vec<usize> {
         let now = self.clock.now();
         let mut missing = Vec::new();
         let mut hits = 0;
-        for (i, need) in needs.iter().enumerate() {
-            if decisions[i].is_some() {
-                continue;
-            }
+        for i in candidates {
+            let need = &needs[i];
             let key = KeyRef::new(fingerprint, &need.database, need.action);
             match self.fresh(&key, now).await {
                 Some(d) => {
-                    decisions[i] = Some(d);
+                    decisions[i] = d;
                     hits += 1;
                 }
                 None => missing.push(i),
@@ -345,7 +369,7 @@ impl Shared {
             let token = KeyRef::token_level(fingerprint);
             if let Some(NeedDecision::InvalidToken) = self.fresh(&token, now).await {
                 for &i in &missing {
-                    decisions[i] = Some(NeedDecision::InvalidToken);
+                    decisions[i] = NeedDecision::InvalidToken;
                 }
                 hits += missing.len() as u64;
                 missing.clear();
@@ -414,13 +438,7 @@ impl Shared {
                 continue;
             }
             token_invalid |= matches!(decision, NeedDecision::InvalidToken);
-            let value = Cached {
-                subject: subject.clone(),
-                allowed,
-                stamp,
-                fresh_until,
-                evict_at,
-            };
+            let value = Cached::new(subject.clone(), allowed, stamp, fresh_until, evict_at);
             self.cache.insert(key.clone(), value).await;
         }
         if token_invalid {
@@ -432,13 +450,7 @@ impl Shared {
             };
             let until = now.saturating_add(millis(ttl));
             let key = DecisionKey::new(fingerprint, self.databases.intern(""), ANY_ACTION);
-            let value = Cached {
-                subject: None,
-                allowed: false,
-                stamp,
-                fresh_until: until,
-                evict_at: until,
-            };
+            let value = Cached::new(None, false, stamp, until, until);
             self.cache.insert(key, value).await;
         }
         self.publish_entries();
@@ -467,7 +479,7 @@ impl Shared {
             return Some(cached.decision());
         }
         let subject = cached.subject.as_ref()?;
-        if !cached.allowed || subject.is_dead() || now >= cached.evict_at {
+        if !cached.allowed || subject.is_dead() || now >= cached.evict_at() {
             return None;
         }
         self.counts.stale_served.fetch_add(1, Ordering::Relaxed);
@@ -493,23 +505,39 @@ impl Authorizer for CachedAuthorizer {
             return s.inner.check(token, needs).await;
         }
         let fingerprint = Fingerprint::of(token);
-        let mut decisions: Vec<Option<NeedDecision>> = vec![None; needs.len()];
-        let mut retries = 0;
+        // Placeholders, each overwritten below or the check fails.
+        let mut decisions = vec![NeedDecision::InvalidToken; needs.len()];
+        // Read before looking up: a fetch landing after this is seen by
+        // `join` (see there).
+        let mut completions = s.flights.completions();
+        let mut missing = s
+            .lookup(fingerprint, needs, 0..needs.len(), &mut decisions)
+            .await;
+        let mut looked_again = 0;
         let waiting = loop {
-            // Read before looking up: a fetch finishing after this is seen
-            // by `join` (see there).
-            let completions = s.flights.completions();
-            let missing = s.lookup(fingerprint, needs, &mut decisions).await;
             if missing.is_empty() {
                 return Ok(Verdict {
-                    decisions: decisions.into_iter().flatten().collect(),
+                    decisions,
                     // The expiry only bounded how long the entries live.
                     expires_at: None,
                 });
             }
-            match s.join(token, fingerprint, needs, &missing, completions, retries) {
-                Join::LookAgain => retries += 1,
+            match s.join(
+                token,
+                fingerprint,
+                needs,
+                &missing,
+                completions,
+                looked_again,
+            ) {
                 Join::Wait(waiting) => break waiting,
+                Join::LookAgain => {
+                    looked_again += 1;
+                    completions = s.flights.completions();
+                    missing = s
+                        .lookup(fingerprint, needs, missing.into_iter(), &mut decisions)
+                        .await;
+                }
             }
         };
         s.counts
@@ -519,27 +547,30 @@ impl Authorizer for CachedAuthorizer {
 
         let results = waiting.wait().await;
         let mut expires_at: Option<SystemTime> = None;
-        for (i, flight) in waiting.needs {
+        for &(i, flight) in &waiting.needs {
             let need = &needs[i];
             let key = KeyRef::new(fingerprint, &need.database, need.action);
-            match &results[flight] {
-                Ok(outcome) => {
-                    decisions[i] = outcome.decision(&key);
-                    if let Some(e) = outcome.expires_at {
-                        expires_at = Some(expires_at.map_or(e, |x| x.min(e)));
+            let error = match &results[flight] {
+                Ok(outcome) => match outcome.decision(&key) {
+                    Some(d) => {
+                        decisions[i] = d;
+                        if let Some(e) = outcome.expires_at {
+                            expires_at = Some(expires_at.map_or(e, |x| x.min(e)));
+                        }
+                        continue;
                     }
-                }
-                Err(error) => match s.stale(&key, need, error).await {
-                    Some(d) => decisions[i] = Some(d),
-                    None => return Err(error.clone()),
+                    None => {
+                        return Err(AuthzError::Unavailable(
+                            "the authorizer did not answer every permission".to_owned(),
+                        ));
+                    }
                 },
+                Err(error) => error,
+            };
+            match s.stale(&key, need, error).await {
+                Some(d) => decisions[i] = d,
+                None => return Err(error.clone()),
             }
-        }
-        let decisions: Vec<NeedDecision> = decisions.into_iter().flatten().collect();
-        if decisions.len() != needs.len() {
-            return Err(AuthzError::Unavailable(
-                "the authorizer did not answer every permission".to_owned(),
-            ));
         }
         Ok(Verdict {
             decisions,
@@ -577,7 +608,7 @@ mod tests {
     #[test]
     fn entries_are_compact() {
         // Part of the ≤ 256 bytes per decision budget (see benches/).
-        assert!(std::mem::size_of::<Cached>() <= 40);
+        assert!(std::mem::size_of::<Cached>() <= 32);
         assert!(std::mem::size_of::<DecisionKey>() <= 40);
     }
 

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 /// Entries point here instead of holding the id string, so an invalidation
 /// reaches all of them with one store and a hit checks it with one load.
 #[derive(Debug)]
-pub struct Subject {
+pub(crate) struct Subject {
     id: Arc<str>,
     /// Sequence number of the last invalidation of this id (0: none).
     invalidated: AtomicU64,
@@ -34,178 +34,156 @@ pub struct Subject {
 
 impl Subject {
     /// The token id (safe to log).
-    pub fn id(&self) -> &Arc<str> {
+    pub(crate) fn id(&self) -> &Arc<str> {
         &self.id
     }
 
     /// True once the token was revoked or expired.
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::SeqCst)
     }
 }
 
-/// What the table remembers about an id.
-#[derive(Debug)]
-struct Slot {
-    subject: Weak<Subject>,
-    /// Last invalidation: its number, whether the token is dead, and when.
-    invalidated: Option<(u64, bool, Instant)>,
+/// The last invalidation of an id.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    seq: u64,
+    dead: bool,
+    at: Instant,
 }
 
+/// Live subjects, and recent invalidations (kept apart: every cached token
+/// has a live subject, few have a record).
 #[derive(Debug)]
 struct Table {
-    slots: HashMap<Arc<str>, Slot>,
-    sweep_at: usize,
+    live: HashMap<Arc<str>, Weak<Subject>>,
+    records: HashMap<Arc<str>, Record>,
+    sweep_live_at: usize,
+    sweep_records_at: usize,
 }
 
-/// Smallest table size at which unused slots are swept.
+/// Smallest map size at which unused entries are swept.
 const MIN_SWEEP: usize = 4096;
 
 /// The invalidation state of one cache.
 #[derive(Debug)]
-pub struct Epochs {
+pub(crate) struct Epochs {
     seq: AtomicU64,
     flushed: AtomicU64,
     table: Mutex<Table>,
-    /// How long an invalidation is remembered for ids no entry references:
-    /// longer than any entry fetched before it can live.
+    /// How long an invalidation is remembered: longer than any entry
+    /// fetched before it can live.
     retention: Duration,
 }
 
 impl Epochs {
     /// Remembers invalidations for `retention` (≥ the longest entry lifetime
     /// plus the longest fetch).
-    pub fn new(retention: Duration) -> Self {
+    pub(crate) fn new(retention: Duration) -> Self {
         Self {
             seq: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             table: Mutex::new(Table {
-                slots: HashMap::new(),
-                sweep_at: MIN_SWEEP,
+                live: HashMap::new(),
+                records: HashMap::new(),
+                sweep_live_at: MIN_SWEEP,
+                sweep_records_at: MIN_SWEEP,
             }),
             retention,
         }
     }
 
     /// The stamp for a fetch starting now.
-    pub fn stamp(&self) -> u64 {
+    pub(crate) fn stamp(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
     }
 
     /// True when a decision about `subject` (none for an invalid token)
     /// fetched with `stamp` may still be used.
-    pub fn is_current(&self, stamp: u64, subject: Option<&Subject>) -> bool {
+    pub(crate) fn is_current(&self, stamp: u64, subject: Option<&Subject>) -> bool {
         stamp >= self.flushed.load(Ordering::SeqCst)
             && subject.is_none_or(|s| {
                 stamp >= s.invalidated.load(Ordering::SeqCst) && !s.dead.load(Ordering::SeqCst)
             })
     }
 
-    /// The shared [`Subject`] for `id`, carrying any invalidation already
-    /// recorded for it.
-    pub fn subject(&self, id: &str) -> Arc<Subject> {
+    /// The shared [`Subject`] for `id`, carrying any invalidation recorded
+    /// for it.
+    pub(crate) fn subject(&self, id: &str) -> Arc<Subject> {
         let mut table = self.table.lock();
-        if let Some((key, slot)) = table.slots.get_key_value(id) {
-            if let Some(subject) = slot.subject.upgrade() {
-                return subject;
-            }
-            let (invalidated, dead) = slot.invalidated.map_or((0, false), |(n, d, _)| (n, d));
-            let subject = Arc::new(Subject {
-                // The map's copy: the subject shares its allocation.
-                id: Arc::clone(key),
-                invalidated: AtomicU64::new(invalidated),
-                dead: AtomicBool::new(dead),
-            });
-            if let Some(slot) = table.slots.get_mut(id) {
-                slot.subject = Arc::downgrade(&subject);
-            }
+        if let Some(subject) = table.live.get(id).and_then(Weak::upgrade) {
             return subject;
         }
-        self.sweep(&mut table);
-        let id: Arc<str> = Arc::from(id);
+        if table.live.len() >= table.sweep_live_at {
+            table.live.retain(|_, s| s.strong_count() > 0);
+            table.sweep_live_at = (table.live.len() * 2).max(MIN_SWEEP);
+        }
+        let record = table.records.get_key_value(id);
+        let (invalidated, dead) = record.map_or((0, false), |(_, r)| (r.seq, r.dead));
+        // Share the record's copy of the id when there is one.
+        let id: Arc<str> = record.map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
         let subject = Arc::new(Subject {
             id: Arc::clone(&id),
-            invalidated: AtomicU64::new(0),
-            dead: AtomicBool::new(false),
+            invalidated: AtomicU64::new(invalidated),
+            dead: AtomicBool::new(dead),
         });
-        table.slots.insert(
-            id,
-            Slot {
-                subject: Arc::downgrade(&subject),
-                invalidated: None,
-            },
-        );
+        table.live.insert(id, Arc::downgrade(&subject));
         subject
     }
 
     /// Invalidates every decision about `id` fetched before now; `dead` when
     /// the token is revoked or expired. Returns the invalidation's number.
-    pub fn invalidate(&self, id: &str, dead: bool) -> u64 {
+    pub(crate) fn invalidate(&self, id: &str, dead: bool) -> u64 {
         let mut table = self.table.lock();
-        // Under the table lock: a concurrent `subject(id)` either sees this
+        // Under the table lock: a concurrent `subject(id)` either sees the
         // record or is updated below, never neither.
         let n = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let now = Instant::now();
-        match table.slots.get_mut(id) {
-            Some(slot) => {
-                let was_dead = slot.invalidated.is_some_and(|(_, d, _)| d);
-                slot.invalidated = Some((n, dead || was_dead, now));
-                if let Some(subject) = slot.subject.upgrade() {
-                    subject.invalidated.store(n, Ordering::SeqCst);
-                    if dead {
-                        subject.dead.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
-            None => {
-                self.sweep(&mut table);
-                table.slots.insert(
-                    Arc::from(id),
-                    Slot {
-                        subject: Weak::new(),
-                        invalidated: Some((n, dead, now)),
-                    },
-                );
+        if table.records.len() >= table.sweep_records_at {
+            let retention = self.retention;
+            table
+                .records
+                .retain(|_, r| now.duration_since(r.at) < retention);
+            table.sweep_records_at = (table.records.len() * 2).max(MIN_SWEEP);
+        }
+        let live = table.live.get_key_value(id);
+        let subject = live.and_then(|(_, s)| s.upgrade());
+        let key: Arc<str> = live.map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
+        let was_dead = table.records.get(id).is_some_and(|r| r.dead);
+        table.records.insert(
+            key,
+            Record {
+                seq: n,
+                dead: dead || was_dead,
+                at: now,
+            },
+        );
+        if let Some(subject) = subject {
+            subject.invalidated.store(n, Ordering::SeqCst);
+            if dead {
+                subject.dead.store(true, Ordering::SeqCst);
             }
         }
         n
     }
 
     /// Invalidates every decision fetched before now.
-    pub fn flush(&self) -> u64 {
+    pub(crate) fn flush(&self) -> u64 {
         let n = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         self.flushed.store(n, Ordering::SeqCst);
         n
     }
 
     /// True when `id` is known to be revoked or expired.
-    pub fn is_dead(&self, id: &str) -> bool {
-        self.table
-            .lock()
-            .slots
-            .get(id)
-            .is_some_and(|s| s.invalidated.is_some_and(|(_, d, _)| d))
-    }
-
-    /// Drops slots that no entry references and whose invalidation (if any)
-    /// is older than the retention, once the table doubled since last time.
-    fn sweep(&self, table: &mut Table) {
-        if table.slots.len() < table.sweep_at {
-            return;
-        }
-        let retention = self.retention;
-        table.slots.retain(|_, slot| {
-            slot.subject.strong_count() > 0
-                || slot
-                    .invalidated
-                    .is_some_and(|(_, _, at)| at.elapsed() < retention)
-        });
-        table.sweep_at = (table.slots.len() * 2).max(MIN_SWEEP);
+    #[cfg(test)]
+    pub(crate) fn is_dead(&self, id: &str) -> bool {
+        self.table.lock().records.get(id).is_some_and(|r| r.dead)
     }
 
     #[cfg(test)]
-    fn slots(&self) -> usize {
-        self.table.lock().slots.len()
+    fn sizes(&self) -> (usize, usize) {
+        let t = self.table.lock();
+        (t.live.len(), t.records.len())
     }
 }
 
@@ -270,7 +248,7 @@ mod tests {
         for i in 0..(MIN_SWEEP * 3) {
             drop(e.subject(&format!("s{i}")));
         }
-        assert!(e.slots() <= MIN_SWEEP * 2);
+        assert!(e.sizes().0 <= MIN_SWEEP * 2);
         assert!(e.is_dead("revoked"));
     }
 }

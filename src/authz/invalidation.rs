@@ -89,7 +89,8 @@ pub struct WatchStatus {
     pub revision: Option<u64>,
     /// Streams that synced so far (1 + reconnects).
     pub syncs: u64,
-    /// Whole-cache flushes (resume impossible, or a gap in revisions).
+    /// Whole-cache flushes: the first sync, then each time the stream
+    /// could not resume or skipped a revision.
     pub flushes: u64,
     /// Changes that invalidated a token's decisions.
     pub invalidations: u64,
@@ -138,11 +139,17 @@ impl CachedAuthorizer {
         })
     }
 
-    fn record_flush(&self, why: &str) {
+    /// Flushes the cache because changes may have been missed; `first`
+    /// for the first sync, where that is routine.
+    fn record_flush(&self, why: &str, first: bool) {
         self.flush();
         self.shared.watch.flushes.fetch_add(1, Ordering::SeqCst);
         metrics::counter!("fluxgate_invalidations_total", "reason" => "flush").increment(1);
-        tracing::info!(reason = why, "flushed the decision cache");
+        if first {
+            tracing::debug!(reason = why, "flushed the decision cache");
+        } else {
+            tracing::warn!(reason = why, "flushed the decision cache");
+        }
     }
 }
 
@@ -234,11 +241,14 @@ impl Follower {
         };
         if !sync.resumed {
             // Whatever happened before this point is unknown.
-            self.cache.record_flush(if self.last.is_some() {
-                "the token change stream cannot resume"
-            } else {
-                "first sync with the token change stream"
-            });
+            match self.last {
+                Some(_) => self
+                    .cache
+                    .record_flush("the token change stream cannot resume", false),
+                None => self
+                    .cache
+                    .record_flush("first sync with the token change stream", true),
+            }
         }
         self.last = Some(first.revision);
         let watch = &self.cache.shared.watch;
@@ -286,7 +296,8 @@ impl Follower {
                     got = revision,
                     "gap in the token change stream"
                 );
-                self.cache.record_flush("gap in the token change stream");
+                self.cache
+                    .record_flush("gap in the token change stream", false);
             }
         }
         self.last = Some(revision);

@@ -118,7 +118,7 @@ pub struct KeyRef<'a> {
     pub fingerprint: Fingerprint,
     /// The database name.
     pub database: &'a str,
-    /// The action byte ([`ANY_ACTION`] for the token-level entry).
+    /// The action byte (`u8::MAX` for the token-level entry).
     pub action: u8,
 }
 

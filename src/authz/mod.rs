@@ -4,7 +4,7 @@
 
 pub mod cache;
 pub mod client;
-pub mod epoch;
+mod epoch;
 mod flight;
 pub mod invalidation;
 pub mod key;
