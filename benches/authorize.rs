@@ -304,8 +304,6 @@ async fn run_h2load(
             &streams.to_string(),
             "-D",
             &format!("{}", secs.ceil() as u64),
-            "--warm-up-time",
-            "1",
             "-H",
             "content-type: application/grpc",
             "-H",
@@ -377,7 +375,10 @@ fn start_token_service(dir: &Path) -> (ProcessGuard, SocketAddr, String) {
         String::from_utf8_lossy(&created.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
-    let token = json["token"].as_str().expect("token in the output").to_owned();
+    let token = json["token"]
+        .as_str()
+        .expect("token in the output")
+        .to_owned();
     (guard, addr, token)
 }
 
@@ -593,7 +594,12 @@ fn report(
         }
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        format!("{:.0} % ({:.0}–{:.0} %)", median(&v) * 100.0, lo * 100.0, hi * 100.0)
+        format!(
+            "{:.0} % ({:.0}–{:.0} %)",
+            median(&v) * 100.0,
+            lo * 100.0,
+            hi * 100.0
+        )
     };
     let tonic_ratio = per_round(
         runs[0].tonic.iter().map(RunResult::rps).collect(),

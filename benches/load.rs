@@ -16,7 +16,11 @@
 //!   `proxy_cache` on the auth subrequest keyed by the `Authorization`
 //!   header, path and `db`; `worker_processes` = the CPU count, as fluxgate's
 //!   runtime uses every core. gRPC goes through `grpc_pass` on a second
-//!   (h2c) port.
+//!   (h2c) port;
+//! - `hyper-noauth`: this benchmark re-executed as a bare hyper reverse
+//!   proxy (fluxgate's runtime, server builder and pooled client, no
+//!   authorization at all), for HTTP scenarios: the floor of the stack
+//!   fluxgate is built on, separating its own cost from the framework's.
 //!
 //! The load generator (in this process) drives each scenario — v1 write of
 //! a 100-line batch (plain and gzip), v1 query, v3 `query_sql`, Flight DoGet
@@ -24,8 +28,9 @@
 //! against each target (direct, fluxgate, nginx), after a warm-up that also
 //! fills both caches. Rounds are repeated and the target order rotated per
 //! round; the report gives medians over rounds, and per-round ratios'
-//! medians: fluxgate/direct (added p50 latency) and fluxgate/nginx
-//! (throughput, CPU seconds per 10,000 requests of the proxy process).
+//! medians: fluxgate/direct (added p50 latency), fluxgate/nginx
+//! (throughput, CPU seconds per 10,000 requests of the proxy process) and
+//! fluxgate/hyper-noauth (CPU).
 //!
 //! Settings (environment): `FLUXGATE_BENCH_SECS` (5, per measured run),
 //! `FLUXGATE_BENCH_WARMUP_SECS` (1), `FLUXGATE_BENCH_ROUNDS` (3),
@@ -115,6 +120,9 @@ enum Target {
     Direct,
     Fluxgate,
     Nginx,
+    /// A bare hyper reverse proxy with no authorization: what the same
+    /// stack (tokio, hyper server + pooled client) costs by itself.
+    Hyper,
 }
 
 impl Target {
@@ -123,6 +131,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Fluxgate => "fluxgate",
             Target::Nginx => "nginx",
+            Target::Hyper => "hyper-noauth",
         }
     }
 }
@@ -255,7 +264,8 @@ fn flight_ticket() -> Bytes {
 // The upstream (HTTP and Flight) and nginx's token check
 
 const V1_ANSWER: &str = r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"host":"host-1"},"columns":["time","mean"],"values":[[1700000000000,97.5],[1700000060000,97.1]]}]}]}"#;
-const V3_ANSWER: &str = r#"[{"host":"host-1","usage_idle":97.5},{"host":"host-2","usage_idle":96.25}]"#;
+const V3_ANSWER: &str =
+    r#"[{"host":"host-1","usage_idle":97.5},{"host":"host-2","usage_idle":96.25}]"#;
 
 async fn upstream_handler(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
@@ -542,8 +552,10 @@ async fn drive_http(
 
 async fn connect_http1(
     addr: SocketAddr,
-) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>>
-{
+) -> Result<
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -650,6 +662,7 @@ struct Endpoints {
     fluxgate: SocketAddr,
     nginx_http: Option<SocketAddr>,
     nginx_grpc: Option<SocketAddr>,
+    hyper: SocketAddr,
 }
 
 impl Endpoints {
@@ -658,6 +671,7 @@ impl Endpoints {
             Target::Direct => Some(self.upstream_http),
             Target::Fluxgate => Some(self.fluxgate),
             Target::Nginx => self.nginx_http,
+            Target::Hyper => Some(self.hyper),
         }
     }
 
@@ -666,6 +680,7 @@ impl Endpoints {
             Target::Direct => Some(self.upstream_flight),
             Target::Fluxgate => Some(self.fluxgate),
             Target::Nginx => self.nginx_grpc,
+            Target::Hyper => None,
         }
     }
 }
@@ -758,6 +773,9 @@ error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    # Keep write batches in memory: by default (8 KiB) a 10 KiB body goes to
+    # a temporary file and is sent upstream in two writes (40 ms stalls).
+    client_body_buffer_size 1m;
     keepalive_requests 1000000;
     keepalive_timeout 60s;
     client_body_temp_path {d}/tmp/body;
@@ -848,6 +866,82 @@ fn start_nginx(
     }
 }
 
+/// Set in the re-executed child: `LISTEN_ADDR UPSTREAM_ADDR` of the bare proxy.
+const BARE_PROXY_ENV: &str = "FLUXGATE_BENCH_BARE_PROXY";
+
+type BareBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// The bare hyper reverse proxy, in the re-executed child: the runtime
+/// fluxgate's `main` builds, hyper-util's auto server (HTTP/1.1 + h2c, as
+/// fluxgate's listener) and its pooled legacy client (as fluxgate's
+/// `Upstream`); the `Authorization` header is dropped and nothing checked.
+fn serve_bare_proxy(spec: &str) {
+    let (listen, upstream) = spec.split_once(' ').expect("LISTEN UPSTREAM");
+    let (listen, upstream): (SocketAddr, SocketAddr) =
+        (listen.parse().unwrap(), upstream.parse().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(listen).await.unwrap();
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: hyper_util::client::legacy::Client<_, Incoming> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(256)
+                .build(connector);
+        let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
+            hyper_util::rt::TokioExecutor::new(),
+        ));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (client, builder) = (client.clone(), Arc::clone(&builder));
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                    let client = client.clone();
+                    async move {
+                        let target = format!(
+                            "http://{upstream}{}",
+                            request.uri().path_and_query().map_or("/", |p| p.as_str())
+                        );
+                        *request.uri_mut() = target.parse().unwrap();
+                        request.headers_mut().remove(header::AUTHORIZATION);
+                        let response: Response<BareBody> = match client.request(request).await {
+                            Ok(r) => r.map(http_body_util::BodyExt::boxed),
+                            Err(_) => {
+                                let mut r = Response::new(
+                                    EmptyBody::new().map_err(|never| match never {}).boxed(),
+                                );
+                                *r.status_mut() = StatusCode::BAD_GATEWAY;
+                                r
+                            }
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+fn start_bare_proxy(dir: &Path, upstream: SocketAddr) -> (ProcessGuard, u16) {
+    let port = free_port();
+    let log_path = dir.join("bare-proxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = clean_command(&std::env::current_exe().unwrap());
+    cmd.env(BARE_PROXY_ENV, format!("127.0.0.1:{port} {upstream}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut guard = ProcessGuard::new("bare hyper proxy", cmd.spawn().unwrap());
+    guard.wait_for_port(port, &log_path);
+    (guard, port)
+}
+
 // ---------------------------------------------------------------------------
 // Running and reporting
 
@@ -890,6 +984,7 @@ struct Bench {
     token: String,
     fluxgate_pid: u32,
     nginx_pids: Vec<u32>,
+    hyper_pid: u32,
     ticks: u64,
     concurrency: usize,
 }
@@ -900,11 +995,18 @@ impl Bench {
             Target::Direct => None,
             Target::Fluxgate => Some(vec![self.fluxgate_pid]),
             Target::Nginx => Some(self.nginx_pids.clone()),
+            Target::Hyper => Some(vec![self.hyper_pid]),
         }
     }
 
     fn available(&self, target: Target) -> bool {
         target != Target::Nginx || !self.nginx_pids.is_empty()
+    }
+
+    /// Whether `target` takes part in `scenario` (the bare hyper proxy
+    /// forwards HTTP/1.1 only).
+    fn serves(&self, scenario: Scenario, target: Target) -> bool {
+        self.available(target) && !(scenario == Scenario::FlightDoGet && target == Target::Hyper)
     }
 
     async fn run(&self, scenario: Scenario, target: Target, secs: f64) -> RunResult {
@@ -973,23 +1075,28 @@ fn report(results: &Results, settings: &Settings) -> String {
     ));
 
     // Ratios per round, then their median (and range).
-    let ratio = |scenario: Scenario, a: Target, b: Target, f: &dyn Fn(&RunResult) -> Option<f64>| {
-        let (Some(ra), Some(rb)) = (results.get(&(scenario, a)), results.get(&(scenario, b))) else {
-            return None;
+    let ratio =
+        |scenario: Scenario, a: Target, b: Target, f: &dyn Fn(&RunResult) -> Option<f64>| {
+            let (Some(ra), Some(rb)) = (results.get(&(scenario, a)), results.get(&(scenario, b)))
+            else {
+                return None;
+            };
+            let v: Vec<f64> = ra
+                .iter()
+                .zip(rb)
+                .filter_map(|(x, y)| Some(f(x)? / f(y)?))
+                .collect();
+            (!v.is_empty()).then_some(v)
         };
-        let v: Vec<f64> = ra
-            .iter()
-            .zip(rb)
-            .filter_map(|(x, y)| Some(f(x)? / f(y)?))
-            .collect();
-        (!v.is_empty()).then_some(v)
-    };
     let fmt = |v: Option<Vec<f64>>, decimals: usize| match v {
         None => "—".to_owned(),
         Some(v) => {
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            format!("{:.decimals$} ({lo:.decimals$}–{hi:.decimals$})", median(&v))
+            format!(
+                "{:.decimals$} ({lo:.decimals$}–{hi:.decimals$})",
+                median(&v)
+            )
         }
     };
     let mut rows = Vec::new();
@@ -1011,10 +1118,37 @@ fn report(results: &Results, settings: &Settings) -> String {
         rows.push(vec![
             scenario.name().to_owned(),
             fmt(added, 0),
-            fmt(ratio(*scenario, Target::Fluxgate, Target::Direct, &|r| Some(r.rps())), 2),
+            fmt(
+                ratio(*scenario, Target::Fluxgate, Target::Direct, &|r| {
+                    Some(r.rps())
+                }),
+                2,
+            ),
             fmt(added_nginx, 0),
-            fmt(ratio(*scenario, Target::Fluxgate, Target::Nginx, &|r| Some(r.rps())), 2),
-            fmt(ratio(*scenario, Target::Fluxgate, Target::Nginx, &RunResult::cpu_per_10k), 2),
+            fmt(
+                ratio(*scenario, Target::Fluxgate, Target::Nginx, &|r| {
+                    Some(r.rps())
+                }),
+                2,
+            ),
+            fmt(
+                ratio(
+                    *scenario,
+                    Target::Fluxgate,
+                    Target::Nginx,
+                    &RunResult::cpu_per_10k,
+                ),
+                2,
+            ),
+            fmt(
+                ratio(
+                    *scenario,
+                    Target::Fluxgate,
+                    Target::Hyper,
+                    &RunResult::cpu_per_10k,
+                ),
+                2,
+            ),
         ]);
     }
     out.push_str("\nRatios (median of per-round values, range in brackets):\n\n");
@@ -1026,6 +1160,7 @@ fn report(results: &Results, settings: &Settings) -> String {
             "nginx p50 added µs",
             "req/s fluxgate/nginx",
             "CPU/req fluxgate/nginx",
+            "CPU/req fluxgate/hyper-noauth",
         ],
         &rows,
     ));
@@ -1033,7 +1168,9 @@ fn report(results: &Results, settings: &Settings) -> String {
 }
 
 fn raw_csv(results: &Results) -> String {
-    let mut out = String::from("scenario,target,round,requests,errors,seconds,rps,p50_us,p99_us,cpu_s,cpu_s_per_10k\n");
+    let mut out = String::from(
+        "scenario,target,round,requests,errors,seconds,rps,p50_us,p99_us,cpu_s,cpu_s_per_10k\n",
+    );
     for ((scenario, target), runs) in results {
         for (i, r) in runs.iter().enumerate() {
             out.push_str(&format!(
@@ -1047,8 +1184,8 @@ fn raw_csv(results: &Results) -> String {
                 r.rps(),
                 r.p50_us,
                 r.p99_us,
-                opt(r.cpu_s, 3),
-                opt(r.cpu_per_10k(), 4),
+                r.cpu_s.map_or(String::new(), |c| format!("{c:.3}")),
+                r.cpu_per_10k().map_or(String::new(), |c| format!("{c:.4}")),
             ));
         }
     }
@@ -1113,8 +1250,17 @@ async fn wrk_opinion(bench: &Bench, settings: &Settings, dir: &Path) -> Option<S
         }
         let script = dir.join(format!("wrk-{}.lua", scenario.name()));
         std::fs::write(&script, lua).unwrap();
-        for target in [Target::Direct, Target::Fluxgate, Target::Nginx] {
-            let Some(addr) = bench.endpoints.http(target).filter(|_| bench.available(target)) else {
+        for target in [
+            Target::Direct,
+            Target::Fluxgate,
+            Target::Nginx,
+            Target::Hyper,
+        ] {
+            let Some(addr) = bench
+                .endpoints
+                .http(target)
+                .filter(|_| bench.serves(scenario, target))
+            else {
                 continue;
             };
             let meter = bench
@@ -1187,7 +1333,13 @@ async fn wrk_opinion(bench: &Bench, settings: &Settings, dir: &Path) -> Option<S
 }
 
 /// Records a flat profile of `pids` for `secs` while `scenario` runs.
-async fn profile(bench: &Bench, scenario: Scenario, target: Target, secs: f64, out: &Path) -> String {
+async fn profile(
+    bench: &Bench,
+    scenario: Scenario,
+    target: Target,
+    secs: f64,
+    out: &Path,
+) -> String {
     let Some(pids) = bench.pids(target) else {
         return String::new();
     };
@@ -1202,13 +1354,26 @@ async fn profile(bench: &Bench, scenario: Scenario, target: Target, secs: f64, o
         .stderr(Stdio::null())
         .spawn();
     let Ok(recorder) = recorder else {
-        return format!("perf unavailable for {}/{}\n", scenario.name(), target.name());
+        return format!(
+            "perf unavailable for {}/{}\n",
+            scenario.name(),
+            target.name()
+        );
     };
     let mut recorder = ProcessGuard::new("perf record", recorder);
     let result = bench.run(scenario, target, secs).await;
     let _ = recorder.child.wait();
     let report = Command::new("perf")
-        .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "1.5", "-i"])
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "--percent-limit",
+            "1.5",
+            "-i",
+        ])
         .arg(&data)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -1217,7 +1382,7 @@ async fn profile(bench: &Bench, scenario: Scenario, target: Target, secs: f64, o
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .take(25)
-        .map(|l| format!("    {l}\n"))
+        .map(|l| format!("    {}\n", l.trim_end()))
         .collect();
     format!(
         "perf {}/{} ({:.0} req/s under perf; {}):\n{summary}",
@@ -1231,10 +1396,17 @@ async fn profile(bench: &Bench, scenario: Scenario, target: Target, secs: f64, o
 // ---------------------------------------------------------------------------
 
 fn main() {
+    if let Ok(spec) = std::env::var(BARE_PROXY_ENV) {
+        serve_bare_proxy(&spec);
+        return;
+    }
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let settings = Settings::from_env();
     let out_dir = results_dir();
-    let tmp = tempfile::Builder::new().prefix("fluxgate-load-").tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("fluxgate-load-")
+        .tempdir()
+        .unwrap();
     let dir = tmp.path().to_path_buf();
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1262,7 +1434,9 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(FlightServiceServer::new(flight))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await
             .unwrap();
     });
@@ -1320,9 +1494,13 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
     let nginx = nginx_binary
         .as_deref()
         .map(|b| start_nginx(b, dir, upstream_http, upstream_flight, auth));
+    // The bare hyper proxy: this benchmark re-executed as a server.
+    let (hyper, hyper_port) = start_bare_proxy(dir, upstream_http);
     let mut notes = Vec::new();
     if nginx.is_none() {
-        notes.push("nginx not found (install nginx-light) or disabled: nginx rows skipped".to_owned());
+        notes.push(
+            "nginx not found (install nginx-light) or disabled: nginx rows skipped".to_owned(),
+        );
     }
 
     let endpoints = Endpoints {
@@ -1331,6 +1509,7 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
         fluxgate: SocketAddr::from(([127, 0, 0, 1], fluxgate_port)),
         nginx_http: nginx.as_ref().map(|n| n.http),
         nginx_grpc: nginx.as_ref().map(|n| n.grpc),
+        hyper: SocketAddr::from(([127, 0, 0, 1], hyper_port)),
     };
     let nginx_pids = nginx.as_ref().map_or_else(Vec::new, |n| {
         let mut pids = vec![n.guard.pid()];
@@ -1342,17 +1521,26 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
         token: token.clone(),
         fluxgate_pid: fluxgate.pid(),
         nginx_pids,
+        hyper_pid: hyper.pid(),
         ticks: clock_ticks(),
         concurrency: settings.concurrency,
     };
-    let targets: Vec<Target> = [Target::Direct, Target::Fluxgate, Target::Nginx]
-        .into_iter()
-        .filter(|t| bench.available(*t))
-        .collect();
+    let all_targets = [
+        Target::Direct,
+        Target::Fluxgate,
+        Target::Nginx,
+        Target::Hyper,
+    ];
+    let targets_of = |scenario: Scenario| -> Vec<Target> {
+        all_targets
+            .into_iter()
+            .filter(|t| bench.serves(scenario, *t))
+            .collect()
+    };
 
     // Warm-up: connections, both caches, the allocators.
     for scenario in &settings.scenarios {
-        for target in &targets {
+        for target in &targets_of(*scenario) {
             let r = bench.run(*scenario, *target, settings.warmup_secs).await;
             if r.errors > 0 || r.requests == 0 {
                 panic!(
@@ -1373,7 +1561,7 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
     for round in 0..settings.rounds {
         for scenario in &settings.scenarios {
             // Rotate the order so no target always runs first.
-            let mut order = targets.clone();
+            let mut order = targets_of(*scenario);
             let n = order.len();
             order.rotate_left(round % n);
             for target in order {
@@ -1404,7 +1592,9 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
         elapsed.as_secs_f64(),
         support::fluxgate_binary().display(),
         bench.fluxgate_pid,
-        nginx_binary.as_ref().map_or("absent".to_owned(), |p| p.display().to_string()),
+        nginx_binary
+            .as_ref()
+            .map_or("absent".to_owned(), |p| p.display().to_string()),
         bench.nginx_pids.len(),
     );
     text.push_str(&report(&results, settings));
@@ -1424,9 +1614,11 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
     if std::env::var("FLUXGATE_BENCH_PERF").is_ok_and(|v| v == "1") {
         text.push_str("\nProfiles (perf record -F 999, flat, self time):\n");
         for scenario in &settings.scenarios {
-            for target in [Target::Fluxgate, Target::Nginx] {
-                if bench.available(target) {
-                    text.push_str(&profile(&bench, *scenario, target, settings.secs, out_dir).await);
+            for target in [Target::Fluxgate, Target::Nginx, Target::Hyper] {
+                if bench.serves(*scenario, target) {
+                    text.push_str(
+                        &profile(&bench, *scenario, target, settings.secs, out_dir).await,
+                    );
                 }
             }
         }
@@ -1437,6 +1629,7 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
     registry.close();
     drop(fluxgate);
     drop(nginx);
+    drop(hyper);
     text
 }
 
@@ -1449,15 +1642,24 @@ async fn fluxgate_cache_metrics(dir: &Path) -> Option<String> {
         .ok()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let stream = TcpStream::connect(addr).await.ok()?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, EmptyBody<Bytes>>(TokioIo::new(stream))
-        .await
-        .ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, EmptyBody<Bytes>>(TokioIo::new(stream))
+            .await
+            .ok()?;
     tokio::spawn(connection);
     let request = Request::get("/metrics")
         .header(header::HOST, addr.to_string())
         .body(EmptyBody::new())
         .ok()?;
-    let body = sender.send_request(request).await.ok()?.into_body().collect().await.ok()?.to_bytes();
+    let body = sender
+        .send_request(request)
+        .await
+        .ok()?
+        .into_body()
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
     let text = String::from_utf8_lossy(&body);
     let lines: String = text
         .lines()

@@ -42,7 +42,7 @@ data = from(bucket: "telegraf/autogen")
   |> aggregateWindow(every: 1m, fn: mean, createEmpty: false)
 data |> yield(name: "mean")
 other = from(bucket: "metrics") |> range(start: -5m) |> last()
-other |> to(bucket: "rollups", org: "acme")"#;
+other |> to(bucket: "rollups")"#;
 
 fn long_influxql() -> String {
     let mut q = String::new();

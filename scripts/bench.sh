@@ -4,20 +4,24 @@
 #
 #   micro.txt      criterion micro-benchmarks (credentials, classification, InfluxQL)
 #   cache_hit.txt  the decision cache's hit path and memory per entry (benches/cache_hit.rs)
-#   load.txt       direct vs fluxgate vs nginx, + load-raw.csv (every round)
+#   load.txt       direct vs fluxgate vs nginx vs bare hyper, + load-raw.csv (every round)
 #   authorize.txt  Authorize vs a trivial tonic service, tonic client and h2load
-#   machine.txt    nproc, CPU model, load before and after
+#   machine.txt    nproc, CPU model, load before and after, tool versions
 #
-# The bench profile is built once (`cargo bench --no-run`); every benchmark
-# then reuses it, including the `fluxgate` binary the load and authorize
-# harnesses start. Settings are passed through the environment
-# (FLUXGATE_BENCH_SECS, FLUXGATE_BENCH_ROUNDS, FLUXGATE_BENCH_CONCURRENCY,
-# FLUXGATE_BENCH_SCENARIOS, FLUXGATE_BENCH_PERF=1, …; see the benches'
-# headers). Usage: scripts/bench.sh [micro|cache|load|authorize]...
+# The bench profile is built once (`cargo bench --no-run`); the benchmark
+# executables it produced are then run directly, with a copy of the
+# `fluxgate` binary built alongside them, so an edit or a build elsewhere in
+# the tree during the run changes nothing that is measured. Settings are
+# passed through the environment (FLUXGATE_BENCH_SECS, FLUXGATE_BENCH_ROUNDS,
+# FLUXGATE_BENCH_CONCURRENCY, FLUXGATE_BENCH_SCENARIOS, FLUXGATE_BENCH_PERF=1,
+# …; see the benches' headers).
+#
+# Usage: scripts/bench.sh [micro|cache|load|authorize]...   (default: all)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-results="${FLUXGATE_BENCH_RESULTS:-${CARGO_TARGET_DIR:-target}/bench-results}"
+target="${CARGO_TARGET_DIR:-target}"
+results="${FLUXGATE_BENCH_RESULTS:-$target/bench-results}"
 mkdir -p "$results"
 FLUXGATE_BENCH_RESULTS="$(cd "$results" && pwd)"
 export FLUXGATE_BENCH_RESULTS
@@ -37,32 +41,49 @@ machine() {
   echo "wrk: $( (wrk --version 2>&1 || true) | head -1)"
 }
 
+names=()
+want micro && names+=(micro)
+want cache && [ -f benches/cache_hit.rs ] && names+=(cache_hit)
+want load && names+=(load)
+want authorize && names+=(authorize)
+[ ${#names[@]} -eq 0 ] && { echo "nothing to run: $*" >&2; exit 2; }
+
+args=()
+for n in "${names[@]}"; do args+=(--bench "$n"); done
+echo "building the bench profile once: cargo bench --no-run ${args[*]}" >&2
+build_log="$results/build.json"
+cargo bench --no-run --message-format=json-render-diagnostics "${args[@]}" > "$build_log"
+
+# The executables of this build, by bench name.
+executable() {
+  jq -r --arg n "$1" 'select(.reason == "compiler-artifact" and .target.name == $n
+      and (.target.kind | index("bench")) and .executable != null) | .executable' \
+    "$build_log" | tail -1
+}
+bin_dir="$results/bin"
+mkdir -p "$bin_dir"
+cp "$target/release/fluxgate" "$bin_dir/fluxgate"
+export FLUXGATE_BENCH_BIN="${FLUXGATE_BENCH_BIN:-$bin_dir/fluxgate}"
+
 { echo "== before"; machine; } > "$results/machine.txt"
 
-benches=()
-want micro && benches+=(--bench micro)
-want cache && [ -f benches/cache_hit.rs ] && benches+=(--bench cache_hit)
-want load && benches+=(--bench load)
-want authorize && benches+=(--bench authorize)
-echo "building the bench profile once: cargo bench --no-run ${benches[*]}" >&2
-cargo bench --no-run "${benches[@]}"
+run() {
+  local name=$1 out=$2 exe
+  exe="$(executable "$name")"
+  [ -x "$exe" ] || { echo "no executable for bench $name" >&2; exit 1; }
+  cp "$exe" "$bin_dir/$name"
+  echo "== $name ($(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  "$bin_dir/$name" --bench 2>&1 | tee "$results/$out"
+}
 
-if want micro; then
-  echo "== micro" >&2
-  cargo bench --bench micro 2>&1 | tee "$results/micro.txt"
-fi
-if want cache && [ -f benches/cache_hit.rs ]; then
-  echo "== cache_hit" >&2
-  cargo bench --bench cache_hit 2>&1 | tee "$results/cache_hit.txt"
-fi
-if want load; then
-  echo "== load" >&2
-  cargo bench --bench load 2>&1 | tee "$results/load.log"
-fi
-if want authorize; then
-  echo "== authorize" >&2
-  cargo bench --bench authorize 2>&1 | tee "$results/authorize.log"
-fi
+for n in "${names[@]}"; do
+  case "$n" in
+    micro) run micro micro.txt ;;
+    cache_hit) run cache_hit cache_hit.txt ;;
+    load) run load load.log ;;
+    authorize) run authorize authorize.log ;;
+  esac
+done
 
 { echo "== after"; machine; } >> "$results/machine.txt"
 echo "results in $results" >&2

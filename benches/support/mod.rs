@@ -108,15 +108,10 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-/// User + system CPU ticks of `pid` (every thread, living or exited).
+/// User + system CPU ticks of `pid` (every thread, living or exited); 0
+/// when it is gone.
 pub(crate) fn cpu_ticks(pid: u32) -> u64 {
-    stat_fields(pid)
-        .map(|f| {
-            let utime: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-            let stime: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-            utime + stime
-        })
-        .unwrap_or(0)
+    ticks_of(pid).unwrap_or(0)
 }
 
 /// The processes whose parent is `pid` (nginx's workers).
@@ -127,34 +122,43 @@ pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|child| {
-            stat_fields(*child)
-                .and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
+            stat_fields(*child).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
                 == Some(pid)
         })
         .collect()
 }
 
-/// CPU seconds used by a set of processes, between two readings.
+/// CPU seconds used by a set of processes, between two readings. A process
+/// that has exited by the second reading (nginx's cache loader) is left out.
 #[derive(Debug, Clone)]
 pub(crate) struct CpuMeter {
-    pids: Vec<u32>,
+    start: Vec<(u32, Option<u64>)>,
     ticks_per_s: u64,
-    start: u64,
+}
+
+/// User + system ticks of `pid`, `None` when it is gone.
+fn ticks_of(pid: u32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 impl CpuMeter {
     pub(crate) fn start(pids: Vec<u32>, ticks_per_s: u64) -> Self {
-        let start = pids.iter().map(|p| cpu_ticks(*p)).sum();
         Self {
-            pids,
+            start: pids.into_iter().map(|p| (p, ticks_of(p))).collect(),
             ticks_per_s,
-            start,
         }
     }
 
     pub(crate) fn seconds(&self) -> f64 {
-        let now: u64 = self.pids.iter().map(|p| cpu_ticks(*p)).sum();
-        now.saturating_sub(self.start) as f64 / self.ticks_per_s as f64
+        let ticks: u64 = self
+            .start
+            .iter()
+            .filter_map(|(pid, start)| Some(ticks_of(*pid)?.saturating_sub((*start)?)))
+            .sum();
+        ticks as f64 / self.ticks_per_s as f64
     }
 }
 
