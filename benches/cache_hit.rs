@@ -45,6 +45,7 @@ impl Authorizer for AllowAll {
         n.copy_from_slice(&hash.as_bytes()[16..32]);
         let subject: Arc<str> = Arc::from(uuid::Uuid::from_bytes(n).to_string());
         Ok(Verdict {
+            cache: fluxgate::authz::CacheUse::None,
             decisions: vec![NeedDecision::Allowed { subject }; needs.len()],
             expires_at: None,
         })

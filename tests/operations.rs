@@ -435,7 +435,13 @@ fn check_config_names_the_bad_key_and_follows_precedence() {
     )
     .unwrap();
     let out = assert_cmd::Command::new(binary())
-        .args(["check-config", "--config", bad.to_str().unwrap()])
+        .args([
+            "check-config",
+            "--config",
+            bad.to_str().unwrap(),
+            "--for",
+            "proxy",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

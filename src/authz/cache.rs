@@ -33,7 +33,7 @@ use super::invalidation::WatchState;
 use super::key::{ANY_ACTION, DecisionKey, Fingerprint, Interner, KeyRef, action_byte};
 pub use super::stats::{CacheStats, describe_metrics};
 use super::stats::{Counts, Metrics};
-use super::{Authorizer, AuthzError, Need, NeedDecision, Verdict};
+use super::{Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
 use crate::config::CacheOptions;
 use crate::credentials::Token;
 
@@ -520,6 +520,7 @@ impl Authorizer for CachedAuthorizer {
                     decisions,
                     // The expiry only bounded how long the entries live.
                     expires_at: None,
+                    cache: CacheUse::Hit,
                 });
             }
             match s.join(
@@ -547,6 +548,7 @@ impl Authorizer for CachedAuthorizer {
 
         let results = waiting.wait().await;
         let mut expires_at: Option<SystemTime> = None;
+        let mut cache = CacheUse::Miss;
         for &(i, flight) in &waiting.needs {
             let need = &needs[i];
             let key = KeyRef::new(fingerprint, &need.database, need.action);
@@ -568,13 +570,17 @@ impl Authorizer for CachedAuthorizer {
                 Err(error) => error,
             };
             match s.stale(&key, need, error).await {
-                Some(d) => decisions[i] = d,
+                Some(d) => {
+                    decisions[i] = d;
+                    cache = CacheUse::Stale;
+                }
                 None => return Err(error.clone()),
             }
         }
         Ok(Verdict {
             decisions,
             expires_at,
+            cache,
         })
     }
 

@@ -17,7 +17,7 @@ use crate::proto::iox_authz::resource_action_permission::{
 use crate::proto::iox_authz::{AuthorizeRequest, Permission, ResourceActionPermission};
 use crate::tokens::authorize::EXPIRES_AT_METADATA;
 
-use super::{Action, Authorizer, AuthzError, Need, NeedDecision, Verdict};
+use super::{Action, Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
 
 /// Authorize client over a lazily connected, multiplexed HTTP/2 channel.
 #[derive(Debug, Clone)]
@@ -102,6 +102,7 @@ impl Authorizer for AuthzClient {
         let response = response.into_inner();
         if !response.valid {
             return Ok(Verdict {
+                cache: CacheUse::None,
                 decisions: vec![NeedDecision::InvalidToken; needs.len()],
                 expires_at: None,
             });
@@ -122,6 +123,7 @@ impl Authorizer for AuthzClient {
             })
             .collect();
         Ok(Verdict {
+            cache: CacheUse::None,
             decisions,
             expires_at,
         })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Authorizer, AuthzError, Need, NeedDecision, Verdict};
+use super::{Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
 use crate::credentials::Token;
 use crate::tokens::TokenRegistry;
 
@@ -30,6 +30,7 @@ impl Authorizer for LocalAuthorizer {
             metrics::counter!("fluxgate_authorize_requests_total", "result" => "invalid")
                 .increment(1);
             return Ok(Verdict {
+                cache: CacheUse::None,
                 decisions: vec![NeedDecision::InvalidToken; needs.len()],
                 expires_at: None,
             });
@@ -59,6 +60,7 @@ impl Authorizer for LocalAuthorizer {
         };
         metrics::counter!("fluxgate_authorize_requests_total", "result" => result).increment(1);
         Ok(Verdict {
+            cache: CacheUse::None,
             decisions,
             expires_at: record.expires_at,
         })

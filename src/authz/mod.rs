@@ -71,6 +71,34 @@ pub struct Verdict {
     pub decisions: Vec<NeedDecision>,
     /// When the token expires, if the authorizer told.
     pub expires_at: Option<SystemTime>,
+    /// Whether a decision cache answered (for the audit trail).
+    pub cache: CacheUse,
+}
+
+/// How a decision cache took part in a [`Verdict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheUse {
+    /// No cache involved (the client, or the in-process authorizer).
+    #[default]
+    None,
+    /// Every need was answered from the cache.
+    Hit,
+    /// At least one need was asked of the token service.
+    Miss,
+    /// At least one need was a stale allow served within `--stale-grace`.
+    Stale,
+}
+
+impl CacheUse {
+    /// Name in the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::None => "none",
+            CacheUse::Hit => "hit",
+            CacheUse::Miss => "miss",
+            CacheUse::Stale => "stale",
+        }
+    }
 }
 
 /// The decision for a whole request.

@@ -23,7 +23,7 @@ use super::framing::AmbiguousFraming;
 use super::reject::{Api, Rejection};
 use super::show_databases;
 use crate::audit::{Audit, AuditEvent, now_rfc3339};
-use crate::authz::{Authorizer, AuthzError, Decision, Need, NeedDecision, Verdict};
+use crate::authz::{Authorizer, AuthzError, CacheUse, Decision, Need, NeedDecision, Verdict};
 use crate::credentials::Token;
 
 /// Settings of the HTTP request path.
@@ -68,11 +68,14 @@ pub struct Trail {
     pub subject: Option<Arc<str>>,
     /// Whether a decision was made at all.
     pub decided: bool,
+    /// How the decision cache took part (the last decision's).
+    pub cache: CacheUse,
 }
 
 impl Trail {
     fn note(&mut self, needs: &[Need], verdict: &Verdict) {
         self.decided = true;
+        self.cache = verdict.cache;
         self.needs.extend_from_slice(needs);
         self.subject = verdict.decisions.iter().find_map(|d| match d {
             NeedDecision::Allowed { subject } | NeedDecision::Forbidden { subject } => {
@@ -194,7 +197,7 @@ impl ProxyService {
                 status: status.as_u16(),
                 grpc_status: None,
                 token_id: trail.subject.as_deref().map(str::to_owned),
-                cache: "none",
+                cache: trail.cache.as_str(),
                 latency_ms: started.elapsed().as_secs_f64() * 1e3,
                 reason,
             });

@@ -40,6 +40,7 @@ async fn a_hit_costs_no_call_and_missing_needs_go_out_together() {
     );
     assert_eq!(env.counting.calls(), 2);
     assert_eq!(env.counting.needs()[1], vec![Need::write("b")]);
+    assert_eq!(v.cache, fluxgate::authz::CacheUse::Miss);
 
     // Everything cached now, including the forbidden answer.
     for _ in 0..10 {
@@ -49,6 +50,7 @@ async fn a_hit_costs_no_call_and_missing_needs_go_out_together() {
             .unwrap();
         assert!(matches!(v.decisions[0], NeedDecision::Forbidden { .. }));
         assert!(matches!(v.decisions[1], NeedDecision::Allowed { .. }));
+        assert_eq!(v.cache, fluxgate::authz::CacheUse::Hit);
     }
     assert_eq!(env.counting.calls(), 2);
     let stats = env.cache.stats();

@@ -129,7 +129,7 @@ impl FlightService {
                 status: response.status().as_u16(),
                 grpc_status,
                 token_id: trail.subject.as_deref().map(str::to_owned),
-                cache: "none",
+                cache: trail.cache.as_str(),
                 latency_ms: started.elapsed().as_secs_f64() * 1e3,
                 reason,
             });
