@@ -215,15 +215,15 @@ fn take_until_blank_line(buf: &mut Vec<u8>, input: &mut &[u8]) -> Option<usize> 
 
 impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            let fresh = buf.filled()[before..].to_vec();
-            self.observe(&fresh);
+            this.observe(&buf.filled()[before..]);
         }
         result
     }
