@@ -165,7 +165,7 @@ impl HttpCase {
     }
 }
 
-/// A 100-line batch of line protocol (~10 KiB), as Telegraf sends.
+/// A 100-line batch of line protocol (~13 KiB), as Telegraf sends.
 fn write_batch() -> Bytes {
     let mut body = String::new();
     let ts = 1_700_000_000_000_000_000u64;
@@ -773,7 +773,7 @@ error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
-    # Keep write batches in memory: by default (8 KiB) a 10 KiB body goes to
+    # Keep write batches in memory: by default (8 KiB) a 13 KiB body goes to
     # a temporary file and is sent upstream in two writes (40 ms stalls).
     client_body_buffer_size 1m;
     keepalive_requests 1000000;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 
 use crate::proto::iox_authz::iox_authorizer_service_server::IoxAuthorizerServiceServer;
@@ -81,8 +80,11 @@ pub async fn serve_tls(
     let server = tonic::transport::Server::builder().add_routes(routes(registry).await);
     let result = match tls {
         None => {
+            // Nagle off: Authorize answers are tiny and latency-bound.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             server
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         Some(tls) => {

@@ -20,9 +20,19 @@ const KEYWORDS: &str = "ALL ALTER ANALYZE AND ANY AS ASC BEGIN BY CARDINALITY CO
      SUBSCRIPTION SUBSCRIPTIONS TAG TO TRUE USER USERS VALUES VERBOSE WHERE WITH WRITE";
 
 pub(super) fn is_keyword(word: &str) -> bool {
+    // Keywords are 2 to 13 ASCII letters: most identifiers are excluded
+    // before any comparison, and the list is scanned without splitting it.
+    if !(2..=13).contains(&word.len()) || !word.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return false;
+    }
+    let mut upper = [0u8; 13];
+    for (dst, src) in upper.iter_mut().zip(word.bytes()) {
+        *dst = src.to_ascii_uppercase();
+    }
+    let upper = &upper[..word.len()];
     KEYWORDS
         .split_ascii_whitespace()
-        .any(|k| k.eq_ignore_ascii_case(word))
+        .any(|k| k.as_bytes() == upper)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
