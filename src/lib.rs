@@ -55,8 +55,15 @@ pub async fn run(cli: config::Cli) -> ExitCode {
             Err(config::ConfigError::Usage(e)) => {
                 // clap's message without its usage footer, on one line.
                 let text = e.to_string();
-                let message: Vec<&str> = text.lines().take_while(|l| !l.is_empty()).map(str::trim).collect();
-                eprintln!("fluxgate: {}", message.join(" ").trim_start_matches("error: "));
+                let message: Vec<&str> = text
+                    .lines()
+                    .take_while(|l| !l.is_empty())
+                    .map(str::trim)
+                    .collect();
+                eprintln!(
+                    "fluxgate: {}",
+                    message.join(" ").trim_start_matches("error: ")
+                );
                 ExitCode::from(2)
             }
             Err(e) => {
