@@ -25,16 +25,18 @@ struct Env {
 async fn env() -> Env {
     let tokens = TokenServer::start().await;
     let upstream = CaptureUpstream::start().await;
-    let authorizer: Arc<dyn Authorizer> = Arc::new(AuthzClient::for_uri(
-        tokens.url().parse().unwrap(),
-        Duration::from_secs(2),
-    ));
+    let authorizer = authz_client(tokens.url(), Duration::from_secs(2));
     let proxy = ProxyServer::start(authorizer, &upstream.url()).await;
     Env {
         tokens,
         upstream,
         proxy,
     }
+}
+
+/// A gRPC Authorize client for the token service at `url`.
+fn authz_client(url: impl AsRef<str>, timeout: Duration) -> Arc<dyn Authorizer> {
+    Arc::new(AuthzClient::for_uri(url.as_ref().parse().unwrap(), timeout))
 }
 
 fn token_header(t: &str) -> String {
@@ -593,10 +595,7 @@ async fn token_service_down_means_503_and_nothing_forwarded() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let authorizer: Arc<dyn Authorizer> = Arc::new(AuthzClient::for_uri(
-        format!("http://{closed}").parse().unwrap(),
-        Duration::from_millis(500),
-    ));
+    let authorizer = authz_client(format!("http://{closed}"), Duration::from_millis(500));
     let proxy = ProxyServer::start(authorizer, &upstream.url()).await;
     let r = send(request(
         "POST",
@@ -633,10 +632,7 @@ async fn slow_token_service_times_out_with_503() {
         }
     });
     let upstream = CaptureUpstream::start().await;
-    let authorizer: Arc<dyn Authorizer> = Arc::new(AuthzClient::for_uri(
-        format!("http://{addr}").parse().unwrap(),
-        Duration::from_secs(10),
-    ));
+    let authorizer = authz_client(format!("http://{addr}"), Duration::from_secs(10));
     let mut s = settings();
     s.authz_timeout = Duration::from_millis(300);
     let proxy = ProxyServer::start_with(authorizer, &upstream.url(), s, None).await;
@@ -659,10 +655,7 @@ async fn upstream_down_means_502_with_influxdb_body() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let authorizer: Arc<dyn Authorizer> = Arc::new(AuthzClient::for_uri(
-        tokens.url().parse().unwrap(),
-        Duration::from_secs(2),
-    ));
+    let authorizer = authz_client(tokens.url(), Duration::from_secs(2));
     let proxy = ProxyServer::start(authorizer, &format!("http://{closed}")).await;
     let auth = token_header(&t);
     let r = send(request(
@@ -681,10 +674,7 @@ async fn upstream_credential_replaces_the_callers() {
     let tokens = TokenServer::start().await;
     let (_, t) = tokens.database_token(&[("db", true, true)]).await;
     let upstream = CaptureUpstream::start().await;
-    let authorizer: Arc<dyn Authorizer> = Arc::new(AuthzClient::for_uri(
-        tokens.url().parse().unwrap(),
-        Duration::from_secs(2),
-    ));
+    let authorizer = authz_client(tokens.url(), Duration::from_secs(2));
     let credential = http::HeaderValue::from_static("Token upstream-secret");
     let proxy =
         ProxyServer::start_with(authorizer, &upstream.url(), settings(), Some(credential)).await;
