@@ -59,30 +59,79 @@ impl Peer {
     }
 }
 
-/// What one request needed and who asked: the audit event's substance.
+/// What one request needed and who asked: the substance of its metrics and
+/// audit event.
 #[derive(Debug, Default)]
 pub struct Trail {
-    /// The needs that were decided.
+    /// The needs that were decided (kept only when the audit trail is on:
+    /// they are cloned strings, and the hot path should not pay for them).
     pub needs: Vec<Need>,
+    keep_needs: bool,
+    /// The actions decided, as one metric label.
+    pub action: &'static str,
     /// The token's id, once known.
     pub subject: Option<Arc<str>>,
-    /// Whether a decision was made at all.
-    pub decided: bool,
     /// How the decision cache took part (the last decision's).
     pub cache: CacheUse,
 }
 
 impl Trail {
+    /// A trail that keeps the needs when `audited`.
+    pub fn new(audited: bool) -> Self {
+        Self {
+            keep_needs: audited,
+            action: "none",
+            ..Self::default()
+        }
+    }
+
     fn note(&mut self, needs: &[Need], verdict: &Verdict) {
-        self.decided = true;
         self.cache = verdict.cache;
-        self.needs.extend_from_slice(needs);
+        self.action = action_label(needs);
+        if self.keep_needs {
+            self.needs.extend_from_slice(needs);
+        }
         self.subject = verdict.decisions.iter().find_map(|d| match d {
             NeedDecision::Allowed { subject } | NeedDecision::Forbidden { subject } => {
                 Some(Arc::clone(subject))
             }
             NeedDecision::InvalidToken => None,
         });
+    }
+}
+
+/// How one request ended: what [`ProxyService::record`] counts and audits.
+#[derive(Debug)]
+pub struct Outcome<'a> {
+    /// The API.
+    pub api: Api,
+    /// Route (HTTP) or method (Flight) label.
+    pub route: &'static str,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Request path.
+    pub path: &'a str,
+    /// The response's HTTP status.
+    pub status: http::StatusCode,
+    /// The gRPC status, for Flight.
+    pub grpc_status: Option<i32>,
+    /// Whether the request bypassed authorization (public route, Handshake).
+    pub public: bool,
+    /// Why it was refused, if it was.
+    pub reason: Option<String>,
+}
+
+impl Outcome<'_> {
+    /// `public`, `allow`, `error` (no decision could be made) or `deny`.
+    fn decision(&self) -> &'static str {
+        let unavailable = self.status == http::StatusCode::SERVICE_UNAVAILABLE
+            || self.grpc_status == Some(tonic::Code::Unavailable as i32);
+        match (&self.reason, self.public) {
+            (_, true) => "public",
+            (None, false) => "allow",
+            (Some(_), false) if unavailable => "error",
+            (Some(_), false) => "deny",
+        }
     }
 }
 
@@ -150,10 +199,22 @@ impl ProxyService {
     {
         let started = Instant::now();
         let _in_flight = InFlight::enter();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let mut trail = Trail::default();
-        let (api, route, result) = match route(&method, &path, &self.inner.settings.allow_paths) {
+        let mut trail = Trail::new(self.inner.audit.enabled());
+        let found = route(
+            request.method(),
+            request.uri().path(),
+            &self.inner.settings.allow_paths,
+        );
+        // Kept only for the audit trail: most requests never need them.
+        let (method, path) = if self.inner.audit.enabled() {
+            (
+                request.method().to_string(),
+                request.uri().path().to_owned(),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        let (api, route, result) = match found {
             Ok((api, route)) => {
                 let result = self
                     .handle_route(api, route, request.map(ProxyBody::new), &peer, &mut trail)
@@ -167,42 +228,53 @@ impl ProxyService {
             tracing::debug!(api = api.as_str(), status = rejection.status().as_u16(), reason = %rejection, "request refused");
             rejection.into_response(api)
         });
-        let route_name = route.map_or("unknown", Route::as_str);
-        let status = response.status();
-        let decision = if route == Some(Route::Public) {
-            "public"
-        } else if reason.is_none() {
-            "allow"
-        } else if status == http::StatusCode::SERVICE_UNAVAILABLE {
-            "error"
-        } else {
-            "deny"
+        let outcome = Outcome {
+            api,
+            route: route.map_or("unknown", Route::as_str),
+            method: &method,
+            path: &path,
+            status: response.status(),
+            grpc_status: None,
+            public: route == Some(Route::Public),
+            reason,
         };
-        let action = action_label(&trail.needs);
-        metrics::counter!("fluxgate_requests_total", "api" => api.as_str(), "route" => route_name, "action" => action, "status" => status.as_str().to_owned())
-            .increment(1);
-        metrics::counter!("fluxgate_decisions_total", "api" => api.as_str(), "decision" => decision).increment(1);
-        metrics::histogram!("fluxgate_request_seconds", "api" => api.as_str())
-            .record(started.elapsed().as_secs_f64());
-        if route != Some(Route::Public) && self.inner.audit.enabled() {
-            self.inner.audit.record(&AuditEvent {
-                time: now_rfc3339(),
-                client: peer.addr.to_string(),
-                method: method.to_string(),
-                path,
-                api: api.as_str(),
-                databases: trail.needs.iter().map(|n| n.database.clone()).collect(),
-                actions: trail.needs.iter().map(|n| n.action.as_str()).collect(),
-                decision,
-                status: status.as_u16(),
-                grpc_status: None,
-                token_id: trail.subject.as_deref().map(str::to_owned),
-                cache: trail.cache.as_str(),
-                latency_ms: started.elapsed().as_secs_f64() * 1e3,
-                reason,
-            });
-        }
+        self.record(&peer, &trail, outcome, started);
         response
+    }
+
+    /// Counts a finished request and writes its audit event (not for
+    /// public requests: no decision was made).
+    pub fn record(&self, peer: &Peer, trail: &Trail, outcome: Outcome<'_>, started: Instant) {
+        let decision = outcome.decision();
+        let api = outcome.api.as_str();
+        let status = outcome
+            .grpc_status
+            .map_or_else(|| outcome.status.as_str().to_owned(), |c| c.to_string());
+        metrics::counter!("fluxgate_requests_total", "api" => api, "route" => outcome.route, "action" => trail.action, "status" => status)
+            .increment(1);
+        metrics::counter!("fluxgate_decisions_total", "api" => api, "decision" => decision)
+            .increment(1);
+        metrics::histogram!("fluxgate_request_seconds", "api" => api)
+            .record(started.elapsed().as_secs_f64());
+        if outcome.public || !self.inner.audit.enabled() {
+            return;
+        }
+        self.inner.audit.record(&AuditEvent {
+            time: now_rfc3339(),
+            client: peer.addr.to_string(),
+            method: outcome.method.to_owned(),
+            path: outcome.path.to_owned(),
+            api,
+            databases: trail.needs.iter().map(|n| n.database.clone()).collect(),
+            actions: trail.needs.iter().map(|n| n.action.as_str()).collect(),
+            decision,
+            status: outcome.status.as_u16(),
+            grpc_status: outcome.grpc_status,
+            token_id: trail.subject.as_deref().map(str::to_owned),
+            cache: trail.cache.as_str(),
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            reason: outcome.reason,
+        });
     }
 
     async fn handle_route(

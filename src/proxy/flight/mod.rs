@@ -54,8 +54,7 @@ use super::classify::params::Params;
 use super::credentials;
 use super::forward::Upstream;
 use super::reject::{Api, Rejection};
-use super::service::{Peer, ProxyService, Trail};
-use crate::audit::{AuditEvent, now_rfc3339};
+use super::service::{InFlight, Outcome, Peer, ProxyService, Trail};
 use crate::authz::{Action, Need};
 use crate::credentials::Token;
 
@@ -101,39 +100,43 @@ impl FlightService {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
+        let _in_flight = InFlight::enter();
         let method = FlightMethod::from_path(request.uri().path());
-        let path = request.uri().path().to_owned();
-        let mut trail = Trail::default();
+        let audited = self.inner.http.audit().enabled();
+        let path = if audited {
+            request.uri().path().to_owned()
+        } else {
+            String::new()
+        };
+        let mut trail = Trail::new(audited);
         let result = self
             .handle_call(method, request.map(ProxyBody::new), &peer, &mut trail)
             .await;
         let reason = result.as_ref().err().map(ToString::to_string);
-        let response = finish(method, result, started);
-        // Like the HTTP path's public routes, the unchecked Handshake leaves
-        // no audit event.
-        if method != Some(FlightMethod::Handshake) && self.inner.http.audit().enabled() {
-            let grpc_status = grpc_status_of(&response);
-            self.inner.http.audit().record(&AuditEvent {
-                time: now_rfc3339(),
-                client: peer.addr.to_string(),
-                method: "POST".to_owned(),
-                path,
-                api: Api::Grpc.as_str(),
-                databases: trail.needs.iter().map(|n| n.database.clone()).collect(),
-                actions: trail.needs.iter().map(|n| n.action.as_str()).collect(),
-                decision: match (&reason, grpc_status) {
-                    (None, _) => "allow",
-                    (Some(_), Some(code)) if code == tonic::Code::Unavailable as i32 => "error",
-                    (Some(_), _) => "deny",
-                },
-                status: response.status().as_u16(),
-                grpc_status,
-                token_id: trail.subject.as_deref().map(str::to_owned),
-                cache: trail.cache.as_str(),
-                latency_ms: started.elapsed().as_secs_f64() * 1e3,
-                reason,
-            });
-        }
+        let route = method.map_or("unknown", FlightMethod::name);
+        let response = result.unwrap_or_else(|rejection| {
+            tracing::debug!(
+                api = Api::Grpc.as_str(),
+                method = route,
+                grpc_status = rejection.grpc_code() as i32,
+                reason = %rejection,
+                "flight call refused"
+            );
+            rejection.into_response(Api::Grpc)
+        });
+        let outcome = Outcome {
+            api: Api::Grpc,
+            route,
+            method: "POST",
+            path: &path,
+            status: response.status(),
+            grpc_status: grpc_status_of(&response),
+            // Like the HTTP path's public routes, the unchecked Handshake
+            // leaves no audit event.
+            public: method == Some(FlightMethod::Handshake),
+            reason,
+        };
+        self.inner.http.record(&peer, &trail, outcome, started);
         response
     }
 
@@ -298,35 +301,6 @@ fn do_get_needs(headers: &HeaderMap, message: &[u8]) -> Result<Vec<Need>, Reject
         }
     }
     Ok(needs)
-}
-
-/// Turns the outcome into the response and records it. The `status` label
-/// is the gRPC status when the response carries one in its headers (every
-/// refusal, and trailers-only answers from the upstream), otherwise the
-/// HTTP status of the streamed answer.
-fn finish(
-    method: Option<FlightMethod>,
-    result: Result<Response<ProxyBody>, Rejection>,
-    started: Instant,
-) -> Response<ProxyBody> {
-    let route = method.map_or("unknown", FlightMethod::name);
-    let response = result.unwrap_or_else(|rejection| {
-        tracing::debug!(
-            api = Api::Grpc.as_str(),
-            method = route,
-            grpc_status = rejection.grpc_code() as i32,
-            reason = %rejection,
-            "flight call refused"
-        );
-        rejection.into_response(Api::Grpc)
-    });
-    let status = grpc_status_of(&response)
-        .map_or_else(|| response.status().as_str().to_owned(), |c| c.to_string());
-    metrics::counter!("fluxgate_requests_total", "api" => Api::Grpc.as_str(), "route" => route, "status" => status)
-        .increment(1);
-    metrics::histogram!("fluxgate_request_seconds", "api" => Api::Grpc.as_str())
-        .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// The `grpc-status` a response carries in its headers (trailers-only).
