@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +11,15 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{Admin, ReadyCheck, always_ready};
+use crate::admin::{Admin, ReadyCheck};
 use crate::audit::{Audit, Destination};
 use crate::authz::Authorizer;
 use crate::authz::cache::{self, CacheConfig, CachedAuthorizer};
 use crate::authz::client::AuthzClient;
 use crate::authz::local::LocalAuthorizer;
 use crate::config::{
-    AuthzArgs, ProxyArgs, ProxyOptions, ServeArgs, TokenServiceOptions, UpstreamScheme,
+    AuthzArgs, BootstrapArgs, ProxyArgs, ProxyOptions, ServeArgs, TokenServiceOptions,
+    UpstreamScheme,
 };
 use crate::proxy::Proxy;
 use crate::proxy::flight::methods::AllowList;
@@ -27,7 +29,8 @@ use crate::proxy::listener::{self, ListenerSettings};
 use crate::proxy::service::{ProxyService, ProxySettings};
 use crate::telemetry;
 use crate::tls::{self, ServerTls};
-use crate::tokens::{SqliteStore, TokenRegistry, server};
+use crate::tokens::registry::RegistryOptions;
+use crate::tokens::{StoreLocation, TokenRegistry, bootstrap, server};
 
 /// Binds `addr`, naming it (and what it is for) in the error.
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -81,22 +84,98 @@ where
     }
 }
 
-/// Opens the embedded store and the registry, creating the bootstrap
-/// management token on first start.
+/// Where the token store is, from `--store`, `--data-dir` and
+/// `--store-password-file`.
+pub fn store_location(options: &TokenServiceOptions) -> anyhow::Result<StoreLocation> {
+    Ok(StoreLocation::from_options(
+        options.store.as_deref(),
+        &options.data_dir,
+        options.store_password_file.as_deref(),
+    )?)
+}
+
+/// The data directory (private), for the first management token's file
+/// when the store is elsewhere.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create --data-dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Opens the store and the registry, creating the bootstrap management
+/// token on first start.
 pub async fn open_registry(options: &TokenServiceOptions) -> anyhow::Result<Arc<TokenRegistry>> {
-    let store = SqliteStore::open(&options.data_dir)
+    let location = store_location(options)?;
+    let stale_after = options.store_stale_after.0;
+    anyhow::ensure!(
+        stale_after >= Duration::from_secs(1),
+        "--store-stale-after must be at least 1s, got {stale_after:?}"
+    );
+    prepare_data_dir(&options.data_dir)?;
+    let store = location
+        .open()
         .await
-        .with_context(|| {
-            format!(
-                "cannot open the token store in {}",
-                options.data_dir.display()
-            )
-        })?;
-    let registry = TokenRegistry::open(Arc::new(store))
-        .await
-        .context("cannot load tokens")?;
+        .with_context(|| format!("cannot open the token store ({})", location.describe()))?;
+    let registry = TokenRegistry::open_with(
+        store,
+        RegistryOptions {
+            stale_after,
+            ..RegistryOptions::default()
+        },
+    )
+    .await
+    .context("cannot load tokens")?;
+    tracing::info!(
+        store = %location.describe(),
+        store_id = registry.store_id(),
+        revision = registry.head_revision(),
+        "token store open"
+    );
     server::bootstrap(&registry, &options.data_dir).await?;
     Ok(registry)
+}
+
+/// `/readyz` of a token service: ready while its store is fresh.
+fn registry_ready(registry: &Arc<TokenRegistry>) -> ReadyCheck {
+    let registry = Arc::clone(registry);
+    Arc::new(move || {
+        let result = registry.freshness().check();
+        Box::pin(async move { result })
+    })
+}
+
+/// `fluxgate authz bootstrap`: mints a recovery management token into the
+/// store and writes it to a new 0600 file.
+pub async fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<PathBuf> {
+    let location = store_location(&args.service)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.service.data_dir.join(server::BOOTSTRAP_TOKEN_FILE));
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        prepare_data_dir(parent)?;
+    }
+    let store = location
+        .open()
+        .await
+        .with_context(|| format!("cannot open the token store ({})", location.describe()))?;
+    let minted = bootstrap::mint_recovery_token(store.as_ref(), &out).await;
+    store.close().await;
+    let record = minted?;
+    println!(
+        "wrote a new management token (id {}) to {} (mode 0600); running token services pick it up by themselves. Move it to a secret store and delete the file.",
+        record.id,
+        out.display()
+    );
+    Ok(out)
 }
 
 /// `fluxgate authz`: the token service alone.
@@ -110,7 +189,7 @@ pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::
     tls::options::watch(tls.as_ref(), &shutdown);
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
     tokio::spawn(
-        Admin::new(metrics, always_ready())
+        Admin::new(metrics, registry_ready(&registry))
             .serve(admin_listener, shutdown.clone().cancelled_owned()),
     );
 
@@ -302,9 +381,17 @@ pub async fn run_serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::
     tls::options::watch(token_tls.as_ref(), &shutdown);
     let serving_proxy = serve_proxy(&args.proxy, proxy, proxy_tls, shutdown.clone()).await?;
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
+    let store_ready = registry_ready(&registry);
+    let proxy_ready = authorizer_ready(authorizer);
+    let ready: ReadyCheck = Arc::new(move || {
+        let (store, proxy) = (store_ready(), proxy_ready());
+        Box::pin(async move {
+            store.await?;
+            proxy.await
+        })
+    });
     tokio::spawn(
-        Admin::new(metrics, authorizer_ready(authorizer))
-            .serve(admin_listener, shutdown.clone().cancelled_owned()),
+        Admin::new(metrics, ready).serve(admin_listener, shutdown.clone().cancelled_owned()),
     );
 
     let closing = Arc::clone(&registry);

@@ -32,10 +32,13 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(cli: config::Cli) -> ExitCode {
     use config::Command;
     match cli.command {
-        Command::Authz(args) => {
-            let common = args.common.clone();
-            run_server(&common, |shutdown| app::run_authz(args, shutdown)).await
-        }
+        Command::Authz(args) => match args.action.clone() {
+            Some(config::AuthzAction::Bootstrap(bootstrap)) => run_bootstrap(bootstrap).await,
+            None => {
+                let common = args.common.clone();
+                run_server(&common, |shutdown| app::run_authz(args, shutdown)).await
+            }
+        },
         Command::Proxy(args) => {
             let common = args.common.clone();
             run_server(&common, |shutdown| app::run_proxy(args, shutdown)).await
@@ -71,6 +74,20 @@ pub async fn run(cli: config::Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `fluxgate authz bootstrap`: warnings and errors on stderr, the result on
+/// stdout.
+async fn run_bootstrap(args: config::BootstrapArgs) -> ExitCode {
+    // Another subscriber may already be installed (tests): not an error.
+    let _ = telemetry::init_logging(config::LogFormat::Text, Some("warn"));
+    match app::run_bootstrap(args).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fluxgate: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

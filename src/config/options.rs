@@ -372,7 +372,7 @@ pub struct CacheOptions {
 /// The token service's options.
 #[derive(Debug, Clone, Args)]
 pub struct TokenServiceOptions {
-    /// Directory of the embedded token store.
+    /// Directory of the embedded token store (unless --store says otherwise) and of the first management token's file.
     #[arg(
         long,
         env = "FLUXGATE_DATA_DIR",
@@ -380,6 +380,41 @@ pub struct TokenServiceOptions {
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
+    /// The token store: sqlite://PATH, or postgres://USER@HOST:PORT/DATABASE (TLS: ?sslmode=verify-full&sslrootcert=CA.pem) shared by several replicas. Default: the SQLite file fluxgate.db under --data-dir.
+    #[arg(long, env = "FLUXGATE_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// File holding the PostgreSQL password for --store (keep it out of the URL).
+    #[arg(long, env = "FLUXGATE_STORE_PASSWORD_FILE", value_name = "PATH")]
+    pub store_password_file: Option<PathBuf>,
+    /// Report not ready (gRPC health NOT_SERVING, /readyz 503) once the store has not been read for this long; Authorize keeps answering from memory meanwhile.
+    #[arg(
+        long,
+        env = "FLUXGATE_STORE_STALE_AFTER",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub store_stale_after: HumanDuration,
+}
+
+/// What `fluxgate authz` can do besides serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuthzAction {
+    /// Mint a new management token straight into the token store, for when every management token is lost. Needs the store itself (its file, or the database credentials), never the network; running replicas pick the token up by themselves.
+    Bootstrap(BootstrapArgs),
+}
+
+/// `fluxgate authz bootstrap`.
+#[derive(Debug, Clone, Args)]
+pub struct BootstrapArgs {
+    /// TOML configuration file (the token service's; its store settings apply).
+    #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: TokenServiceOptions,
+    /// File to write the new management token to (created with mode 0600; an existing file is never overwritten). Default: bootstrap-management-token under --data-dir.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
 }
 
 /// `fluxgate serve`. Its proxy decides in-process from the token registry,
@@ -445,6 +480,9 @@ pub struct AuthzArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: TokenServiceTlsOptions,
+    /// Instead of serving: a one-off action on the store.
+    #[command(subcommand)]
+    pub action: Option<AuthzAction>,
 }
 
 /// `fluxgate check-config`.

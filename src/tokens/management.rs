@@ -251,8 +251,7 @@ impl TokenService for ManagementService {
             event: Some(pb::watch_token_changes_response::Event::Sync(pb::Sync {
                 resumed: sync.resumed,
                 head_revision: sync.head,
-                // Filled once the store keeps an identity of its own.
-                store_id: String::new(),
+                store_id: self.registry.store_id().to_owned(),
             })),
         };
         let rest = changes.map(|c| c.map(change_to_wire).map_err(Status::from));

@@ -1,15 +1,24 @@
-//! The token service: database and management tokens, their embedded store,
-//! the IOx-compatible Authorize RPC and the management API.
+//! The token service: database and management tokens, their store
+//! (embedded SQLite, or PostgreSQL shared by replicas), the IOx-compatible
+//! Authorize RPC and the management API.
 
 pub mod authorize;
+pub mod bootstrap;
+pub mod location;
 pub mod management;
 pub mod model;
+pub mod postgres;
 pub mod registry;
+mod rows;
+pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod sqlite;
 mod status;
 pub mod store;
+pub mod time;
 
+pub use location::StoreLocation;
+pub use postgres::PgStore;
 pub use registry::TokenRegistry;
 pub use sqlite::SqliteStore;

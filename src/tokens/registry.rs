@@ -1,32 +1,52 @@
-//! The token service's in-memory state over its store: tokens indexed by hash
-//! and id for lookups without I/O, serialized mutations that write through to
-//! the store before they become visible, the change log's live tail, and the
-//! task that announces expiries.
+//! The token service's in-memory state over its store: tokens indexed by
+//! hash and id so Authorize never waits for I/O, kept in step with the
+//! store's change log.
+//!
+//! The store is the truth and owns ordering (see [`super::store`]); this
+//! process is one follower of its log among possibly several replicas:
+//!
+//! - writes are queued to one writer task that commits whatever is queued
+//!   in one transaction (group commit: one fsync for many concurrent
+//!   creates) and makes the result visible here before the calls return;
+//! - a follower task applies changes made by any process, woken by the
+//!   store's notifications (PostgreSQL `LISTEN`) and by a periodic read of
+//!   the log after the last applied revision, which is the truth when a
+//!   wake-up is lost;
+//! - every token row carries the revision that last wrote it, and memory
+//!   only ever moves a token forward, whichever path applies it first.
+//!
+//! Submodules: [`writer`] (group commit), [`follower`] (catch-up,
+//! freshness), [`stream`] (the change stream), [`expiry`] (expiry
+//! announcements and log pruning).
 
-use std::collections::{HashMap, HashSet};
+mod expiry;
+mod follower;
+mod stream;
+mod writer;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::Stream;
-use parking_lot::RwLock;
-use tokio::sync::{Mutex, Notify, broadcast, watch};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::model::{
     DatabasePermission, TokenKind, TokenRecord, ValidationError, normalize_permissions,
     validate_description, validate_expiry,
 };
 use super::secret::{self, NewToken, TokenHash};
-use super::sqlite::to_millis;
-use super::store::{Change, ChangeKind, StoreError, TokenStore};
+use super::store::{Change, ChangeKind, Refusal, StoreError, TokenStore, Write, WriteOutcome};
+use super::time::{now_millis, truncate_millis};
+
+pub use follower::Freshness;
+pub use stream::SyncPoint;
 
 /// How many changes a live subscriber may fall behind before its stream ends
-/// (it then resumes from the store).
+/// (it then resumes from the store); also how many recent changes are kept
+/// in memory to replay without the store.
 const LIVE_BUFFER: usize = 4096;
-/// Changes fetched per page when replaying the log.
-const REPLAY_PAGE: u32 = 1000;
-/// Changes kept in the log; older ones are pruned and a client that asks for
-/// them is told to flush.
-const KEEP_CHANGES: u64 = 100_000;
 
 /// Errors of token operations. Never carries token material.
 #[derive(Debug, thiserror::Error)]
@@ -38,91 +58,194 @@ pub enum RegistryError {
     #[error("no {kind} token with id {id:?}", kind = .1.as_str(), id = shorten(.0))]
     NotFound(String, TokenKind),
     /// The token cannot be changed any more.
-    #[error("token {0:?} is revoked")]
+    #[error("token {id:?} is revoked", id = shorten(.0))]
     Revoked(String),
+    /// Revoking this token would leave no way to manage tokens.
+    #[error(
+        "management token {id:?} is the last active management token: revoking it would leave nobody able to manage tokens; create another management token first (lost every management token? `fluxgate authz bootstrap` on a host with access to the store mints a new one)",
+        id = shorten(.0)
+    )]
+    LastManagementToken(String),
     /// Storage failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Arc<StoreError>),
     /// The OS random number generator failed.
     #[error("cannot generate a token: the OS random number generator failed")]
     Random,
+    /// The registry is shutting down.
+    #[error("the token service is shutting down")]
+    Closed,
 }
 
-/// Where a change stream starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncPoint {
-    /// Whether every change after the requested revision follows.
-    pub resumed: bool,
-    /// The revision the stream continues after.
-    pub revision: u64,
-    /// The newest revision when the stream started.
-    pub head: u64,
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Store(Arc::new(e))
+    }
+}
+
+impl From<Refusal> for RegistryError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotFound(id, kind) => RegistryError::NotFound(id, kind),
+            Refusal::Revoked(id) => RegistryError::Revoked(id),
+            Refusal::LastManagementToken(id) => RegistryError::LastManagementToken(id),
+        }
+    }
+}
+
+/// How the registry follows its store.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryOptions {
+    /// How often the log is read when no wake-up came (the fallback for
+    /// lost notifications, and the only path on SQLite).
+    pub poll_interval: Duration,
+    /// After how long without a successful read of the store the registry
+    /// reports itself not ready (gRPC health, `/readyz`).
+    pub stale_after: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            stale_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A token in memory and the revision that last wrote its row.
+#[derive(Debug, Clone)]
+struct Entry {
+    record: Arc<TokenRecord>,
+    revision: u64,
 }
 
 #[derive(Debug, Default)]
 struct State {
     by_hash: HashMap<TokenHash, Arc<TokenRecord>>,
-    by_id: HashMap<String, Arc<TokenRecord>>,
+    by_id: HashMap<String, Entry>,
+    /// Tokens whose expiry is in the log.
+    expiry_recorded: HashSet<String>,
+    /// The last revision applied, in order.
     head: u64,
 }
 
 impl State {
-    fn put(&mut self, token: Arc<TokenRecord>) {
-        self.by_hash.insert(token.hash, Arc::clone(&token));
-        self.by_id.insert(token.id.clone(), token);
+    /// Puts `record` unless memory already holds a newer row of it.
+    fn upsert(&mut self, record: Arc<TokenRecord>, revision: u64) -> bool {
+        if let Some(current) = self.by_id.get(&record.id)
+            && current.revision > revision
+        {
+            return false;
+        }
+        self.by_hash.insert(record.hash, Arc::clone(&record));
+        self.by_id
+            .insert(record.id.clone(), Entry { record, revision });
+        true
     }
 }
 
-/// The token registry. Cheap lookups; mutations are serialized.
+/// A change as broadcast to live subscribers.
+#[derive(Debug, Clone)]
+enum Live {
+    Change(Change),
+    /// Memory was reloaded past a gap in the log: subscribers may have
+    /// missed changes and must resume.
+    Reset,
+}
+
+/// What the background tasks share with the registry.
 #[derive(Debug)]
-pub struct TokenRegistry {
+struct Shared {
     store: Arc<dyn TokenStore>,
+    store_id: String,
+    options: RegistryOptions,
     state: RwLock<State>,
-    writer: Mutex<()>,
-    live: broadcast::Sender<Change>,
+    /// Serializes applying changes (head moves one way, in order).
+    applier: tokio::sync::Mutex<()>,
+    live: broadcast::Sender<Live>,
+    recent: Mutex<VecDeque<Change>>,
     expiry_changed: Notify,
     closing: watch::Sender<bool>,
+    freshness: follower::FreshnessState,
 }
 
-/// Truncates to whole milliseconds, the stored precision, so the record in
-/// memory is exactly the one a restart reads back.
-fn now_millis() -> SystemTime {
-    truncate_millis(SystemTime::now())
+/// The token registry: lookups from memory, writes through the store.
+#[derive(Debug)]
+pub struct TokenRegistry {
+    shared: Arc<Shared>,
+    writes: mpsc::Sender<writer::Request>,
+    tasks: CancellationToken,
 }
 
-fn truncate_millis(t: SystemTime) -> SystemTime {
-    let ms = to_millis(t);
-    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+impl Drop for TokenRegistry {
+    fn drop(&mut self) {
+        self.tasks.cancel();
+    }
 }
 
 impl TokenRegistry {
-    /// Loads every token from `store`.
+    /// Loads every token from `store` and starts following it, with the
+    /// default [`RegistryOptions`].
     pub async fn open(store: Arc<dyn TokenStore>) -> Result<Arc<Self>, StoreError> {
+        Self::open_with(store, RegistryOptions::default()).await
+    }
+
+    /// Loads every token from `store` and starts following it.
+    pub async fn open_with(
+        store: Arc<dyn TokenStore>,
+        options: RegistryOptions,
+    ) -> Result<Arc<Self>, StoreError> {
         let snapshot = store.load().await?;
         let mut state = State {
             head: snapshot.head_revision,
             ..State::default()
         };
         for token in snapshot.tokens {
-            state.put(Arc::new(token));
+            if token.expiry_recorded {
+                state.expiry_recorded.insert(token.record.id.clone());
+            }
+            state.upsert(Arc::new(token.record), token.revision);
         }
         let (live, _) = broadcast::channel(LIVE_BUFFER);
-        let registry = Arc::new(Self {
+        let shared = Arc::new(Shared {
             store,
+            store_id: snapshot.store_id,
+            options,
             state: RwLock::new(state),
-            writer: Mutex::new(()),
+            applier: tokio::sync::Mutex::new(()),
             live,
+            recent: Mutex::new(VecDeque::with_capacity(LIVE_BUFFER)),
             expiry_changed: Notify::new(),
             closing: watch::Sender::new(false),
+            freshness: follower::FreshnessState::new(),
         });
-        registry.publish_gauges();
-        Ok(registry)
+        let tasks = CancellationToken::new();
+        let (writes, queue) = mpsc::channel(writer::QUEUE);
+        tokio::spawn(writer::run(Arc::clone(&shared), queue));
+        tokio::spawn(follower::run(Arc::clone(&shared), tasks.clone()));
+        shared.publish_gauges();
+        Ok(Arc::new(Self {
+            shared,
+            writes,
+            tasks,
+        }))
     }
 
     /// Ends every change stream (at shutdown: they would otherwise hold the
     /// server open for the whole grace period).
     pub fn close(&self) {
-        self.closing.send_replace(true);
+        self.shared.closing.send_replace(true);
+    }
+
+    /// The store's identity: the same on every replica over one store.
+    pub fn store_id(&self) -> &str {
+        &self.shared.store_id
+    }
+
+    /// What the store is, for messages.
+    pub fn store_description(&self) -> String {
+        self.shared.store.describe()
     }
 
     /// The usable token whose string is `token`, if any.
@@ -131,7 +254,7 @@ impl TokenRegistry {
             return None;
         }
         let hash = TokenHash::of(token);
-        let state = self.state.read();
+        let state = self.shared.state.read();
         state
             .by_hash
             .get(&hash)
@@ -141,20 +264,21 @@ impl TokenRegistry {
 
     /// True when no token exists at all (first start).
     pub fn is_empty(&self) -> bool {
-        self.state.read().by_id.is_empty()
+        self.shared.state.read().by_id.is_empty()
     }
 
-    /// The newest revision.
+    /// The newest revision applied here.
     pub fn head_revision(&self) -> u64 {
-        self.state.read().head
+        self.shared.state.read().head
     }
 
     /// Tokens of `kind`, oldest first.
     pub fn list(&self, kind: TokenKind, include_revoked: bool) -> Vec<Arc<TokenRecord>> {
-        let state = self.state.read();
+        let state = self.shared.state.read();
         let mut tokens: Vec<_> = state
             .by_id
             .values()
+            .map(|e| &e.record)
             .filter(|t| t.kind == kind && (include_revoked || t.revoked_at.is_none()))
             .cloned()
             .collect();
@@ -168,13 +292,62 @@ impl TokenRegistry {
 
     /// One token of `kind` by id.
     pub fn get(&self, id: &str, kind: TokenKind) -> Result<Arc<TokenRecord>, RegistryError> {
-        self.state
+        self.shared
+            .state
             .read()
             .by_id
             .get(id)
+            .map(|e| &e.record)
             .filter(|t| t.kind == kind)
             .cloned()
             .ok_or_else(|| RegistryError::NotFound(id.to_owned(), kind))
+    }
+
+    /// Whether the store has been read recently enough to serve.
+    pub fn freshness(&self) -> Freshness {
+        self.shared.freshness()
+    }
+
+    /// Changes to `true` while fresh, `false` while stale (gRPC health).
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.shared.freshness.subscribe()
+    }
+
+    /// Queues `write` for the next group commit and waits until it is
+    /// durable and visible in memory.
+    async fn submit(&self, write: Write) -> Result<WriteOutcome, RegistryError> {
+        writer::submit(&self.writes, write).await
+    }
+
+    /// A new token record with its string (returned to the caller once),
+    /// validated, not stored yet.
+    pub fn new_token(
+        kind: TokenKind,
+        description: String,
+        permissions: Vec<DatabasePermission>,
+        expires_at: Option<SystemTime>,
+    ) -> Result<(TokenRecord, NewToken), RegistryError> {
+        validate_description(&description)?;
+        let now = now_millis();
+        let expires_at = expires_at.map(truncate_millis);
+        validate_expiry(expires_at, now)?;
+        let permissions = match kind {
+            TokenKind::Database => normalize_permissions(permissions)?,
+            TokenKind::Management => Vec::new(),
+        };
+        let new_token = secret::generate(kind).map_err(|_| RegistryError::Random)?;
+        let record = TokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            description,
+            permissions,
+            hash: new_token.hash(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            updated_at: None,
+        };
+        Ok((record, new_token))
     }
 
     /// Creates a token. Returns its record and its string (to hand out once).
@@ -185,34 +358,34 @@ impl TokenRegistry {
         permissions: Vec<DatabasePermission>,
         expires_at: Option<SystemTime>,
     ) -> Result<(Arc<TokenRecord>, NewToken), RegistryError> {
-        validate_description(&description)?;
-        let now = now_millis();
-        let expires_at = expires_at.map(truncate_millis);
-        validate_expiry(expires_at, now)?;
-        let permissions = match kind {
-            TokenKind::Database => normalize_permissions(permissions)?,
-            TokenKind::Management => Vec::new(),
-        };
-        let new_token = secret::generate(kind).map_err(|_| RegistryError::Random)?;
-        let record = Arc::new(TokenRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind,
-            description,
-            permissions,
-            hash: new_token.hash(),
-            created_at: now,
-            expires_at,
-            revoked_at: None,
-            updated_at: None,
-        });
-        let _writer = self.writer.lock().await;
-        let change = self.next_change(&record, ChangeKind::Created, now);
-        self.store.create(&record, &change).await?;
-        self.commit(change, Some(Arc::clone(&record)));
-        if expires_at.is_some() {
-            self.expiry_changed.notify_one();
+        let (record, token) = Self::new_token(kind, description, permissions, expires_at)?;
+        match self.submit(Write::Create(record)).await? {
+            WriteOutcome::Done {
+                token: Some(record),
+                ..
+            } => Ok((Arc::new(record), token)),
+            other => Err(unexpected(&other)),
         }
-        Ok((record, new_token))
+    }
+
+    /// Creates the first management token, only if the store holds no
+    /// token at all (checked inside the writing transaction, so of several
+    /// replicas starting together on an empty store exactly one creates
+    /// it). `None` when the store already had tokens.
+    pub async fn create_first_management_token(
+        &self,
+        description: String,
+    ) -> Result<Option<(Arc<TokenRecord>, NewToken)>, RegistryError> {
+        let (record, token) =
+            Self::new_token(TokenKind::Management, description, Vec::new(), None)?;
+        match self.submit(Write::Bootstrap(record)).await? {
+            WriteOutcome::Done {
+                token: Some(record),
+                ..
+            } => Ok(Some((Arc::new(record), token))),
+            WriteOutcome::Unchanged(_) => Ok(None),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Replaces a database token's permissions and, when given, its description.
@@ -226,77 +399,158 @@ impl TokenRegistry {
         if let Some(d) = &description {
             validate_description(d)?;
         }
-        let _writer = self.writer.lock().await;
-        let current = self.get(id, TokenKind::Database)?;
-        if current.revoked_at.is_some() {
-            return Err(RegistryError::Revoked(id.to_owned()));
-        }
-        let now = now_millis();
-        let record = Arc::new(TokenRecord {
+        // The store decides whether the token exists and is unrevoked: it
+        // may have been created or revoked on another replica a moment ago.
+        let write = Write::Update {
+            id: id.to_owned(),
             permissions,
-            description: description.unwrap_or_else(|| current.description.clone()),
-            updated_at: Some(now),
-            ..TokenRecord::clone(&current)
-        });
-        let change = self.next_change(&record, ChangeKind::PermissionsChanged, now);
-        self.store
-            .update(id, &record.permissions, &record.description, &change)
-            .await?;
-        self.commit(change, Some(Arc::clone(&record)));
-        Ok(record)
+            description,
+            at: now_millis(),
+        };
+        match self.submit(write).await? {
+            WriteOutcome::Done {
+                token: Some(record),
+                ..
+            } => Ok(Arc::new(record)),
+            WriteOutcome::Refused(r) => Err(r.into()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Revokes a token of `kind`. Revoking a revoked token changes nothing.
+    /// The last active management token cannot be revoked.
     pub async fn revoke(
         &self,
         id: &str,
         kind: TokenKind,
     ) -> Result<Arc<TokenRecord>, RegistryError> {
-        let _writer = self.writer.lock().await;
-        let current = self.get(id, kind)?;
-        if current.revoked_at.is_some() {
-            return Ok(current);
-        }
-        let now = now_millis();
-        let record = Arc::new(TokenRecord {
-            revoked_at: Some(now),
-            ..TokenRecord::clone(&current)
-        });
-        let change = self.next_change(&record, ChangeKind::Revoked, now);
-        self.store.revoke(id, &change).await?;
-        self.commit(change, Some(Arc::clone(&record)));
-        Ok(record)
-    }
-
-    fn next_change(&self, token: &TokenRecord, kind: ChangeKind, at: SystemTime) -> Change {
-        Change {
-            revision: self.state.read().head + 1,
-            token_id: token.id.clone(),
+        // An id unknown here may be a token another replica created a
+        // moment ago: the store decides.
+        let write = Write::Revoke {
+            id: id.to_owned(),
             kind,
-            token_kind: token.kind,
-            at,
+            at: now_millis(),
+        };
+        match self.submit(write).await? {
+            WriteOutcome::Done {
+                token: Some(record),
+                ..
+            }
+            | WriteOutcome::Unchanged(Some(record)) => Ok(self.newest(record)),
+            WriteOutcome::Refused(r) => Err(r.into()),
+            other => Err(unexpected(&other)),
         }
     }
 
-    /// Makes a durable change visible: memory first, then live subscribers.
-    fn commit(&self, change: Change, token: Option<Arc<TokenRecord>>) {
+    /// The copy of `record`'s token in memory when it is at least as new.
+    fn newest(&self, record: TokenRecord) -> Arc<TokenRecord> {
+        match self.shared.state.read().by_id.get(&record.id) {
+            Some(e) if *e.record == record => Arc::clone(&e.record),
+            _ => Arc::new(record),
+        }
+    }
+}
+
+fn unexpected(outcome: &WriteOutcome) -> RegistryError {
+    RegistryError::from(StoreError::Corrupt(format!(
+        "the store answered a write with {outcome:?}"
+    )))
+}
+
+impl Shared {
+    /// Applies changes this process just committed. When nothing else
+    /// happened in between, they are applied as written; otherwise their
+    /// rows are put in memory at once (so this replica never answers from
+    /// an older state than the one it just wrote) and the log is read to
+    /// fill the gap in order.
+    async fn apply_committed(&self, outcomes: &[WriteOutcome]) {
+        let committed: Vec<(&Change, Option<&TokenRecord>)> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                WriteOutcome::Done { change, token } => Some((change, token.as_ref())),
+                _ => None,
+            })
+            .collect();
+        let (Some(first), Some(last)) = (committed.first(), committed.last()) else {
+            return;
+        };
+        let (first, last) = (first.0.revision, last.0.revision);
+        let _applying = self.applier.lock().await;
+        let head = self.state.read().head;
+        if head >= last {
+            return;
+        }
+        if head + 1 == first {
+            let applied = committed.into_iter().map(|(change, token)| {
+                (change.clone(), token.cloned().map(|t| (t, change.revision)))
+            });
+            self.apply_in_order(applied);
+            return;
+        }
         {
             let mut state = self.state.write();
-            state.head = change.revision;
-            if let Some(token) = token {
-                state.put(token);
+            for (change, token) in &committed {
+                if let Some(token) = token {
+                    state.upsert(Arc::new((*token).clone()), change.revision);
+                }
             }
         }
-        tracing::info!(token_id = %change.token_id, change = change.kind.as_str(), revision = change.revision, "token changed");
-        // No subscriber is not an error.
-        let _ = self.live.send(change);
+        if let Err(e) = self.catch_up_locked().await {
+            tracing::warn!(error = %e, "cannot read the token change log; the follower retries");
+        }
+    }
+
+    /// Applies `changes` (each with the row to put, if any) in revision
+    /// order after the head, then tells live subscribers.
+    fn apply_in_order(
+        &self,
+        changes: impl IntoIterator<Item = (Change, Option<(TokenRecord, u64)>)>,
+    ) {
+        let mut applied = Vec::new();
+        {
+            let mut state = self.state.write();
+            for (change, row) in changes {
+                if change.revision <= state.head {
+                    continue;
+                }
+                if let Some((record, revision)) = row {
+                    let expires = record.expires_at.is_some();
+                    if state.upsert(Arc::new(record), revision) && expires {
+                        self.expiry_changed.notify_one();
+                    }
+                }
+                if change.kind == ChangeKind::Expired {
+                    state.expiry_recorded.insert(change.token_id.clone());
+                }
+                state.head = change.revision;
+                applied.push(change);
+            }
+        }
+        if applied.is_empty() {
+            return;
+        }
+        {
+            let mut recent = self.recent.lock();
+            for change in &applied {
+                if recent.len() == LIVE_BUFFER {
+                    recent.pop_front();
+                }
+                recent.push_back(change.clone());
+            }
+        }
+        for change in applied {
+            tracing::info!(token_id = %change.token_id, change = change.kind.as_str(), revision = change.revision, "token changed");
+            // No subscriber is not an error.
+            let _ = self.live.send(Live::Change(change));
+        }
         self.publish_gauges();
     }
 
     fn publish_gauges(&self) {
         let now = SystemTime::now();
         let mut counts: HashMap<(&'static str, &'static str), u64> = HashMap::new();
-        for t in self.state.read().by_id.values() {
+        for e in self.state.read().by_id.values() {
+            let t = &e.record;
             let state = if t.revoked_at.is_some() {
                 "revoked"
             } else if t.is_usable(now) {
@@ -313,158 +567,7 @@ impl TokenRegistry {
                     .set(n as f64);
             }
         }
-    }
-
-    /// A stream of changes after `after` (or from now when `None`), preceded
-    /// by the [`SyncPoint`] telling whether it resumes. The stream ends with
-    /// an error when the subscriber falls too far behind; it can resume.
-    pub async fn subscribe(
-        self: &Arc<Self>,
-        after: Option<u64>,
-    ) -> Result<
-        (
-            SyncPoint,
-            impl Stream<Item = Result<Change, StoreError>> + Send + 'static,
-        ),
-        StoreError,
-    > {
-        // Subscribe before reading the head: a change committed in between is
-        // then seen live (and de-duplicated by revision), never lost.
-        let mut live = self.live.subscribe();
-        let head = self.head_revision();
-        let sync = match after {
-            Some(a) if a == head => SyncPoint {
-                resumed: true,
-                revision: a,
-                head,
-            },
-            Some(a) if a < head => {
-                let oldest = self.store.oldest_revision().await?;
-                if oldest.is_some_and(|o| o <= a + 1) {
-                    SyncPoint {
-                        resumed: true,
-                        revision: a,
-                        head,
-                    }
-                } else {
-                    SyncPoint {
-                        resumed: false,
-                        revision: head,
-                        head,
-                    }
-                }
-            }
-            _ => SyncPoint {
-                resumed: false,
-                revision: head,
-                head,
-            },
-        };
-        let store = Arc::clone(&self.store);
-        let mut closing = self.closing.subscribe();
-        let stream = async_stream::try_stream! {
-            let mut last = sync.revision;
-            while last < head {
-                let page = store.changes_after(last, REPLAY_PAGE).await?;
-                if page.is_empty() {
-                    break;
-                }
-                for change in page {
-                    last = change.revision;
-                    yield change;
-                }
-            }
-            loop {
-                let received = tokio::select! {
-                    r = live.recv() => r,
-                    _ = closing.wait_for(|c| *c) => break,
-                };
-                match received {
-                    Ok(change) if change.revision <= last => continue,
-                    Ok(change) => {
-                        last = change.revision;
-                        yield change;
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        Err(StoreError::Lagged)?;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        };
-        Ok((sync, stream))
-    }
-
-    /// Announces expiries as they happen and prunes the change log. Runs
-    /// until the task is aborted.
-    pub async fn run_expiry_announcer(self: Arc<Self>) {
-        // Tokens already expired at start-up are not announced again: a
-        // proxy never caches an allow past a token's expiry anyway.
-        let start = SystemTime::now();
-        let mut announced: HashSet<String> = self
-            .state
-            .read()
-            .by_id
-            .values()
-            .filter(|t| t.expires_at.is_some_and(|e| e <= start))
-            .map(|t| t.id.clone())
-            .collect();
-        loop {
-            let next = {
-                let state = self.state.read();
-                state
-                    .by_id
-                    .values()
-                    .filter(|t| t.revoked_at.is_none() && !announced.contains(&t.id))
-                    .filter_map(|t| t.expires_at)
-                    .min()
-            };
-            let wait = next.map(|t| {
-                t.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            });
-            tokio::select! {
-                () = self.expiry_changed.notified() => continue,
-                () = sleep_or_forever(wait) => {}
-            }
-            let now = SystemTime::now();
-            let due: Vec<Arc<TokenRecord>> = self
-                .state
-                .read()
-                .by_id
-                .values()
-                .filter(|t| {
-                    t.revoked_at.is_none()
-                        && t.expires_at.is_some_and(|e| e <= now)
-                        && !announced.contains(&t.id)
-                })
-                .cloned()
-                .collect();
-            for token in due {
-                let _writer = self.writer.lock().await;
-                let change = self.next_change(&token, ChangeKind::Expired, now_millis());
-                match self.store.record(&change).await {
-                    Ok(()) => {
-                        announced.insert(token.id.clone());
-                        self.commit(change, None);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, token_id = %token.id, "cannot record token expiry; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-            self.prune().await;
-        }
-    }
-
-    async fn prune(&self) {
-        let head = self.head_revision();
-        if head > KEEP_CHANGES
-            && let Err(e) = self.store.prune_changes(head - KEEP_CHANGES).await
-        {
-            tracing::warn!(error = %e, "cannot prune the change log");
-        }
+        metrics::gauge!("fluxgate_token_store_revision").set(self.state.read().head as f64);
     }
 }
 
@@ -475,12 +578,5 @@ fn shorten(id: &str) -> String {
     match id.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}…", &id[..cut]),
         None => id.to_owned(),
-    }
-}
-
-async fn sleep_or_forever(wait: Option<Duration>) {
-    match wait {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
     }
 }

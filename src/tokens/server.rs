@@ -1,11 +1,10 @@
 //! Assembles the token service: Authorize, management, gRPC health and
-//! reflection on one tonic server, plus the first-start bootstrap token.
-//! Served over TLS (optionally requiring client certificates) when given a
-//! [`ServerTls`].
+//! reflection on one tonic server. Health follows the registry's freshness:
+//! NOT_SERVING while the store has not been read for longer than its bound
+//! (Authorize still answers from memory meanwhile). Served over TLS
+//! (optionally requiring client certificates) when given a [`ServerTls`].
 
 use std::future::Future;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +17,9 @@ use crate::tls::ServerTls;
 
 use super::authorize::AuthorizeService;
 use super::management::ManagementService;
-use super::model::TokenKind;
-use super::registry::{RegistryError, TokenRegistry};
+use super::registry::TokenRegistry;
 
-/// File, inside the data directory, holding the first management token.
-pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-management-token";
+pub use super::bootstrap::{BOOTSTRAP_TOKEN_FILE, BootstrapError, bootstrap};
 
 /// Longest TLS handshake on the token service's port.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,12 +27,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every gRPC service of the token service, ready to serve.
 pub async fn routes(registry: Arc<TokenRegistry>) -> Routes {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<IoxAuthorizerServiceServer<AuthorizeService>>()
-        .await;
-    health_reporter
-        .set_serving::<TokenServiceServer<ManagementService>>()
-        .await;
+    report_health(&health_reporter, true).await;
+    let mut serving = registry.serving();
+    tokio::spawn(async move {
+        loop {
+            let now = *serving.borrow_and_update();
+            report_health(&health_reporter, now).await;
+            if serving.changed().await.is_err() {
+                break;
+            }
+        }
+    });
     let mut routes = Routes::new(health)
         .add_service(IoxAuthorizerServiceServer::new(AuthorizeService::new(
             Arc::clone(&registry),
@@ -56,6 +58,29 @@ pub async fn routes(registry: Arc<TokenRegistry>) -> Routes {
         Err(e) => tracing::warn!(error = %e, "gRPC reflection v1alpha unavailable"),
     }
     routes
+}
+
+/// Sets every service's health (and the server's, `""`).
+async fn report_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(
+            <IoxAuthorizerServiceServer<AuthorizeService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter
+        .set_service_status(
+            <TokenServiceServer<ManagementService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }
 
 /// Serves the token service on `listener` until `shutdown` resolves, then
@@ -96,66 +121,4 @@ pub async fn serve_tls(
     };
     expiry.abort();
     result
-}
-
-/// Errors of the first-start bootstrap.
-#[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
-    /// Creating the token failed.
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// Writing the file failed.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-/// On first start (no token at all), creates a management token and writes
-/// it once to `data_dir/bootstrap-management-token`, mode 0600. Returns the
-/// file's path when it did. Only the path is ever logged.
-pub async fn bootstrap(
-    registry: &TokenRegistry,
-    data_dir: &Path,
-) -> Result<Option<PathBuf>, BootstrapError> {
-    if !registry.is_empty() {
-        return Ok(None);
-    }
-    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    // Open the file before creating the token, so a failure leaves no
-    // management token that nobody can ever read.
-    let mut file = options
-        .open(&path)
-        .map_err(|source| BootstrapError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    let (record, token) = registry
-        .create(
-            TokenKind::Management,
-            "bootstrap management token".into(),
-            Vec::new(),
-            None,
-        )
-        .await?;
-    let mut secret = token.into_string();
-    secret.push('\n');
-    file.write_all(secret.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|source| BootstrapError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    tracing::warn!(token_id = %record.id, path = %path.display(), "created the first management token; move it to a secret store and delete the file");
-    Ok(Some(path))
 }

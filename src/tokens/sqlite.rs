@@ -1,46 +1,30 @@
-//! The embedded token store: one SQLite file under the data directory.
+//! The embedded token store: one SQLite file, by default under the data
+//! directory (`fluxgate.db`).
 //!
-//! WAL journal with `synchronous = FULL`, so a create or revoke is on disk
-//! before the call that made it returns. Only token hashes are written.
+//! WAL journal with `synchronous = FULL`, so a write batch is on disk before
+//! the calls that made it return. Write transactions start with `BEGIN
+//! IMMEDIATE`, taking SQLite's write lock up front, so a second process on
+//! the same file (`fluxgate authz bootstrap`) is serialized with the running
+//! service rather than failing half-way. Only token hashes are written.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::model::{DatabasePermission, TokenKind, TokenRecord};
-use super::secret::TokenHash;
-use super::store::{Change, ChangeKind, Snapshot, StoreError, TokenStore};
+use super::model::{DatabasePermission, TokenRecord};
+use super::rows::{self, encode_permissions, revision_i64};
+use super::store::{
+    Change, ChangeListener, Snapshot, StoreError, StoredToken, TokenStore, Write, WriteOutcome,
+    WriteTx, apply_writes,
+};
+use super::time::to_millis;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "fluxgate.db";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tokens (
-    id          TEXT PRIMARY KEY,
-    kind        TEXT NOT NULL,
-    description TEXT NOT NULL,
-    permissions TEXT NOT NULL,
-    hash        BLOB NOT NULL UNIQUE,
-    created_at  INTEGER NOT NULL,
-    expires_at  INTEGER,
-    revoked_at  INTEGER,
-    updated_at  INTEGER
-);
-CREATE TABLE IF NOT EXISTS changes (
-    revision   INTEGER PRIMARY KEY,
-    token_id   TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    token_kind TEXT NOT NULL,
-    at         INTEGER NOT NULL
-);
-";
 
 /// SQLite-backed [`TokenStore`].
 #[derive(Debug, Clone)]
@@ -49,20 +33,24 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredPermission {
-    database: String,
-    read: bool,
-    write: bool,
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         create_private_dir(data_dir)?;
-        let path = data_dir.join(DB_FILE);
+        Self::open_file(&data_dir.join(DB_FILE)).await
+    }
+
+    /// Opens (creating if needed) the store in the file `path`, applying
+    /// schema migrations and giving a new store its identity.
+    pub async fn open_file(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            create_private_dir(parent)?;
+        }
         let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(&path)
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -71,9 +59,22 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        restrict_file(&path)?;
-        Ok(Self { pool, path })
+        super::schema::sqlite().run(&pool).await?;
+        // The head starts at the newest logged revision: a store written
+        // before revisions were kept here resumes where its log ends.
+        sqlx::query(
+            "INSERT INTO store_meta (id, store_id, head)
+             SELECT 1, ?, COALESCE(MAX(revision), 0) FROM changes WHERE true
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .execute(&pool)
+        .await?;
+        restrict_file(path)?;
+        Ok(Self {
+            pool,
+            path: path.to_owned(),
+        })
     }
 
     /// The database file.
@@ -108,127 +109,50 @@ fn restrict_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the epoch: the stored time form.
-pub(crate) fn to_millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-fn encode_permissions(permissions: &[DatabasePermission]) -> String {
-    let stored: Vec<StoredPermission> = permissions
-        .iter()
-        .map(|p| StoredPermission {
-            database: p.database.clone(),
-            read: p.read,
-            write: p.write,
-        })
-        .collect();
-    // Serializing plain strings and bools cannot fail.
-    serde_json::to_string(&stored).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn decode_token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let kind: String = row.try_get("kind")?;
-    let kind = TokenKind::parse(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("token {id}: kind {kind:?}")))?;
-    let permissions: String = row.try_get("permissions")?;
-    let permissions: Vec<StoredPermission> = serde_json::from_str(&permissions)
-        .map_err(|e| StoreError::Corrupt(format!("token {id}: permissions: {e}")))?;
-    let hash: Vec<u8> = row.try_get("hash")?;
-    let hash = TokenHash::from_slice(&hash)
-        .ok_or_else(|| StoreError::Corrupt(format!("token {id}: hash length")))?;
-    Ok(TokenRecord {
-        kind,
-        description: row.try_get("description")?,
-        permissions: permissions
-            .into_iter()
-            .map(|p| DatabasePermission {
-                database: p.database,
-                read: p.read,
-                write: p.write,
-            })
-            .collect(),
-        hash,
-        created_at: from_millis(row.try_get("created_at")?),
-        expires_at: row
-            .try_get::<Option<i64>, _>("expires_at")?
-            .map(from_millis),
-        revoked_at: row
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(from_millis),
-        updated_at: row
-            .try_get::<Option<i64>, _>("updated_at")?
-            .map(from_millis),
-        id,
-    })
-}
-
-fn decode_change(row: &SqliteRow) -> Result<Change, StoreError> {
-    let revision: i64 = row.try_get("revision")?;
-    let kind: String = row.try_get("kind")?;
-    let token_kind: String = row.try_get("token_kind")?;
-    Ok(Change {
-        revision: u64::try_from(revision)
-            .map_err(|_| StoreError::Corrupt(format!("revision {revision}")))?,
-        token_id: row.try_get("token_id")?,
-        kind: ChangeKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("change kind {kind:?}")))?,
-        token_kind: TokenKind::parse(&token_kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("token kind {token_kind:?}")))?,
-        at: from_millis(row.try_get("at")?),
-    })
-}
-
-fn revision_i64(revision: u64) -> i64 {
-    i64::try_from(revision).unwrap_or(i64::MAX)
-}
-
-async fn insert_change(
-    conn: &mut sqlx::SqliteConnection,
-    change: &Change,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO changes (revision, token_id, kind, token_kind, at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(revision_i64(change.revision))
-    .bind(&change.token_id)
-    .bind(change.kind.as_str())
-    .bind(change.token_kind.as_str())
-    .bind(to_millis(change.at))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+/// A write transaction.
+struct Tx(Transaction<'static, Sqlite>);
 
 #[async_trait]
-impl TokenStore for SqliteStore {
-    async fn load(&self) -> Result<Snapshot, StoreError> {
-        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
-            .fetch_all(&self.pool)
+impl WriteTx for Tx {
+    async fn lock_head(&mut self) -> Result<u64, StoreError> {
+        // BEGIN IMMEDIATE already holds the write lock.
+        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM store_meta WHERE id = 1")
+            .fetch_optional(&mut *self.0)
             .await?;
-        let tokens = rows
-            .iter()
-            .map(decode_token)
-            .collect::<Result<Vec<_>, _>>()?;
-        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(revision) FROM changes")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Snapshot {
-            tokens,
-            head_revision: head.and_then(|h| u64::try_from(h).ok()).unwrap_or(0),
-        })
+        match head {
+            Some(h) => rows::head(Some(h)),
+            None => Err(StoreError::Corrupt("store_meta has no row".to_owned())),
+        }
     }
 
-    async fn create(&self, token: &TokenRecord, change: &Change) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+    async fn set_head(&mut self, head: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE store_meta SET head = ? WHERE id = 1")
+            .bind(revision_i64(head))
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_tokens(&mut self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&mut *self.0)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn get(&mut self, id: &str) -> Result<Option<StoredToken>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        row.as_ref().map(rows::token).transpose()
+    }
+
+    async fn insert(&mut self, token: &TokenRecord, revision: u64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO tokens (id, kind, description, permissions, hash, created_at, expires_at, revoked_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (id, kind, description, permissions, hash, created_at,
+                                 expires_at, revoked_at, updated_at, row_revision, expiry_recorded)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE)",
         )
         .bind(&token.id)
         .bind(token.kind.as_str())
@@ -239,57 +163,131 @@ impl TokenStore for SqliteStore {
         .bind(token.expires_at.map(to_millis))
         .bind(token.revoked_at.map(to_millis))
         .bind(token.updated_at.map(to_millis))
-        .execute(&mut *tx)
+        .bind(revision_i64(revision))
+        .execute(&mut *self.0)
         .await?;
-        insert_change(&mut tx, change).await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn update(
-        &self,
+        &mut self,
         id: &str,
         permissions: &[DatabasePermission],
-        description: &str,
-        change: &Change,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE tokens SET permissions = ?, description = ?, updated_at = ? WHERE id = ?",
+        description: Option<&str>,
+        at: SystemTime,
+        revision: u64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE tokens SET permissions = ?, description = COALESCE(?, description),
+                               updated_at = ?, row_revision = ?
+              WHERE id = ? AND kind = 'database' AND revoked_at IS NULL
+             RETURNING *",
         )
         .bind(encode_permissions(permissions))
         .bind(description)
-        .bind(to_millis(change.at))
+        .bind(to_millis(at))
+        .bind(revision_i64(revision))
         .bind(id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *self.0)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(id.to_owned()));
-        }
-        insert_change(&mut tx, change).await?;
-        tx.commit().await?;
+        Ok(row.as_ref().map(rows::token).transpose()?.map(|t| t.record))
+    }
+
+    async fn revoke(
+        &mut self,
+        id: &str,
+        at: SystemTime,
+        revision: u64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE tokens SET revoked_at = ?, row_revision = ?
+              WHERE id = ? AND revoked_at IS NULL
+             RETURNING *",
+        )
+        .bind(to_millis(at))
+        .bind(revision_i64(revision))
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        Ok(row.as_ref().map(rows::token).transpose()?.map(|t| t.record))
+    }
+
+    async fn other_active_management(
+        &mut self,
+        id: &str,
+        at: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tokens
+              WHERE kind = 'management' AND revoked_at IS NULL
+                AND (expires_at IS NULL OR expires_at > ?) AND id <> ?",
+        )
+        .bind(to_millis(at))
+        .bind(id)
+        .fetch_one(&mut *self.0)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn mark_expiry_recorded(&mut self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tokens SET expiry_recorded = TRUE WHERE id = ?")
+            .bind(id)
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 
-    async fn revoke(&self, id: &str, change: &Change) -> Result<(), StoreError> {
+    async fn insert_change(&mut self, change: &Change) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO changes (revision, token_id, kind, token_kind, at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(revision_i64(change.revision))
+        .bind(&change.token_id)
+        .bind(change.kind.as_str())
+        .bind(change.token_kind.as_str())
+        .bind(to_millis(change.at))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.path.display())
+    }
+
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        // One read transaction: the tokens and the head of the same moment.
         let mut tx = self.pool.begin().await?;
-        let done =
-            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(to_millis(change.at))
-                .bind(id)
-                .execute(&mut *tx)
+        let meta: Option<(String, i64)> =
+            sqlx::query_as("SELECT store_id, head FROM store_meta WHERE id = 1")
+                .fetch_optional(&mut *tx)
                 .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(id.to_owned()));
-        }
-        insert_change(&mut tx, change).await?;
+        let Some((store_id, head)) = meta else {
+            return Err(StoreError::Corrupt("store_meta has no row".to_owned()));
+        };
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let tokens = rows
+            .iter()
+            .map(rows::token)
+            .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
-        Ok(())
+        Ok(Snapshot {
+            tokens,
+            head_revision: rows::head(Some(head))?,
+            store_id,
+        })
     }
 
-    async fn record(&self, change: &Change) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert_change(&mut conn, change).await
+    async fn write(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut tx = Tx(self.pool.begin_with("BEGIN IMMEDIATE").await?);
+        let (outcomes, _) = apply_writes(&mut tx, writes).await?;
+        tx.0.commit().await?;
+        Ok(outcomes)
     }
 
     async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
@@ -299,7 +297,19 @@ impl TokenStore for SqliteStore {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter().map(decode_change).collect()
+        rows.iter().map(rows::change).collect()
+    }
+
+    async fn tokens(&self, ids: &[String]) -> Result<Vec<StoredToken>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
+        let rows = sqlx::query("SELECT * FROM tokens WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::token).collect()
     }
 
     async fn oldest_revision(&self) -> Result<Option<u64>, StoreError> {
@@ -315,5 +325,15 @@ impl TokenStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
+        // Another process on the same file (a recovery bootstrap) is seen
+        // by polling.
+        Ok(None)
+    }
+
+    async fn close(&self) {
+        SqliteStore::close(self).await;
     }
 }
