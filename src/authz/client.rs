@@ -1,12 +1,14 @@
 //! The gRPC client of `influxdata.iox.authz.v1.IoxAuthorizerService`: one
 //! Authorize call per uncached check, with a deadline. Works against
-//! fluxgate's token service or any service speaking the IOx contract.
+//! fluxgate's token service or any service speaking the IOx contract, one
+//! replica or several (see [`super::failover`]): a call that finds its
+//! replica gone is retried at once on the next, within the same deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::credentials::Token;
 use crate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServiceClient;
@@ -17,29 +19,61 @@ use crate::proto::iox_authz::resource_action_permission::{
 use crate::proto::iox_authz::{AuthorizeRequest, Permission, ResourceActionPermission};
 use crate::tokens::authorize::EXPIRES_AT_METADATA;
 
+use super::failover::{AuthzEndpoints, FailoverChannel};
 use super::{Action, Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
 
-/// Authorize client over a lazily connected, multiplexed HTTP/2 channel.
+/// Authorize client over lazily connected, multiplexed HTTP/2 channels.
 #[derive(Debug, Clone)]
 pub struct AuthzClient {
-    client: IoxAuthorizerServiceClient<Channel>,
+    client: IoxAuthorizerServiceClient<FailoverChannel>,
+    channel: FailoverChannel,
     timeout: Duration,
 }
 
 impl AuthzClient {
-    /// A client for `endpoint` whose calls give up after `timeout`. Connects
-    /// on first use, so the proxy can start before the token service.
-    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
-        let channel = endpoint
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+    /// A client for `endpoints` (one or several replicas) whose calls give
+    /// up after `timeout`. Connects on first use, so the proxy can start
+    /// before the token service.
+    pub fn new(endpoints: impl Into<AuthzEndpoints>, timeout: Duration) -> Self {
+        let channel = endpoints.into().channel(|endpoint| {
+            endpoint
+                .connect_timeout(timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+        });
         Self {
-            client: IoxAuthorizerServiceClient::new(channel),
+            client: IoxAuthorizerServiceClient::new(channel.clone()),
+            channel,
             timeout,
+        }
+    }
+
+    /// One Authorize call, retried on the next replica when its own was
+    /// unreachable, all within the client's timeout.
+    async fn call(
+        &self,
+        request: AuthorizeRequest,
+    ) -> Result<tonic::Response<crate::proto::iox_authz::AuthorizeResponse>, AuthzError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut attempts = self.channel.replicas();
+        loop {
+            let before = self.channel.current();
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let mut client = self.client.clone();
+            match tokio::time::timeout_at(deadline, client.authorize(call)).await {
+                Err(_) => return Err(AuthzError::Timeout),
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(status)) => {
+                    attempts -= 1;
+                    // The channel moved on: this replica is unreachable.
+                    if attempts == 0 || self.channel.current() == before {
+                        return Err(status_to_error(&status));
+                    }
+                }
+            }
         }
     }
 
@@ -82,17 +116,12 @@ fn status_to_error(status: &tonic::Status) -> AuthzError {
 impl Authorizer for AuthzClient {
     async fn check(&self, token: &Token, needs: &[Need]) -> Result<Verdict, AuthzError> {
         let permissions: Vec<Permission> = needs.iter().map(to_wire).collect();
-        let mut request = tonic::Request::new(AuthorizeRequest {
-            token: token.expose().to_vec(),
-            permissions: permissions.clone(),
-        });
-        request.set_timeout(self.timeout);
-        let mut client = self.client.clone();
-        let response = match tokio::time::timeout(self.timeout, client.authorize(request)).await {
-            Err(_) => return Err(AuthzError::Timeout),
-            Ok(Err(status)) => return Err(status_to_error(&status)),
-            Ok(Ok(r)) => r,
-        };
+        let response = self
+            .call(AuthorizeRequest {
+                token: token.expose().to_vec(),
+                permissions: permissions.clone(),
+            })
+            .await?;
         let expires_at = response
             .metadata()
             .get(EXPIRES_AT_METADATA)
@@ -131,16 +160,14 @@ impl Authorizer for AuthzClient {
 
     async fn ready(&self) -> Result<(), String> {
         // The IOx liveness probe: empty token, no permissions.
-        let mut request = tonic::Request::new(AuthorizeRequest {
+        let probe = AuthorizeRequest {
             token: Vec::new(),
             permissions: Vec::new(),
-        });
-        request.set_timeout(self.timeout);
-        let mut client = self.client.clone();
-        match tokio::time::timeout(self.timeout, client.authorize(request)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(format!("token service: {}", status_to_error(&status))),
-            Err(_) => Err("token service: no answer in time".to_owned()),
+        };
+        match self.call(probe).await {
+            Ok(_) => Ok(()),
+            Err(AuthzError::Timeout) => Err("token service: no answer in time".to_owned()),
+            Err(e) => Err(format!("token service: {e}")),
         }
     }
 }

@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 
 use super::cache::CachedAuthorizer;
+use super::failover::{AuthzEndpoints, FailoverChannel};
 use crate::proto::tokens::token_service_client::TokenServiceClient;
 use crate::proto::tokens::watch_token_changes_response::Event;
 use crate::proto::tokens::{ChangeKind, TokenChange, WatchTokenChangesRequest};
@@ -109,22 +109,24 @@ impl CachedAuthorizer {
         }
     }
 
-    /// Follows the change stream of the token service at `endpoint` until
-    /// `shutdown`, and keeps the cache's housekeeping going meanwhile.
+    /// Follows the change stream of the token service at `endpoints` (one
+    /// replica or several: a reconnect goes to the next when one is gone)
+    /// until `shutdown`, and keeps the cache's housekeeping going meanwhile.
     pub fn follow(
         &self,
-        endpoint: Endpoint,
+        endpoints: impl Into<AuthzEndpoints>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            // A token service that vanishes without closing the connection
-            // (partition, power loss) is noticed within ~15 s.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channel = endpoints.into().channel(|endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                // A token service that vanishes without closing the connection
+                // (partition, power loss) is noticed within ~15 s.
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
+        });
         let follower = Follower {
             cache: self.clone(),
             client: TokenServiceClient::new(channel),
@@ -171,7 +173,7 @@ struct Ended {
 
 struct Follower {
     cache: CachedAuthorizer,
-    client: TokenServiceClient<Channel>,
+    client: TokenServiceClient<FailoverChannel>,
     last: Option<u64>,
 }
 

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod client;
 mod epoch;
+pub mod failover;
 mod flight;
 pub mod invalidation;
 pub mod key;

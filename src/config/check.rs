@@ -40,7 +40,15 @@ pub fn check(args: &CheckConfigArgs) -> Result<String, ConfigError> {
         ),
         Command::Proxy(a) => format!(
             "proxy: on {} → {}, token service {}, admin on {}",
-            a.proxy.listen, a.proxy.upstream, a.authz.authz, a.common.admin_listen
+            a.proxy.listen,
+            a.proxy.upstream,
+            a.authz
+                .authz
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            a.common.admin_listen
         ),
         Command::Authz(a) => format!(
             "authz: on {}, data in {}, store {}, admin on {}",

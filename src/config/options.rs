@@ -219,14 +219,15 @@ pub struct LimitOptions {
 /// Where the proxy finds the token service.
 #[derive(Debug, Clone, Args)]
 pub struct AuthzClientOptions {
-    /// The token service's URL.
+    /// The token service's URL; several replicas as a comma-separated list (or a host name resolving to several addresses): calls fail over to the next when one is unreachable.
     #[arg(
         long,
         env = "FLUXGATE_AUTHZ",
         default_value = "http://127.0.0.1:8090",
-        value_name = "URL"
+        value_delimiter = ',',
+        value_name = "URL[,URL…]"
     )]
-    pub authz: http::Uri,
+    pub authz: Vec<http::Uri>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: AuthzTlsOptions,

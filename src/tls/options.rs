@@ -8,11 +8,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tonic::transport::Endpoint;
-
 use super::client::{self, ClientFiles};
 use super::server::{ALPN_GRPC, ALPN_PROXY, ServerFiles};
 use super::{PemFile, ServerTls, TlsError};
+use crate::authz::failover::AuthzEndpoints;
 use crate::config::{
     AuthzClientOptions, AuthzTlsOptions, ProxyOptions, ServeTokenServiceTlsOptions,
     TokenServiceTlsOptions,
@@ -126,17 +125,27 @@ impl AuthzTlsOptions {
     }
 }
 
-/// The token service's endpoint for `fluxgate proxy` (`--authz` with
-/// `--authz-ca`, `--authz-client-cert`, `--authz-client-key`). Warns when
-/// tokens would cross the network in clear.
-pub fn authz_endpoint(options: &AuthzClientOptions) -> Result<Endpoint, TlsError> {
-    if client::is_cleartext_remote(&options.authz) {
-        tracing::warn!(
-            authz = %options.authz,
-            "the token service is reached over plain http on another host: tokens cross the network in clear; use https://"
-        );
+/// The token service's endpoints for `fluxgate proxy` (`--authz`, one URL or
+/// several, with `--authz-ca`, `--authz-client-cert`, `--authz-client-key`
+/// applying to each). Warns when tokens would cross the network in clear.
+pub fn authz_endpoint(options: &AuthzClientOptions) -> Result<AuthzEndpoints, TlsError> {
+    if options.authz.is_empty() {
+        return Err(TlsError::Options(
+            "--authz needs at least one URL".to_owned(),
+        ));
     }
-    client::grpc_endpoint("--authz", &options.authz, &options.tls.client_files())
+    let files = options.tls.client_files();
+    let mut endpoints = Vec::with_capacity(options.authz.len());
+    for uri in &options.authz {
+        if client::is_cleartext_remote(uri) {
+            tracing::warn!(
+                authz = %uri,
+                "the token service is reached over plain http on another host: tokens cross the network in clear; use https://"
+            );
+        }
+        endpoints.push(client::grpc_endpoint("--authz", uri, &files)?);
+    }
+    Ok(AuthzEndpoints::new(endpoints))
 }
 
 /// Starts following `tls`'s files (every [`super::reload::DEFAULT_POLL`],

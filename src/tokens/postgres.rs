@@ -96,15 +96,7 @@ impl PgStore {
 
     async fn write_once(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut tx = Tx(self.pool.begin().await?);
-        let (outcomes, head) = apply_writes(&mut tx, writes).await?;
-        if let Some(head) = head {
-            // Delivered at commit, to every replica that listens.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(head.to_string())
-                .execute(&mut *tx.0)
-                .await?;
-        }
+        let (outcomes, _) = apply_writes(&mut tx, writes).await?;
         match tx.0.commit().await {
             Ok(()) => Ok(outcomes),
             Err(e) => match classify(&self.describe, e) {
@@ -134,10 +126,17 @@ impl WriteTx for Tx {
     }
 
     async fn set_head(&mut self, head: u64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE store_meta SET head = $1 WHERE id = 1")
-            .bind(revision_i64(head))
-            .execute(&mut *self.0)
-            .await?;
+        // The notification is delivered at commit, to every replica that
+        // listens; one statement with the head's update.
+        sqlx::query(
+            "WITH moved AS (UPDATE store_meta SET head = $1 WHERE id = 1)
+             SELECT pg_notify($2, $3)",
+        )
+        .bind(revision_i64(head))
+        .bind(CHANNEL)
+        .bind(head.to_string())
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 
@@ -172,6 +171,68 @@ impl WriteTx for Tx {
         .bind(token.revoked_at.map(to_millis))
         .bind(token.updated_at.map(to_millis))
         .bind(revision_i64(revision))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_all(&mut self, tokens: &[(&TokenRecord, u64)]) -> Result<(), StoreError> {
+        if let [(token, revision)] = tokens {
+            return self.insert(token, *revision).await;
+        }
+        let column = |f: &dyn Fn(&TokenRecord) -> Option<i64>| -> Vec<Option<i64>> {
+            tokens.iter().map(|(t, _)| f(t)).collect()
+        };
+        sqlx::query(
+            "INSERT INTO tokens (id, kind, description, permissions, hash, created_at,
+                                 expires_at, revoked_at, updated_at, row_revision, expiry_recorded)
+             SELECT id, kind, description, permissions, hash, created_at,
+                    expires_at, revoked_at, updated_at, row_revision, FALSE
+               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                           $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])
+                 AS t(id, kind, description, permissions, hash, created_at,
+                      expires_at, revoked_at, updated_at, row_revision)",
+        )
+        .bind(tokens.iter().map(|(t, _)| t.id.clone()).collect::<Vec<_>>())
+        .bind(
+            tokens
+                .iter()
+                .map(|(t, _)| t.kind.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            tokens
+                .iter()
+                .map(|(t, _)| t.description.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            tokens
+                .iter()
+                .map(|(t, _)| encode_permissions(&t.permissions))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            tokens
+                .iter()
+                .map(|(t, _)| t.hash.as_bytes().to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            tokens
+                .iter()
+                .map(|(t, _)| to_millis(t.created_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(&|t| t.expires_at.map(to_millis)))
+        .bind(column(&|t| t.revoked_at.map(to_millis)))
+        .bind(column(&|t| t.updated_at.map(to_millis)))
+        .bind(
+            tokens
+                .iter()
+                .map(|(_, r)| revision_i64(*r))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *self.0)
         .await?;
         Ok(())
@@ -242,6 +303,44 @@ impl WriteTx for Tx {
             .bind(id)
             .execute(&mut *self.0)
             .await?;
+        Ok(())
+    }
+
+    async fn insert_changes(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        if let [change] = changes {
+            return self.insert_change(change).await;
+        }
+        sqlx::query(
+            "INSERT INTO changes (revision, token_id, kind, token_kind, at)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[])",
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| revision_i64(c.revision))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.token_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.kind.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.token_kind.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .bind(changes.iter().map(|c| to_millis(c.at)).collect::<Vec<_>>())
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 

@@ -401,6 +401,9 @@ impl TokenRegistry {
         }
         // The store decides whether the token exists and is unrevoked: it
         // may have been created or revoked on another replica a moment ago.
+        if !could_exist(id) {
+            return Err(RegistryError::NotFound(id.to_owned(), TokenKind::Database));
+        }
         let write = Write::Update {
             id: id.to_owned(),
             permissions,
@@ -426,6 +429,9 @@ impl TokenRegistry {
     ) -> Result<Arc<TokenRecord>, RegistryError> {
         // An id unknown here may be a token another replica created a
         // moment ago: the store decides.
+        if !could_exist(id) {
+            return Err(RegistryError::NotFound(id.to_owned(), kind));
+        }
         let write = Write::Revoke {
             id: id.to_owned(),
             kind,
@@ -449,6 +455,12 @@ impl TokenRegistry {
             _ => Arc::new(record),
         }
     }
+}
+
+/// False for ids no token can have: worth no store round trip (and
+/// PostgreSQL text cannot hold NUL).
+fn could_exist(id: &str) -> bool {
+    !id.is_empty() && !id.contains('\0')
 }
 
 fn unexpected(outcome: &WriteOutcome) -> RegistryError {

@@ -7,9 +7,90 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
-use fluxgate::tokens::{SqliteStore, TokenRegistry, server};
+use fluxgate::tokens::store::TokenStore;
+use fluxgate::tokens::{PgStore, SqliteStore, TokenRegistry, server};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// Which token store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite file.
+    Sqlite,
+    /// A database of its own in the test binary's PostgreSQL cluster.
+    Postgres,
+}
+
+/// A token store for one test: a data directory (the bootstrap file lives
+/// there, and SQLite's file), plus on PostgreSQL a fresh database in the
+/// test binary's shared cluster. Can be opened again (restarts).
+pub struct TestStore {
+    pub backend: Backend,
+    pub dir: PathBuf,
+    pub database: Option<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestStore {
+    /// A fresh, empty store.
+    pub async fn new(backend: Backend) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut store = Self::in_dir(backend, tmp.path()).await;
+        store._tmp = Some(tmp);
+        store
+    }
+
+    /// A fresh store whose data directory is `dir` (kept after drop).
+    pub async fn in_dir(backend: Backend, dir: &Path) -> Self {
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres::PgCluster::shared().database().await),
+        };
+        Self {
+            backend,
+            dir: dir.to_path_buf(),
+            database,
+            _tmp: None,
+        }
+    }
+
+    /// Opens the store (migrating it on first open).
+    pub async fn open(&self) -> Arc<dyn TokenStore> {
+        match &self.database {
+            None => Arc::new(SqliteStore::open(&self.dir).await.expect("open store")),
+            Some(db) => {
+                let cluster = postgres::PgCluster::shared();
+                Arc::new(
+                    PgStore::connect(cluster.options(db), format!("PostgreSQL test {db}"))
+                        .await
+                        .unwrap_or_else(|e| panic!("open store: {e}\n{}", cluster.log())),
+                )
+            }
+        }
+    }
+
+    /// The `fluxgate authz`/`serve` flags selecting this store.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            self.dir.to_str().unwrap().to_owned(),
+        ];
+        if let Some(db) = &self.database {
+            let cluster = postgres::PgCluster::shared();
+            args.push("--store".into());
+            args.push(cluster.url(db));
+            args.push("--store-password-file".into());
+            args.push(
+                cluster
+                    .password_file(&self.dir)
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        args
+    }
+}
 
 /// A token service on 127.0.0.1:0 with its own data directory.
 pub struct TokenServer {
@@ -20,6 +101,7 @@ pub struct TokenServer {
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
+    _store: Option<TestStore>,
 }
 
 impl TokenServer {
@@ -32,6 +114,24 @@ impl TokenServer {
         s
     }
 
+    /// Starts a token service on a fresh store of `backend`.
+    pub async fn start_on(backend: Backend) -> Self {
+        let store = TestStore::new(backend).await;
+        let mut s = Self::start_with(&store).await;
+        s._store = Some(store);
+        s
+    }
+
+    /// Starts a token service over `store` (which outlives it: restarts).
+    pub async fn start_with(store: &TestStore) -> Self {
+        Self::start_store(
+            store.open().await,
+            &store.dir,
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+    }
+
     /// Starts a token service over the store in `dir` (kept after drop).
     pub async fn start_in(dir: &Path) -> Self {
         Self::start_at(dir, "127.0.0.1:0".parse().unwrap()).await
@@ -40,9 +140,11 @@ impl TokenServer {
     /// Starts on a given address (to restart on the same port).
     pub async fn start_at(dir: &Path, addr: SocketAddr) -> Self {
         let store = SqliteStore::open(dir).await.expect("open store");
-        let registry = TokenRegistry::open(Arc::new(store))
-            .await
-            .expect("open registry");
+        Self::start_store(Arc::new(store), dir, addr).await
+    }
+
+    async fn start_store(store: Arc<dyn TokenStore>, dir: &Path, addr: SocketAddr) -> Self {
+        let registry = TokenRegistry::open(store).await.expect("open registry");
         let bootstrap = server::bootstrap(&registry, dir).await.expect("bootstrap");
         let management_token = match bootstrap {
             Some(path) => std::fs::read_to_string(path)
@@ -80,6 +182,7 @@ impl TokenServer {
             shutdown,
             task: Some(task),
             _tmp: None,
+            _store: None,
         }
     }
 
@@ -123,4 +226,5 @@ impl Drop for TokenServer {
 pub mod binary;
 pub mod capture;
 pub mod flight;
+pub mod postgres;
 pub mod proxy;

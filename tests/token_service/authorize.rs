@@ -8,15 +8,14 @@ use fluxgate::proto::iox_authz::resource_action_permission::{Action, ResourceTyp
 use fluxgate::proto::iox_authz::{Permission, ResourceActionPermission, Subject};
 use fluxgate::proto::tokens as pb;
 
-use crate::common::TokenServer;
+use crate::common::{Backend, TokenServer};
 use crate::{
     EVENT_DEADLINE, EXPIRES_AT_MS, authorize, authorize_full, authz_client, bearer,
     create_db_token, db_perm, id_of, perm, tokens_client,
 };
 
-#[tokio::test]
-async fn lifecycle_create_authorize_update_revoke() {
-    let server = TokenServer::start().await;
+async fn lifecycle_create_authorize_update_revoke(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut tokens = tokens_client(&server).await;
     let mut authz = authz_client(&server).await;
@@ -88,9 +87,8 @@ async fn lifecycle_create_authorize_update_revoke() {
     assert!(r.permissions.is_empty());
 }
 
-#[tokio::test]
-async fn update_replaces_description_when_given() {
-    let server = TokenServer::start().await;
+async fn update_replaces_description_when_given(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut tokens = tokens_client(&server).await;
     let created = create_db_token(
@@ -127,9 +125,8 @@ async fn update_replaces_description_when_given() {
     assert_eq!(got, updated);
 }
 
-#[tokio::test]
-async fn unknown_and_empty_tokens_are_not_valid() {
-    let server = TokenServer::start().await;
+async fn unknown_and_empty_tokens_are_not_valid(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut authz = authz_client(&server).await;
 
     let r = authorize(
@@ -154,9 +151,8 @@ async fn unknown_and_empty_tokens_are_not_valid() {
     assert!(r.permissions.is_empty());
 }
 
-#[tokio::test]
-async fn wildcard_covers_every_database_for_the_granted_action_only() {
-    let server = TokenServer::start().await;
+async fn wildcard_covers_every_database_for_the_granted_action_only(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let (id, token) = server.database_token(&[("*", true, false)]).await;
     let mut authz = authz_client(&server).await;
 
@@ -192,9 +188,8 @@ async fn wildcard_covers_every_database_for_the_granted_action_only() {
     assert_eq!(r.permissions, vec![perm("b", Action::Write)]);
 }
 
-#[tokio::test]
-async fn read_covers_read_schema_and_create_delete_are_never_held() {
-    let server = TokenServer::start().await;
+async fn read_covers_read_schema_and_create_delete_are_never_held(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let (_, rw) = server
         .database_token(&[("db", true, true), ("*", true, true)])
         .await;
@@ -228,9 +223,8 @@ async fn read_covers_read_schema_and_create_delete_are_never_held() {
     assert_eq!(r.permissions, vec![perm("db", Action::Write)]);
 }
 
-#[tokio::test]
-async fn resource_id_targets_and_unspecified_types_are_never_held() {
-    let server = TokenServer::start().await;
+async fn resource_id_targets_and_unspecified_types_are_never_held(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let (_, token) = server.database_token(&[("*", true, true)]).await;
     let mut authz = authz_client(&server).await;
 
@@ -277,9 +271,8 @@ async fn resource_id_targets_and_unspecified_types_are_never_held() {
     assert!(r.permissions.is_empty(), "{:?}", r.permissions);
 }
 
-#[tokio::test]
-async fn management_token_is_valid_and_holds_nothing() {
-    let server = TokenServer::start().await;
+async fn management_token_is_valid_and_holds_nothing(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut authz = authz_client(&server).await;
     let mut tokens = tokens_client(&server).await;
     let listed = tokens
@@ -311,9 +304,8 @@ async fn management_token_is_valid_and_holds_nothing() {
     assert!(r.permissions.is_empty());
 }
 
-#[tokio::test]
-async fn known_token_without_requested_permissions_is_valid_and_empty() {
-    let server = TokenServer::start().await;
+async fn known_token_without_requested_permissions_is_valid_and_empty(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let (id, token) = server.database_token(&[("db1", true, false)]).await;
     let mut authz = authz_client(&server).await;
     let r = authorize(
@@ -333,9 +325,8 @@ async fn known_token_without_requested_permissions_is_valid_and_empty() {
     assert!(r.permissions.is_empty());
 }
 
-#[tokio::test]
-async fn authorize_is_case_and_byte_exact() {
-    let server = TokenServer::start().await;
+async fn authorize_is_case_and_byte_exact(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let (_, token) = server.database_token(&[("DB", true, false)]).await;
     let mut authz = authz_client(&server).await;
     // Database names are case-sensitive.
@@ -367,9 +358,8 @@ fn unix_ms(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis()
 }
 
-#[tokio::test]
-async fn expired_token_is_refused_and_expiry_metadata_is_sent() {
-    let server = TokenServer::start().await;
+async fn expired_token_is_refused_and_expiry_metadata_is_sent(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut tokens = tokens_client(&server).await;
     let mut authz = authz_client(&server).await;
@@ -483,9 +473,8 @@ async fn expired_token_is_refused_and_expiry_metadata_is_sent() {
     assert_eq!(got.expires_at, Some(stored_expiry));
 }
 
-#[tokio::test]
-async fn expired_management_token_is_unauthenticated() {
-    let server = TokenServer::start().await;
+async fn expired_management_token_is_unauthenticated(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut tokens = tokens_client(&server).await;
     let short = tokens
@@ -517,3 +506,17 @@ async fn expired_management_token_is_unauthenticated() {
         }
     }
 }
+
+crate::on_both_backends!(
+    lifecycle_create_authorize_update_revoke,
+    update_replaces_description_when_given,
+    unknown_and_empty_tokens_are_not_valid,
+    wildcard_covers_every_database_for_the_granted_action_only,
+    read_covers_read_schema_and_create_delete_are_never_held,
+    resource_id_targets_and_unspecified_types_are_never_held,
+    management_token_is_valid_and_holds_nothing,
+    known_token_without_requested_permissions_is_valid_and_empty,
+    authorize_is_case_and_byte_exact,
+    expired_token_is_refused_and_expiry_metadata_is_sent,
+    expired_management_token_is_unauthenticated,
+);

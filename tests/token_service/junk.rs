@@ -9,15 +9,14 @@ use fluxgate::proto::tokens as pb;
 use prost_types::Timestamp;
 use tonic::Code;
 
-use crate::common::TokenServer;
+use crate::common::{Backend, TokenServer};
 use crate::{
     authorize, authz_client, bearer, create_db_token, db_perm, expect_code, id_of, perm,
     tokens_client, with_auth,
 };
 
-#[tokio::test]
-async fn authorize_survives_junk() {
-    let server = TokenServer::start().await;
+async fn authorize_survives_junk(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let (id, token) = server
         .database_token(&[("db0", true, false), ("db1", false, true)])
         .await;
@@ -83,9 +82,8 @@ async fn authorize_survives_junk() {
     assert_eq!(r.permissions, vec![perm("db0", Action::Read)]);
 }
 
-#[tokio::test]
-async fn management_survives_junk() {
-    let server = TokenServer::start().await;
+async fn management_survives_junk(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
 
@@ -318,9 +316,8 @@ async fn management_survives_junk() {
 /// response headers and trailers (grpc-go 16 KiB, hyper's h2 a little more),
 /// and a status they cannot read kills the whole connection (GOAWAY
 /// `header_list_way_too_large`), not only the call.
-#[tokio::test]
-async fn huge_unknown_ids_are_not_found() {
-    let server = TokenServer::start().await;
+async fn huge_unknown_ids_are_not_found(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
     let id = "x".repeat(100_000);
@@ -361,3 +358,9 @@ async fn huge_unknown_ids_are_not_found() {
         Code::NotFound,
     );
 }
+
+crate::on_both_backends!(
+    authorize_survives_junk,
+    management_survives_junk,
+    huge_unknown_ids_are_not_found,
+);

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use fluxgate::proto::tokens as pb;
 use prost::Message as _;
 
-use crate::common::TokenServer;
+use crate::common::{Backend, TokenServer};
 use crate::{bearer, contains, create_db_token, db_perm, id_of, tokens_client};
 
 /// Lists are oldest first (at the stored millisecond precision: tokens
@@ -21,9 +21,8 @@ fn assert_oldest_first(tokens: &[pb::TokenInfo]) {
     assert!(created.is_sorted(), "oldest first: {created:?}");
 }
 
-#[tokio::test]
-async fn lists_hide_revoked_keep_kinds_apart_and_never_show_token_strings() {
-    let server = TokenServer::start().await;
+async fn lists_hide_revoked_keep_kinds_apart_and_never_show_token_strings(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mgmt = server.management_token.clone();
 
@@ -191,3 +190,5 @@ async fn lists_hide_revoked_keep_kinds_apart_and_never_show_token_strings() {
         }
     }
 }
+
+crate::on_both_backends!(lists_hide_revoked_keep_kinds_apart_and_never_show_token_strings,);

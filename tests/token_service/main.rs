@@ -1,19 +1,46 @@
 //! Integration tests of the token service: the real tonic server on
 //! 127.0.0.1:0, called through the generated gRPC clients (Authorize, the
-//! management API, the change stream, health and reflection), plus its
-//! embedded store on disk.
+//! management API, the change stream, health and reflection), over both
+//! store backends: the embedded SQLite file and a real PostgreSQL (a
+//! throwaway cluster this test binary starts, see `common/postgres.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../common/mod.rs"]
 mod common;
 
+/// Runs each listed `async fn NAME(backend: Backend)` of the calling module
+/// as two tests, `sqlite::NAME` and `postgres::NAME`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 mod authorize;
 mod junk;
 mod listing;
 mod management;
+mod migration;
 mod persistence;
 mod process;
 mod service;
+mod store_rules;
 mod validation;
 mod watch;
 

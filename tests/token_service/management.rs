@@ -6,7 +6,7 @@ use fluxgate::proto::tokens::token_service_client::TokenServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::common::TokenServer;
+use crate::common::{Backend, TokenServer};
 use crate::{bearer, db_perm, id_of, tokens_client, with_auth};
 
 /// The management RPCs (all but the open change stream).
@@ -124,9 +124,8 @@ fn assert_all(results: &[(&'static str, Code, String)], expected: Code, case: &s
     }
 }
 
-#[tokio::test]
-async fn management_calls_need_a_management_token() {
-    let server = TokenServer::start().await;
+async fn management_calls_need_a_management_token(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mgmt = server.management_token.clone();
 
@@ -187,9 +186,8 @@ async fn management_calls_need_a_management_token() {
     }
 }
 
-#[tokio::test]
-async fn revoked_management_token_is_unauthenticated() {
-    let server = TokenServer::start().await;
+async fn revoked_management_token_is_unauthenticated(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mgmt = server.management_token.clone();
     let second = client
@@ -227,3 +225,8 @@ async fn revoked_management_token_is_unauthenticated() {
         .await
         .unwrap();
 }
+
+crate::on_both_backends!(
+    management_calls_need_a_management_token,
+    revoked_management_token_is_unauthenticated,
+);

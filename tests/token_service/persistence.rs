@@ -11,7 +11,7 @@ use fluxgate::proto::tokens as pb;
 use sha2::{Digest as _, Sha512};
 use tonic::Code;
 
-use crate::common::TokenServer;
+use crate::common::{Backend, TestStore, TokenServer};
 use crate::{
     authorize, authz_client, bearer, contains, create_db_token, db_perm, expect_code, id_of, perm,
     tokens_client,
@@ -31,10 +31,9 @@ async fn get(server: &TokenServer, id: &str) -> pb::TokenInfo {
         .into_inner()
 }
 
-#[tokio::test]
-async fn tokens_survive_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = TokenServer::start_in(tmp.path()).await;
+async fn tokens_survive_a_restart(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let server = TokenServer::start_with(&store).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
 
@@ -114,7 +113,7 @@ async fn tokens_survive_a_restart() {
     drop(client);
     server.stop().await;
 
-    let server = TokenServer::start_in(tmp.path()).await;
+    let server = TokenServer::start_with(&store).await;
     // The restarted server had tokens: no new bootstrap, the helper made a
     // management token of its own; the old ones still work too.
     let after: Vec<pb::TokenInfo> = [
@@ -201,14 +200,12 @@ async fn tokens_survive_a_restart() {
     server.stop().await;
 }
 
-#[cfg(unix)]
-#[tokio::test]
-async fn bootstrap_token_is_written_once_with_mode_0600() {
+async fn bootstrap_token_is_written_once_with_mode_0600(backend: Backend) {
     use std::os::unix::fs::PermissionsExt as _;
 
-    let tmp = tempfile::tempdir().unwrap();
-    let server = TokenServer::start_in(tmp.path()).await;
-    let path = tmp.path().join(BOOTSTRAP_FILE);
+    let store = TestStore::new(backend).await;
+    let server = TokenServer::start_with(&store).await;
+    let path = store.dir.join(BOOTSTRAP_FILE);
     let meta = std::fs::metadata(&path).expect("bootstrap file written on first start");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let content = std::fs::read_to_string(&path).unwrap();
@@ -231,7 +228,7 @@ async fn bootstrap_token_is_written_once_with_mode_0600() {
     drop(client);
     server.stop().await;
 
-    let server = TokenServer::start_in(tmp.path()).await;
+    let server = TokenServer::start_with(&store).await;
     assert_ne!(server.management_token, token, "no second bootstrap token");
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
@@ -253,7 +250,7 @@ async fn bootstrap_token_is_written_once_with_mode_0600() {
         .filter(|t| t.description.contains("bootstrap"))
         .count();
     assert_eq!(bootstraps, 1);
-    let entries: Vec<_> = std::fs::read_dir(tmp.path())
+    let entries: Vec<_> = std::fs::read_dir(&store.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("bootstrap"))
@@ -383,18 +380,17 @@ async fn store_files_never_contain_token_strings() {
     assert_eq!(bootstrap.trim(), mgmt);
 }
 
-#[tokio::test]
-async fn revisions_continue_and_resume_across_a_restart() {
+async fn revisions_continue_and_resume_across_a_restart(backend: Backend) {
     use fluxgate::proto::tokens::watch_token_changes_response::Event;
 
-    let tmp = tempfile::tempdir().unwrap();
-    let server = TokenServer::start_in(tmp.path()).await;
+    let store = TestStore::new(backend).await;
+    let server = TokenServer::start_with(&store).await;
     let (first, _) = server.database_token(&[("a", true, false)]).await;
     let head = server.registry.head_revision();
     assert_eq!(head, 2, "bootstrap, then the database token");
     server.stop().await;
 
-    let server = TokenServer::start_in(tmp.path()).await;
+    let server = TokenServer::start_with(&store).await;
     // The helper created one management token on this start: revision 3.
     assert_eq!(server.registry.head_revision(), head + 1);
     let mut client = tokens_client(&server).await;
@@ -436,23 +432,19 @@ async fn revisions_continue_and_resume_across_a_restart() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn bootstrap_never_overwrites_an_existing_file() {
-    use std::sync::Arc;
+async fn bootstrap_never_overwrites_an_existing_file(backend: Backend) {
+    use fluxgate::tokens::{TokenRegistry, server};
 
-    use fluxgate::tokens::{SqliteStore, TokenRegistry, server};
-
-    let tmp = tempfile::tempdir().unwrap();
+    let store = TestStore::new(backend).await;
     // An empty store, but a bootstrap file left from an earlier store.
-    std::fs::write(tmp.path().join(BOOTSTRAP_FILE), "fgmt_old\n").unwrap();
-    let store = SqliteStore::open(tmp.path()).await.unwrap();
-    let registry = TokenRegistry::open(Arc::new(store)).await.unwrap();
+    std::fs::write(store.dir.join(BOOTSTRAP_FILE), "fgmt_old\n").unwrap();
+    let registry = TokenRegistry::open(store.open().await).await.unwrap();
     assert!(registry.is_empty());
-    let result = server::bootstrap(&registry, tmp.path()).await;
+    let result = server::bootstrap(&registry, &store.dir).await;
     let err = result.expect_err("an existing bootstrap file is never overwritten");
     assert!(err.to_string().contains(BOOTSTRAP_FILE), "{err}");
     assert_eq!(
-        std::fs::read_to_string(tmp.path().join(BOOTSTRAP_FILE)).unwrap(),
+        std::fs::read_to_string(store.dir.join(BOOTSTRAP_FILE)).unwrap(),
         "fgmt_old\n"
     );
     assert!(
@@ -460,3 +452,10 @@ async fn bootstrap_never_overwrites_an_existing_file() {
         "no management token nobody can read was created"
     );
 }
+
+crate::on_both_backends!(
+    tokens_survive_a_restart,
+    bootstrap_token_is_written_once_with_mode_0600,
+    revisions_continue_and_resume_across_a_restart,
+    bootstrap_never_overwrites_an_existing_file,
+);

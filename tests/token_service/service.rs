@@ -10,15 +10,14 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::common::TokenServer;
+use crate::common::{Backend, TokenServer};
 use crate::{authorize, authz_client, channel, perm};
 
 const AUTHZ_SERVICE: &str = "influxdata.iox.authz.v1.IoxAuthorizerService";
 const TOKEN_SERVICE: &str = "fluxgate.tokens.v1.TokenService";
 
-#[tokio::test]
-async fn health_reports_serving() {
-    let server = TokenServer::start().await;
+async fn health_reports_serving(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut health = HealthClient::new(channel(&server).await);
     for service in ["", AUTHZ_SERVICE, TOKEN_SERVICE] {
         let r = health
@@ -58,9 +57,8 @@ async fn reflect(server: &TokenServer, request: MessageRequest) -> MessageRespon
         .expect("a response")
 }
 
-#[tokio::test]
-async fn reflection_lists_both_services() {
-    let server = TokenServer::start().await;
+async fn reflection_lists_both_services(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let MessageResponse::ListServicesResponse(list) =
         reflect(&server, MessageRequest::ListServices(String::new())).await
     else {
@@ -85,3 +83,5 @@ async fn reflection_lists_both_services() {
     let r = authorize(&mut authz, b"", vec![perm("db", Action::Read)]).await;
     assert!(!r.valid);
 }
+
+crate::on_both_backends!(health_reports_serving, reflection_lists_both_services,);

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use fluxgate::proto::tokens as pb;
 use tonic::{Code, Status};
 
-use crate::common::TokenServer;
+use crate::common::{Backend, TokenServer};
 use crate::{bearer, create_db_token, db_perm, expect_code, id_of, tokens_client};
 
 fn invalid(status: &Status, needle: &str) {
@@ -18,9 +18,8 @@ fn invalid(status: &Status, needle: &str) {
     );
 }
 
-#[tokio::test]
-async fn bad_input_is_invalid_argument_with_a_readable_message() {
-    let server = TokenServer::start().await;
+async fn bad_input_is_invalid_argument_with_a_readable_message(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mgmt = server.management_token.clone();
 
@@ -170,9 +169,8 @@ async fn bad_input_is_invalid_argument_with_a_readable_message() {
     assert_eq!(listed.tokens[0].id, id_of(&ok));
 }
 
-#[tokio::test]
-async fn permissions_are_normalized() {
-    let server = TokenServer::start().await;
+async fn permissions_are_normalized(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mgmt = server.management_token.clone();
     let created = create_db_token(
@@ -194,9 +192,8 @@ async fn permissions_are_normalized() {
     );
 }
 
-#[tokio::test]
-async fn unknown_ids_are_not_found_and_kinds_do_not_mix() {
-    let server = TokenServer::start().await;
+async fn unknown_ids_are_not_found_and_kinds_do_not_mix(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mgmt = server.management_token.clone();
     let (db_id, _) = server.database_token(&[("db", true, false)]).await;
@@ -263,9 +260,8 @@ async fn unknown_ids_are_not_found_and_kinds_do_not_mix() {
         .expect("management token still valid");
 }
 
-#[tokio::test]
-async fn updating_a_revoked_token_fails_and_revoking_twice_is_ok() {
-    let server = TokenServer::start().await;
+async fn updating_a_revoked_token_fails_and_revoking_twice_is_ok(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mgmt = server.management_token.clone();
     let created = create_db_token(
@@ -344,9 +340,8 @@ async fn updating_a_revoked_token_fails_and_revoking_twice_is_ok() {
     assert_eq!(a, b);
 }
 
-#[tokio::test]
-async fn over_long_descriptions_are_refused() {
-    let server = TokenServer::start().await;
+async fn over_long_descriptions_are_refused(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mgmt = server.management_token.clone();
     let long = "d".repeat(10_000);
@@ -400,3 +395,11 @@ async fn over_long_descriptions_are_refused() {
     );
     invalid(&s, "description");
 }
+
+crate::on_both_backends!(
+    bad_input_is_invalid_argument_with_a_readable_message,
+    permissions_are_normalized,
+    unknown_ids_are_not_found_and_kinds_do_not_mix,
+    updating_a_revoked_token_fails_and_revoking_twice_is_ok,
+    over_long_descriptions_are_refused,
+);

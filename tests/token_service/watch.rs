@@ -12,7 +12,7 @@ use prost::Message as _;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use crate::common::TokenServer;
+use crate::common::{Backend, TokenServer};
 use crate::{EVENT_DEADLINE, bearer, contains, create_db_token, db_perm, id_of, tokens_client};
 
 /// Opens a change stream with no metadata at all (it is open by design).
@@ -60,9 +60,8 @@ fn kind(c: &pb::TokenChange) -> pb::ChangeKind {
     pb::ChangeKind::try_from(c.kind).expect("known change kind")
 }
 
-#[tokio::test]
-async fn changes_stream_in_order_and_resume() {
-    let server = TokenServer::start().await;
+async fn changes_stream_in_order_and_resume(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
     let head = server.registry.head_revision();
@@ -178,9 +177,8 @@ async fn changes_stream_in_order_and_resume() {
     }
 }
 
-#[tokio::test]
-async fn management_token_changes_are_streamed() {
-    let server = TokenServer::start().await;
+async fn management_token_changes_are_streamed(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
     let mut stream = watch(&mut client, None).await;
@@ -222,9 +220,8 @@ async fn management_token_changes_are_streamed() {
     assert_eq!(c.token_id, id);
 }
 
-#[tokio::test]
-async fn expiry_is_announced() {
-    let server = TokenServer::start().await;
+async fn expiry_is_announced(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
     let mut stream = watch(&mut client, None).await;
@@ -258,9 +255,8 @@ async fn expiry_is_announced() {
     assert_eq!((r, kind(&c)), (head + 2, pb::ChangeKind::Expired));
 }
 
-#[tokio::test]
-async fn a_revoked_expiring_token_is_not_announced_as_expired() {
-    let server = TokenServer::start().await;
+async fn a_revoked_expiring_token_is_not_announced_as_expired(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
     let mut stream = watch(&mut client, None).await;
@@ -312,10 +308,9 @@ async fn a_revoked_expiring_token_is_not_announced_as_expired() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_creates_get_distinct_tokens_and_gapless_revisions() {
+async fn concurrent_creates_get_distinct_tokens_and_gapless_revisions(backend: Backend) {
     const N: usize = 50;
-    let server = TokenServer::start().await;
+    let server = TokenServer::start_on(backend).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
     let mut live = watch(&mut client, None).await;
@@ -380,9 +375,8 @@ async fn concurrent_creates_get_distinct_tokens_and_gapless_revisions() {
     }
 }
 
-#[tokio::test]
-async fn streams_end_when_the_server_stops() {
-    let server = TokenServer::start().await;
+async fn streams_end_when_the_server_stops(backend: Backend) {
+    let server = TokenServer::start_on(backend).await;
     let mut client = tokens_client(&server).await;
     let mut stream = watch(&mut client, None).await;
     let _ = sync(&mut stream).await;
@@ -395,3 +389,12 @@ async fn streams_end_when_the_server_stops() {
         .expect("the stream ends");
     assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
 }
+
+crate::on_both_backends!(
+    changes_stream_in_order_and_resume,
+    management_token_changes_are_streamed,
+    expiry_is_announced,
+    a_revoked_expiring_token_is_not_announced_as_expired,
+    concurrent_creates_get_distinct_tokens_and_gapless_revisions,
+    streams_end_when_the_server_stops,
+);
