@@ -1,6 +1,8 @@
 //! The management commands' connection to the token service: the `--authz`
-//! URL, a channel with connect and call timeouts, and the interceptor that
-//! puts the management token into every call's `authorization` metadata.
+//! URL (or several replicas' URLs, comma-separated: the first that answers
+//! is used), a channel with connect and call timeouts, and the interceptor
+//! that puts the management token into every call's `authorization`
+//! metadata.
 
 use std::fmt;
 use std::future::Future;
@@ -23,65 +25,99 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for one call's answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A validated `--authz` URL: `http(s)://host[:port]`, nothing else.
+/// A validated `--authz`: one or several `http(s)://host[:port]` URLs,
+/// comma-separated (replicas of one token service, tried in order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthzUrl {
+    urls: Vec<String>,
     normalized: String,
 }
 
 impl AuthzUrl {
-    /// Checks a URL as typed by the user; every failure is a usage error.
+    /// Checks a URL list as typed by the user; every failure is a usage error.
     pub fn parse(input: &str) -> Result<Self, CliError> {
         let input = input.trim();
-        // A URL with userinfo may carry a secret: never echo one.
-        let shown = if input.contains('@') {
-            "(not shown: it contains '@')".to_owned()
+        let urls = if input.contains(',') {
+            input
+                .split(',')
+                .map(|one| {
+                    let one = one.trim();
+                    if one.is_empty() {
+                        Err(CliError::usage(
+                            "invalid --authz: an empty URL in the comma-separated list",
+                        ))
+                    } else {
+                        parse_one(one)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?
         } else {
-            format!("{input:?}")
+            vec![parse_one(input)?]
         };
-        let bad = |why: &str| {
-            CliError::usage(format!(
-                "invalid --authz URL {shown}: {why}; expected http://HOST:PORT or https://HOST:PORT"
-            ))
-        };
-        if input.is_empty() {
-            return Err(bad("it is empty"));
-        }
-        let uri: http::Uri = input
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        let scheme = match uri.scheme_str() {
-            None => return Err(bad("it has no scheme")),
-            Some(s) => s.to_ascii_lowercase(),
-        };
-        if scheme != "http" && scheme != "https" {
-            return Err(bad(&format!("unsupported scheme {scheme:?}")));
-        }
-        let Some(authority) = uri.authority() else {
-            return Err(bad("it has no host"));
-        };
-        if authority.as_str().contains('@') {
-            return Err(bad(
-                "credentials in the URL are not supported (use --token-file or FLUXGATE_TOKEN)",
-            ));
-        }
-        if authority.host().is_empty() {
-            return Err(bad("it has no host"));
-        }
-        // gRPC puts the method in the path, so a base path cannot be honoured.
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(bad("it must not have a path or query"));
-        }
         Ok(Self {
-            normalized: format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()),
+            normalized: urls.join(","),
+            urls,
         })
     }
 
-    /// `scheme://host:port`, lower-cased: shown in messages and used as the
-    /// keyring entry's user name, so each token service has its own entry.
+    /// `scheme://host:port`, lower-cased, comma-separated when several:
+    /// shown in messages and used as the keyring entry's user name, so each
+    /// token service has its own entry.
     pub fn as_str(&self) -> &str {
         &self.normalized
     }
+
+    /// Each URL, in the order given.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+}
+
+/// Checks one URL; returns it normalized.
+fn parse_one(input: &str) -> Result<String, CliError> {
+    // A URL with userinfo may carry a secret: never echo one.
+    let shown = if input.contains('@') {
+        "(not shown: it contains '@')".to_owned()
+    } else {
+        format!("{input:?}")
+    };
+    let bad = |why: &str| {
+        CliError::usage(format!(
+            "invalid --authz URL {shown}: {why}; expected http://HOST:PORT or https://HOST:PORT"
+        ))
+    };
+    if input.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    let uri: http::Uri = input
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let scheme = match uri.scheme_str() {
+        None => return Err(bad("it has no scheme")),
+        Some(s) => s.to_ascii_lowercase(),
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(bad(&format!("unsupported scheme {scheme:?}")));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(bad("it has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(bad(
+            "credentials in the URL are not supported (use --token-file or FLUXGATE_TOKEN)",
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(bad("it has no host"));
+    }
+    // gRPC puts the method in the path, so a base path cannot be honoured.
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("it must not have a path or query"));
+    }
+    Ok(format!(
+        "{scheme}://{}",
+        authority.as_str().to_ascii_lowercase()
+    ))
 }
 
 impl fmt::Display for AuthzUrl {
@@ -135,6 +171,47 @@ pub struct Client {
     inner: Inner,
     token: ManagementToken,
     url: AuthzUrl,
+    /// The replica in use.
+    connected: String,
+}
+
+enum ConnectError {
+    Usage(CliError),
+    Unreachable(String),
+}
+
+/// A channel to one token service URL (already validated).
+async fn connect_one(url: &str, tls: &AuthzTlsOptions) -> Result<Channel, ConnectError> {
+    let uri: http::Uri = url.parse().map_err(|e| {
+        ConnectError::Usage(CliError::usage(format!(
+            "invalid --authz URL {url}: {}",
+            chain(&e)
+        )))
+    })?;
+    // A bad TLS file is a usage error: the command line names a file that
+    // cannot be used, and the message names it.
+    let endpoint = crate::tls::client::grpc_endpoint("--authz", &uri, &tls.client_files())
+        .map_err(|e| ConnectError::Usage(CliError::usage(e.to_string())))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    if crate::tls::client::is_cleartext_remote(&uri) {
+        eprintln!(
+            "fluxgate: warning: {url} is plain http to another host: the management token crosses the network in clear; use https://"
+        );
+    }
+    // The outer timeout also bounds name resolution, which connect_timeout
+    // does not cover.
+    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Err(_) => Err(ConnectError::Unreachable(format!(
+            "no connection within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        // tonic's top level says only "transport error": start below it.
+        Ok(Err(e)) => Err(ConnectError::Unreachable(
+            std::error::Error::source(&e).map_or_else(|| chain(&e), chain),
+        )),
+        Ok(Ok(channel)) => Ok(channel),
+    }
 }
 
 impl Client {
@@ -146,52 +223,42 @@ impl Client {
         Self::connect(url, token, &conn.tls).await
     }
 
-    /// Connects to `url` (with TLS per `tls` for https://), failing with
-    /// "unavailable" after [`CONNECT_TIMEOUT`].
+    /// Connects to the first of `url`'s replicas that answers (with TLS
+    /// per `tls` for https://), failing with "unavailable" when none does
+    /// within [`CONNECT_TIMEOUT`] each.
     pub async fn connect(
         url: AuthzUrl,
         token: ManagementToken,
         tls: &AuthzTlsOptions,
     ) -> Result<Self, CliError> {
         let interceptor = AuthInterceptor::new(&token)?;
-        let uri: http::Uri = url
-            .as_str()
-            .parse()
-            .map_err(|e| CliError::usage(format!("invalid --authz URL {url}: {}", chain(&e))))?;
-        // A bad TLS file is a usage error: the command line names a file
-        // that cannot be used, and the message names it.
-        let endpoint = crate::tls::client::grpc_endpoint("--authz", &uri, &tls.client_files())
-            .map_err(|e| CliError::usage(e.to_string()))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        if crate::tls::client::is_cleartext_remote(&uri) {
-            eprintln!(
-                "fluxgate: warning: {url} is plain http to another host: the management token crosses the network in clear; use https://"
-            );
+        let mut failures = Vec::new();
+        for one in url.urls() {
+            match connect_one(one, tls).await {
+                Ok(channel) => {
+                    return Ok(Self {
+                        inner: TokenServiceClient::with_interceptor(channel, interceptor),
+                        token,
+                        connected: one.clone(),
+                        url,
+                    });
+                }
+                Err(ConnectError::Usage(e)) => return Err(e),
+                Err(ConnectError::Unreachable(why)) => failures.push((one.clone(), why)),
+            }
         }
-        let unreachable = |why: String| {
-            CliError::unavailable(format!("cannot reach the token service at {url}: {why}"))
-        };
-        // The outer timeout also bounds name resolution, which
-        // connect_timeout does not cover.
-        let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "no connection within {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                )));
+        Err(match failures.as_slice() {
+            [(one, why)] => {
+                CliError::unavailable(format!("cannot reach the token service at {one}: {why}"))
             }
-            // tonic's top level says only "transport error": start below it.
-            Ok(Err(e)) => {
-                let why = std::error::Error::source(&e).map_or_else(|| chain(&e), chain);
-                return Err(unreachable(why));
-            }
-            Ok(Ok(channel)) => channel,
-        };
-        Ok(Self {
-            inner: TokenServiceClient::with_interceptor(channel, interceptor),
-            token,
-            url,
+            _ => CliError::unavailable(format!(
+                "cannot reach any token service replica: {}",
+                failures
+                    .iter()
+                    .map(|(one, why)| format!("{one}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
         })
     }
 
@@ -205,7 +272,7 @@ impl Client {
         match tokio::time::timeout(CALL_TIMEOUT, call(self.inner.clone())).await {
             Err(_) => Err(CliError::unavailable(format!(
                 "{doing}: the token service at {} did not answer within {}s",
-                self.url,
+                self.connected,
                 CALL_TIMEOUT.as_secs()
             ))),
             // No answer at all: the connection failed under the call. Over
@@ -213,7 +280,7 @@ impl Client {
             // certificate answers (the handshake looked complete to the
             // client), so the message says where to look.
             Ok(Err(status)) if transport_failure(&status) => {
-                let hint = if self.url.as_str().starts_with("https://") {
+                let hint = if self.connected.starts_with("https://") {
                     " (if it requires client certificates: --authz-client-cert and --authz-client-key, signed by a CA it trusts)"
                 } else {
                     ""
@@ -221,16 +288,16 @@ impl Client {
                 let why = std::error::Error::source(&status).map_or_else(String::new, chain);
                 Err(CliError::unavailable(format!(
                     "{doing}: cannot reach the token service at {}: {why}{hint}",
-                    self.url
+                    self.connected
                 )))
             }
             Ok(Err(status)) => {
                 let error = CliError::from_status(&status, doing, self.token.expose());
                 // What a server that is not a fluxgate token service answers.
                 Err(match status.code() {
-                    Code::Unknown | Code::Unimplemented | Code::Internal => {
-                        error.with_suffix(&format!(" (is {} a fluxgate token service?)", self.url))
-                    }
+                    Code::Unknown | Code::Unimplemented | Code::Internal => error.with_suffix(
+                        &format!(" (is {} a fluxgate token service?)", self.connected),
+                    ),
                     _ => error,
                 })
             }
@@ -281,6 +348,17 @@ mod tests {
             "http://h:1/?a=b",
             "not a url",
         ] {
+            let e = AuthzUrl::parse(bad).expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::Usage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn several_replicas_are_comma_separated() {
+        let url = AuthzUrl::parse("http://A:1, https://b:2").expect("valid");
+        assert_eq!(url.urls(), ["http://a:1", "https://b:2"]);
+        assert_eq!(url.as_str(), "http://a:1,https://b:2");
+        for bad in ["http://a:1,", ",http://a:1", "http://a:1,ftp://b:2"] {
             let e = AuthzUrl::parse(bad).expect_err(bad);
             assert_eq!(e.kind(), ErrorKind::Usage, "{bad}");
         }
