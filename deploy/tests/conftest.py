@@ -164,3 +164,15 @@ class Pki:
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def postgres(pki):
+    """A real PostgreSQL (TLS with the test CA's certificate, valid for
+    localhost; password authentication), for the token service's
+    PostgreSQL variants. Each test uses a database of its own."""
+    from postgres_cluster import PgCluster
+
+    cluster = PgCluster(tls=(pki.cert_pem, pki.key_pem))
+    yield cluster
+    cluster.stop()

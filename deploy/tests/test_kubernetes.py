@@ -15,8 +15,11 @@
   loopback, where the proxy's upstream points; NetworkPolicies let only the
   proxy port in and only proxies reach the token service; pods meet the
   "restricted" Pod Security Standard; Secrets hold placeholders only;
-* deploy/README.md's first-management-token command, run against a real
-  token service configured like the Deployment (mutual TLS on).
+* the token service's replicas share a PostgreSQL store (TLS verified,
+  password from a Secret file) and a PodDisruptionBudget keeps them up;
+* deploy/README.md's first-management-token commands, run against a real
+  token service configured like the Deployment (mutual TLS on) over a real
+  PostgreSQL (TLS, password file).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import shlex
 import subprocess
 import tomllib
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -341,9 +344,12 @@ def test_paths_in_the_config_are_mounted(app):
     and a path into a Secret volume is one of that Secret's keys."""
     for doc, container, command, path in fluxgate_containers(app):
         config = tomllib.loads(config_toml(app, doc, container, path))
-        for key, value in config.items():
-            if not (isinstance(value, str) and value.startswith("/")):
-                continue
+        paths = [(k, v) for k, v in config.items() if isinstance(v, str) and v.startswith("/")]
+        store = config.get("store", "")
+        for name, values in parse_qs(urlsplit(store).query).items():
+            if name == "sslrootcert":
+                paths += [(f"store's {name}", v) for v in values]
+        for key, value in paths:
             volume, mount, relative = volume_for(doc, container, value)
             if "secret" in volume:
                 secret = find(app, "Secret", volume["secret"]["secretName"])
@@ -351,7 +357,8 @@ def test_paths_in_the_config_are_mounted(app):
                 keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
                 assert secret_key in keys, f"{command}: {key} = {value}: not a key of Secret {secret['metadata']['name']}"
                 assert mount.get("readOnly") is True
-            elif key == "data-dir":
+            elif key == "data-dir" and not store.startswith("postgres"):
+                # The SQLite store lives in the data directory.
                 assert "persistentVolumeClaim" in volume, (
                     f"{command}: data-dir {value} is not on a persistent volume"
                 )
@@ -425,17 +432,48 @@ def test_clients_reach_fluxgate_never_the_database(app):
     assert ipaddress.ip_address(upstream.hostname).is_loopback and upstream.port == db_port
 
 
-def test_token_service_is_a_single_recreated_replica_on_a_claim(app):
-    for doc, container, command, path in fluxgate_containers(app):
-        if command != "authz":
-            continue
-        assert doc["kind"] == "Deployment"
-        assert doc["spec"]["replicas"] == 1, "SQLite: one writer"
-        assert doc["spec"]["strategy"] == {"type": "Recreate"}, "never two pods on one SQLite file"
-        config = tomllib.loads(config_toml(app, doc, container, path))
-        volume, _, _ = volume_for(doc, container, config["data-dir"])
-        claim = find(app, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
-        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+def test_token_service_replicas_share_a_verified_postgres_store(app):
+    """Several replicas over one PostgreSQL, reached through its Service with
+    TLS and the server's name checked, the password from a Secret file; a
+    PodDisruptionBudget keeps most replicas up through voluntary
+    disruptions."""
+    authz = [(d, c, p) for d, c, cmd, p in fluxgate_containers(app) if cmd == "authz"]
+    assert len(authz) == 1
+    doc, container, path = authz[0]
+    assert doc["kind"] == "Deployment"
+    replicas = doc["spec"]["replicas"]
+    assert replicas >= 3, "enough replicas to lose one during maintenance and another by accident"
+    assert doc["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert doc["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
+
+    labels = doc["spec"]["template"]["metadata"]["labels"]
+    budgets = [d for d in app if d["kind"] == "PodDisruptionBudget" and labels_match(d["spec"]["selector"], labels)]
+    assert len(budgets) == 1, "one PodDisruptionBudget for the token service"
+    assert 2 <= budgets[0]["spec"]["minAvailable"] < replicas
+
+    config = tomllib.loads(config_toml(app, doc, container, path))
+    url = urlsplit(config["store"])
+    assert url.scheme == "postgres" and not url.password, "the password comes from a file"
+    assert parse_qs(url.query)["sslmode"] == ["verify-full"], "PostgreSQL's certificate and name are checked"
+    assert "store-password-file" in config
+    service = find(app, "Service", url.hostname.split(".")[0])
+    workload, target, port = service_target(app, service, url.port)
+    assert workload["kind"] == "StatefulSet" and target["name"] == "postgres"
+    assert port == named_port(target, "postgres")
+    assert workload["spec"]["volumeClaimTemplates"], "the database is on a persistent volume"
+    env = {e["name"]: e.get("value") for e in target.get("env", [])}
+    assert env["POSTGRES_USER"] == url.username and env["POSTGRES_DB"] == url.path.lstrip("/")
+    # The database's password file is the one fluxgate reads.
+    volume, _, relative = volume_for(workload, target, env["POSTGRES_PASSWORD_FILE"])
+    theirs, _, their_relative = volume_for(doc, container, config["store-password-file"])
+    assert volume["secret"]["secretName"] == theirs["secret"]["secretName"]
+    assert projected_key(volume["secret"], relative) == projected_key(theirs["secret"], their_relative)
+    # TLS on, with the certificate and key from a Secret.
+    assert "ssl=on" in target["args"]
+    for setting in ("ssl_cert_file", "ssl_key_file"):
+        file = next(a.split("=", 1)[1] for a in target["args"] if a.startswith(setting + "="))
+        tls_volume, _, _ = volume_for(workload, target, file)
+        assert "secret" in tls_volume, setting
 
 
 # -- NetworkPolicy ---------------------------------------------------------------------
@@ -485,8 +523,17 @@ def test_network_policy_lets_only_proxies_reach_the_token_service(app):
                 assert "ipBlock" not in source and "namespaceSelector" not in source
                 assert source["podSelector"].get("matchLabels"), "empty podSelector = every pod"
                 assert all(labels_match(source["podSelector"], labels) for labels in proxy_pods)
-        # The token service opens no connections.
-        assert "Egress" in policy["spec"]["policyTypes"] and policy["spec"].get("egress") == []
+        # The token service connects to its PostgreSQL only (and DNS).
+        assert "Egress" in policy["spec"]["policyTypes"]
+        postgres = find(app, "StatefulSet", "fluxgate-postgres")
+        postgres_labels = postgres["spec"]["template"]["metadata"]["labels"]
+        for rule in policy["spec"]["egress"]:
+            ports = {(p["port"], p.get("protocol", "TCP")) for p in rule["ports"]}
+            assert rule.get("to"), "an egress rule to everywhere"
+            if ports == {(5432, "TCP")}:
+                assert all(labels_match(t["podSelector"], postgres_labels) for t in rule["to"])
+            else:
+                assert {p for p, _ in ports} == {53}, f"egress beyond PostgreSQL and DNS: {rule}"
 
     # And the proxies' own egress policy lets them reach it.
     statefulset = find(app, "StatefulSet", "influxdb")
@@ -498,6 +545,22 @@ def test_network_policy_lets_only_proxies_reach_the_token_service(app):
         for rule in policy["spec"].get("egress", [])
     )
     assert egress_ok, "the proxy pod may not connect to the token service"
+
+
+def test_network_policy_lets_only_the_token_service_reach_postgres(app):
+    postgres = find(app, "StatefulSet", "fluxgate-postgres")
+    policies = policies_for(app, postgres)
+    assert policies, "no NetworkPolicy selects PostgreSQL"
+    authz_labels = find(app, "Deployment", "fluxgate-authz")["spec"]["template"]["metadata"]["labels"]
+    port = named_port(pod_spec(postgres)["containers"][0], "postgres")
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            assert {p["port"] for p in rule["ports"]} == {port}
+            assert rule.get("from"), "PostgreSQL open to every source"
+            for source in rule["from"]:
+                assert "ipBlock" not in source and "namespaceSelector" not in source
+                assert labels_match(source["podSelector"], authz_labels)
+        assert "Egress" in policy["spec"]["policyTypes"] and policy["spec"].get("egress") == []
 
 
 # -- pod hardening -------------------------------------------------------------------------
@@ -575,12 +638,14 @@ def readme_command(marker: str) -> list[str]:
     raise AssertionError(f"deploy/README.md has no line with {marker!r}")
 
 
-def test_first_management_token_command_works_in_the_token_service_pod(app, fluxgate_bin, tmp_path, pki):
-    """deploy/README.md's `kubectl exec deploy/fluxgate-authz -- fluxgate
-    management create …`, run against `fluxgate authz` started with the
-    Deployment's args and the ConfigMap's authz.toml (mutual TLS on), the
-    pod's paths moved under a temporary root and the Secret's files made by a
-    test CA."""
+def test_first_management_token_commands_work_in_a_token_service_pod(app, fluxgate_bin, tmp_path, pki, postgres):
+    """deploy/README.md's `fluxgate authz bootstrap` and `fluxgate management
+    create`, as `kubectl exec` runs them in a token-service pod, against
+    `fluxgate authz` started with the Deployment's args and the ConfigMap's
+    authz.toml (mutual TLS on) over a real PostgreSQL (TLS verify-full,
+    password file): the pod's paths moved under a temporary root, the
+    Secrets' files made by a test CA, the database's host moved to the test
+    cluster."""
     deployment = find(app, "Deployment", "fluxgate-authz")
     container = pod_spec(deployment)["containers"][0]
     args = container["args"]
@@ -591,38 +656,70 @@ def test_first_management_token_command_works_in_the_token_service_pod(app, flux
     def local(path: str) -> str:
         return str(pod_root / path.lstrip("/"))
 
-    # The Secret volume's files, as the pod sees them.
+    def secret_file(path: str, content: bytes) -> None:
+        file = Path(local(path))
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(content)
+        file.chmod(0o440)
+
+    # The Secret volumes' files, as the pod sees them.
     for key, value in config.items():
         if isinstance(value, str) and value.startswith("/") and key != "data-dir":
-            file = Path(local(value))
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_bytes(pki.pem_for(file.name))
+            if key == "store-password-file":
+                secret_file(value, postgres.password.encode() + b"\n")
+            else:
+                secret_file(value, pki.pem_for(Path(value).name))
+    # The store: the same URL, the test cluster's address, the CA file moved.
+    store = urlsplit(config["store"])
+    database = store.path.lstrip("/")
+    postgres.sql("postgres", f"CREATE DATABASE {database}")
+    root_cert = parse_qs(store.query)["sslrootcert"][0]
+    secret_file(root_cert, pki.ca_pem)
+    url = config["store"].replace(f"@{store.hostname}:{store.port}/", f"@localhost:{postgres.port}/")
+    url = url.replace(f"sslrootcert={root_cert}", f"sslrootcert={local(root_cert)}")
     port, admin = free_ports(2)
     config.update({
         "listen": f"{LOOPBACK}:{port}",
         "admin-listen": f"{LOOPBACK}:{admin}",
         **{k: local(v) for k, v in config.items() if isinstance(v, str) and v.startswith("/")},
+        "store": url,
     })
     Path(config["data-dir"]).mkdir(parents=True)
-    rewritten = tmp_path / "authz.toml"
+    rewritten = Path(local(config_path))
+    rewritten.parent.mkdir(parents=True, exist_ok=True)
     rewritten.write_text("".join(f'{k} = "{v}"\n' for k, v in config.items()))
     argv = [str(fluxgate_bin), *args]
     argv[argv.index("--config") + 1] = str(rewritten)
 
-    with ManagedProcess(argv, name="fluxgate-authz", env=clean_env(RUST_LOG="info")) as authz:
-        authz.wait_for_http(f"http://{LOOPBACK}:{admin}/readyz", statuses=(200,), timeout=20)
-        command = readme_command("exec deploy/fluxgate-authz -- fluxgate management create")
+    def in_pod(command: list[str]) -> subprocess.CompletedProcess:
         assert command[0] == "fluxgate"
         cli = [str(fluxgate_bin)]
         for arg in command[1:]:
             if arg.startswith("/"):
                 arg = local(arg)
             cli.append(arg.replace("https://localhost:8090", f"https://localhost:{port}"))
-        assert any(a.startswith("https://localhost:") for a in cli), "the command does not use TLS"
-        out = subprocess.run(cli, capture_output=True, text=True, timeout=30, env=clean_env())
+        return subprocess.run(cli, capture_output=True, text=True, timeout=60, env=clean_env())
+
+    with ManagedProcess(argv, name="fluxgate-authz", env=clean_env(RUST_LOG="info")) as authz:
+        authz.wait_for_http(f"http://{LOOPBACK}:{admin}/readyz", statuses=(200,), timeout=30)
+        # A replica wrote the first-start token into its own data directory.
+        assert Path(config["data-dir"], "bootstrap-management-token").exists()
+
+        bootstrap = readme_command('exec "$POD" -- fluxgate authz bootstrap')
+        out = in_pod(bootstrap)
+        assert out.returncode == 0, f"{' '.join(bootstrap)}:\n{out.stderr}\n{authz.log_text()[-3000:]}"
+        minted = Path(local(bootstrap[bootstrap.index("--out") + 1]))
+        assert minted.stat().st_mode & 0o777 == 0o600
+        assert minted.read_text().strip() not in out.stdout + out.stderr
+
+        command = readme_command('exec "$POD" -- fluxgate management create')
+        assert any(a.startswith("https://localhost:") for a in command), "the command does not use TLS"
+        assert minted.name in " ".join(command), "it uses the minted token"
+        out = in_pod(command)
         assert out.returncode == 0, f"{' '.join(command)}:\n{out.stderr}\n{authz.log_text()[-3000:]}"
         created = json.loads(out.stdout)
         assert created["kind"] == "management" and created["token"]
+        assert postgres.password not in authz.log_text()
 
 
 def test_the_base_carries_no_secret():

@@ -9,7 +9,11 @@
   --offline=true` rates them (skipped when systemd-analyze is missing);
 * ExecStart runs for real: the command line with systemd's specifiers
   (%S, %d) resolved to temporary directories and the listen ports moved to
-  free ones; /healthz and /readyz answer, and SIGTERM ends it with exit 0.
+  free ones; /healthz and /readyz answer, and SIGTERM ends it with exit 0;
+* the drop-ins (fluxgate-authz.service.d/postgres.conf): their variables
+  are real options, their credentials match, and two token-service
+  replicas run with it over a real PostgreSQL, a proxy listing both and
+  staying ready when one stops.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import signal
 import subprocess
 import tomllib
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -31,6 +36,7 @@ from support.process import ManagedProcess
 
 SYSTEMD = DEPLOY / "systemd"
 UNITS = sorted(SYSTEMD.glob("*.service"))
+DROPINS = sorted(SYSTEMD.glob("*.service.d/*.conf"))
 BINARY = "/usr/local/bin/fluxgate"
 MAX_EXPOSURE = 2.0  # systemd-analyze security: 0 = fully sandboxed, 10 = not at all
 
@@ -185,6 +191,10 @@ def with_binary(units: list[Path], binary: Path, into: Path) -> list[Path]:
     for unit in units:
         copy = into / unit.name
         copy.write_text(unit.read_text().replace(BINARY, str(binary)))
+        # Its drop-ins, where systemd looks for them.
+        dropins = SYSTEMD / f"{unit.name}.d"
+        if dropins.is_dir():
+            shutil.copytree(dropins, into / dropins.name)
         copies.append(copy)
     return copies
 
@@ -232,10 +242,25 @@ def toml_value(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class UnitRun:
-    """A unit's ExecStart with %S/%d resolved to ``root`` and ports moved."""
+def dropin_environment(dropin: Path) -> dict[str, str]:
+    """The variables a drop-in's Environment= lines set."""
+    env = {}
+    for value in service(dropin).get("Environment", []):
+        for item in shlex.split(value):
+            name, sep, setting = item.partition("=")
+            assert sep, f"not NAME=VALUE: {item}"
+            env[name] = setting
+    return env
 
-    def __init__(self, unit: Path, binary: Path, root: Path, overrides: dict[str, str], pki: Pki):
+
+class UnitRun:
+    """A unit's ExecStart with %S/%d resolved to ``root`` and ports moved;
+    with ``dropins``, their credentials and variables too (``secrets``:
+    the content of credentials that are not certificates)."""
+
+    def __init__(self, unit: Path, binary: Path, root: Path, overrides: dict[str, str], pki: Pki,
+                 dropins: tuple[Path, ...] = (), secrets: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None):
         self.root = root
         (root / "state").mkdir(parents=True)
         (root / "credentials").mkdir()
@@ -261,18 +286,25 @@ class UnitRun:
             assert "%" not in arg, f"specifier left in {arg}"
             resolved.append(arg)
         resolved[0] = str(binary)
-        for setting in service(unit).get("LoadCredential", []):
+        loaded = list(service(unit).get("LoadCredential", []))
+        variables = {}
+        for dropin in dropins:
+            loaded += service(dropin).get("LoadCredential", [])
+            for name, value in dropin_environment(dropin).items():
+                variables[name] = value.replace("%d", str(root / "credentials"))
+        variables.update(env or {})
+        for setting in loaded:
             name = setting.split(":", 1)[0]
             credential = root / "credentials" / name
             if name.endswith((".crt", ".key")):
                 credential.write_bytes(pki.pem_for(name))
             else:
-                credential.write_text("credential-for-the-test\n")
+                credential.write_text((secrets or {}).get(name, "credential-for-the-test") + "\n")
             credential.chmod(0o400)  # as systemd leaves them
         if "StateDirectory" in settings:
             (root / "state" / one(settings, "StateDirectory")).mkdir(mode=0o700)
         self.stop_timeout = parse_duration(one(settings, "TimeoutStopSec"))
-        self.process = ManagedProcess(resolved, name=unit.stem, env=clean_env(RUST_LOG="info"))
+        self.process = ManagedProcess(resolved, name=unit.stem, env=clean_env(RUST_LOG="info", **variables))
 
     @property
     def admin(self) -> str:
@@ -359,3 +391,74 @@ def test_authz_and_proxy_units_command_lines_run_together(fluxgate_bin, tmp_path
     finally:
         proxy.process.stop()
         authz.process.stop()
+
+
+# -- the PostgreSQL drop-in ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dropin", DROPINS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_dropin_variables_are_options_and_its_credentials_match(dropin, fluxgate_bin):
+    unit = SYSTEMD / dropin.parent.name.removesuffix(".d")
+    assert unit in UNITS, f"{dropin} extends no unit of deploy/systemd"
+    help_text = fluxgate_help(str(fluxgate_bin), command_of(unit))
+    env = dropin_environment(dropin)
+    assert env, "a drop-in without Environment="
+    for name in env:
+        assert f"[env: {name}=" in help_text, f"fluxgate {command_of(unit)} has no {name}"
+    credentials = {c.split(":", 1)[0]: c.split(":", 1)[1] for c in service(dropin).get("LoadCredential", [])}
+    used = {m for value in env.values() for m in re.findall(r"%d/([\w.-]+)", value)}
+    assert used == set(credentials), f"variables use {used}, LoadCredential= gives {set(credentials)}"
+    for source in credentials.values():
+        assert source.startswith("/etc/fluxgate/"), source
+    store = urlsplit(env["FLUXGATE_STORE"])
+    assert store.scheme == "postgres" and not store.password, "the password comes from a credential"
+    assert parse_qs(store.query)["sslmode"] == ["verify-full"]
+
+
+def test_authz_replicas_over_postgres_with_the_dropin_and_a_proxy_listing_both(fluxgate_bin, tmp_path, pki, postgres):
+    """Two token-service replicas (the authz unit plus postgres.conf) over a
+    real PostgreSQL with TLS verify-full; exactly one writes the bootstrap
+    token; a proxy unit lists both and stays ready when one stops."""
+    dropin = SYSTEMD / "fluxgate-authz.service.d" / "postgres.conf"
+    store = urlsplit(dropin_environment(dropin)["FLUXGATE_STORE"])
+    postgres.sql("postgres", "CREATE DATABASE fluxgate_systemd")
+    replicas = []
+    ports = free_ports(6)
+    for i, name in enumerate(["authz-1", "authz-2"]):
+        credentials = tmp_path / name / "credentials"
+        url = store._replace(netloc=f"{store.username}@localhost:{postgres.port}", path="/fluxgate_systemd")
+        replicas.append(UnitRun(unit("authz"), fluxgate_bin, tmp_path / name, {
+            "listen": f"{LOOPBACK}:{ports[2 * i]}",
+            "admin-listen": f"{LOOPBACK}:{ports[2 * i + 1]}",
+            "shutdown-grace": "2s",
+        }, pki, dropins=(dropin,), secrets={"store-password": postgres.password},
+            env={"FLUXGATE_STORE": url.geturl().replace("%d", str(credentials))}))
+    proxy = UnitRun(unit("proxy"), fluxgate_bin, tmp_path / "proxy", {
+        "listen": f"{LOOPBACK}:{ports[4]}",
+        "admin-listen": f"{LOOPBACK}:{ports[5]}",
+        "authz": f"https://localhost:{ports[0]},https://localhost:{ports[2]}",
+        "shutdown-grace": "2s",
+    }, pki)
+    try:
+        for r in replicas:
+            r.start()
+        for r in replicas:
+            r.process.wait_for_http(f"{r.admin}/readyz", statuses=(200,), timeout=30)
+        written = [r for r in replicas
+                   if (r.root / "state" / "fluxgate" / "bootstrap-management-token").is_file()]
+        assert len(written) == 1, "one bootstrap token for the shared store"
+        assert postgres.sql("fluxgate_systemd", "SELECT count(*) FROM tokens").stdout.strip() == "1"
+        proxy.start()
+        proxy.process.wait_for_http(f"{proxy.admin}/readyz", statuses=(200,), timeout=20)
+        assert replicas[0].sigterm() == 0
+        # The proxy moves to the other replica and stays (or is soon again) ready.
+        proxy.process.wait_for_http(f"{proxy.admin}/readyz", statuses=(200,), timeout=20)
+        assert https_status(ports[4], pki) >= 200
+        assert proxy.sigterm() == 0
+        assert replicas[1].sigterm() == 0
+        for r in replicas:
+            assert postgres.password not in r.process.log_text()
+    finally:
+        proxy.process.stop()
+        for r in replicas:
+            r.process.stop()

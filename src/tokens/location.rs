@@ -30,8 +30,10 @@ pub enum StoreLocation {
     },
     /// A PostgreSQL database.
     Postgres {
-        /// Connection options, password included.
+        /// Connection options (with the URL's password, if it had one).
         options: Box<PgConnectOptions>,
+        /// The password's file, read when connecting.
+        password_file: Option<PathBuf>,
         /// How it is shown (no password).
         shown: String,
     },
@@ -122,7 +124,7 @@ impl StoreLocation {
             }
             "postgres" | "postgresql" => {
                 let in_url = has_password(url);
-                let mut options = PgConnectOptions::from_str(url)
+                let options = PgConnectOptions::from_str(url)
                     .map_err(|e| config(format!("--store is not a valid postgres:// URL: {e}")))?;
                 match password_file {
                     Some(_) if in_url => {
@@ -130,13 +132,10 @@ impl StoreLocation {
                             "--store carries a password and --store-password-file is set: keep the password in the file only".to_owned(),
                         ));
                     }
-                    Some(file) => {
-                        options = options.password(&read_password("--store-password-file", file)?);
-                    }
                     None if in_url => tracing::warn!(
                         "the --store URL carries a password, which ends up in process listings and config files; use --store-password-file"
                     ),
-                    None => {}
+                    _ => {}
                 }
                 let shown = format!(
                     "PostgreSQL {}:{}/{}{}",
@@ -152,6 +151,7 @@ impl StoreLocation {
                 );
                 Ok(StoreLocation::Postgres {
                     options: Box::new(options),
+                    password_file: password_file.map(Path::to_owned),
                     shown,
                 })
             }
@@ -179,6 +179,24 @@ impl StoreLocation {
         matches!(self, StoreLocation::Postgres { .. })
     }
 
+    /// PostgreSQL's connection options, with the password read from its
+    /// file; `None` for SQLite.
+    pub fn connect_options(&self) -> Result<Option<PgConnectOptions>, StoreError> {
+        let StoreLocation::Postgres {
+            options,
+            password_file,
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let options = (**options).clone();
+        Ok(Some(match password_file {
+            Some(file) => options.password(&read_password("--store-password-file", file)?),
+            None => options,
+        }))
+    }
+
     /// Opens the store (migrating its schema).
     pub async fn open(&self) -> Result<Arc<dyn TokenStore>, StoreError> {
         Ok(match self {
@@ -187,8 +205,9 @@ impl StoreLocation {
                 ..
             } => Arc::new(SqliteStore::open(dir).await?),
             StoreLocation::Sqlite { path, .. } => Arc::new(SqliteStore::open_file(path).await?),
-            StoreLocation::Postgres { options, shown } => {
-                Arc::new(PgStore::connect((**options).clone(), shown.clone()).await?)
+            StoreLocation::Postgres { shown, .. } => {
+                let options = self.connect_options()?.unwrap_or_default();
+                Arc::new(PgStore::connect(options, shown.clone()).await?)
             }
         })
     }
@@ -247,14 +266,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("password") && !e.contains("inline"), "{e}");
+        let l =
+            StoreLocation::from_options(Some("postgres://u@h/db"), Path::new("/d"), Some(&file))
+                .unwrap();
+        assert!(l.connect_options().unwrap().is_some());
+        std::fs::write(&file, "\n").unwrap();
+        let e = l.connect_options().unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+        // Checking a configuration does not need the file.
+        std::fs::remove_file(&file).unwrap();
         assert!(
             StoreLocation::from_options(Some("postgres://u@h/db"), Path::new("/d"), Some(&file))
                 .is_ok()
-        );
-        std::fs::write(&file, "\n").unwrap();
-        assert!(
-            StoreLocation::from_options(Some("postgres://u@h/db"), Path::new("/d"), Some(&file))
-                .is_err()
         );
     }
 
