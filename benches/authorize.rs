@@ -9,6 +9,9 @@
 //! - the token service: the `fluxgate authz` binary built with this
 //!   benchmark, over a temporary SQLite store, with one database token
 //!   (read + write on `bench`) created through `fluxgate token create`;
+//! - the same over a PostgreSQL store (a throwaway cluster on 127.0.0.1,
+//!   started like the tests' one, `tests/common/postgres.rs`): Authorize is
+//!   answered from memory either way, so the two should match;
 //! - the trivial service: this benchmark re-executed as a server that
 //!   serves only `grpc.health.v1.Health` (`Check` of `""` → SERVING).
 //!
@@ -30,13 +33,18 @@
 //!
 //! Settings (environment): `FLUXGATE_BENCH_SECS` (5), `FLUXGATE_BENCH_ROUNDS`
 //! (3), `FLUXGATE_BENCH_GRPC_CONNECTIONS` (4), `FLUXGATE_BENCH_GRPC_STREAMS`
-//! (8), `FLUXGATE_BENCH_H2LOAD` (`off` skips h2load), `FLUXGATE_BENCH_BIN`,
-//! `FLUXGATE_BENCH_RESULTS`.
+//! (8), `FLUXGATE_BENCH_H2LOAD` (`off` skips h2load),
+//! `FLUXGATE_BENCH_POSTGRES` (`off` skips the PostgreSQL-backed service),
+//! `FLUXGATE_BENCH_BIN`, `FLUXGATE_BENCH_RESULTS`.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,13 +81,6 @@ enum Service {
 }
 
 impl Service {
-    fn name(self) -> &'static str {
-        match self {
-            Service::Authorize => "Authorize (token service)",
-            Service::Trivial => "health Check (trivial)",
-        }
-    }
-
     fn path(self) -> &'static str {
         match self {
             Service::Authorize => AUTHORIZE_PATH,
@@ -331,17 +332,26 @@ async fn run_h2load(
     })
 }
 
-fn start_token_service(dir: &Path) -> (ProcessGuard, SocketAddr, String) {
+/// The store flags of a PostgreSQL-backed token service: `--store URL
+/// --store-password-file FILE`.
+type StoreArgs = Vec<String>;
+
+fn start_token_service(
+    dir: &Path,
+    name: &str,
+    store: &StoreArgs,
+) -> (ProcessGuard, SocketAddr, String) {
     let binary = support::fluxgate_binary();
     let port = free_port();
-    let log_path = dir.join("fluxgate-authz.log");
+    let log_path = dir.join(format!("fluxgate-authz-{name}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
-    let data_dir = dir.join("tokens");
+    let data_dir = dir.join(format!("tokens-{name}"));
     std::fs::create_dir_all(&data_dir).unwrap();
     let mut cmd = clean_command(&binary);
     cmd.args(["authz", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(&data_dir)
+        .args(store)
         .args([
             "--admin-listen",
             &format!("127.0.0.1:{}", free_port()),
@@ -420,7 +430,33 @@ fn main() {
     let machine_before = machine();
     eprintln!("authorize: {machine_before}");
 
-    let (token_service, authz_addr, token) = start_token_service(&dir);
+    let postgres = match std::env::var("FLUXGATE_BENCH_POSTGRES") {
+        Ok(v) if v == "off" => None,
+        _ => Some(postgres::PgCluster::start()),
+    };
+    let pg_store: Option<StoreArgs> = postgres.as_ref().map(|cluster| {
+        let database = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(cluster.database());
+        vec![
+            "--store".to_owned(),
+            cluster.url(&database),
+            "--store-password-file".to_owned(),
+            cluster.password_file(&dir).to_str().unwrap().to_owned(),
+        ]
+    });
+    let mut services: Vec<(String, ProcessGuard, SocketAddr, String)> = Vec::new();
+    let (guard, addr, token) = start_token_service(&dir, "sqlite", &Vec::new());
+    services.push(("Authorize (SQLite store)".to_owned(), guard, addr, token));
+    if let Some(store) = &pg_store {
+        let (guard, addr, token) = start_token_service(&dir, "postgres", store);
+        services.push((
+            "Authorize (PostgreSQL store)".to_owned(),
+            guard,
+            addr,
+            token,
+        ));
+    }
     let (trivial, trivial_addr) = start_trivial(&dir);
     let ticks = clock_ticks();
     let h2load: Option<PathBuf> = match std::env::var("FLUXGATE_BENCH_H2LOAD") {
@@ -431,10 +467,9 @@ fn main() {
             .find(|p| p.exists()),
     };
 
-    // The bodies h2load sends, checked once with the same bytes.
-    let authorize_data = dir.join("authorize.bin");
+    // The bodies h2load sends (one per token service: each has its own
+    // token), checked once with the same bytes.
     let check_data = dir.join("check.bin");
-    std::fs::write(&authorize_data, grpc_frame(&authorize_request(&token))).unwrap();
     std::fs::write(
         &check_data,
         grpc_frame(&HealthCheckRequest {
@@ -442,52 +477,87 @@ fn main() {
         }),
     )
     .unwrap();
+    struct Target {
+        name: String,
+        service: Service,
+        addr: SocketAddr,
+        pid: u32,
+        data: PathBuf,
+        token: String,
+    }
+    let mut targets: Vec<Target> = services
+        .iter()
+        .enumerate()
+        .map(|(i, (name, guard, addr, token))| {
+            let data = dir.join(format!("authorize-{i}.bin"));
+            std::fs::write(&data, grpc_frame(&authorize_request(token))).unwrap();
+            Target {
+                name: name.clone(),
+                service: Service::Authorize,
+                addr: *addr,
+                pid: guard.pid(),
+                data,
+                token: token.clone(),
+            }
+        })
+        .collect();
+    targets.push(Target {
+        name: "health Check (trivial)".to_owned(),
+        service: Service::Trivial,
+        addr: trivial_addr,
+        pid: trivial.pid(),
+        data: check_data,
+        token: String::new(),
+    });
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let text = runtime.block_on(async {
-        let (status, message) = raw_call(
-            authz_addr,
-            AUTHORIZE_PATH,
-            std::fs::read(&authorize_data).unwrap().into(),
-        )
-        .await;
-        let answer = AuthorizeResponse::decode(message).unwrap();
-        assert!(
-            status == "0" && answer.valid && answer.permissions.len() == 1,
-            "h2load's Authorize body: grpc-status {status}, {answer:?}"
-        );
-        let (status, message) =
-            raw_call(trivial_addr, CHECK_PATH, std::fs::read(&check_data).unwrap().into()).await;
-        let answer = HealthCheckResponse::decode(message).unwrap();
-        assert!(
-            status == "0" && answer.status == ServingStatus::Serving as i32,
-            "h2load's Check body: grpc-status {status}, {answer:?}"
-        );
-
-        let targets = [
-            (Service::Authorize, authz_addr, token_service.pid(), &authorize_data),
-            (Service::Trivial, trivial_addr, trivial.pid(), &check_data),
-        ];
+        for target in &targets {
+            let (status, message) = raw_call(
+                target.addr,
+                target.service.path(),
+                std::fs::read(&target.data).unwrap().into(),
+            )
+            .await;
+            match target.service {
+                Service::Authorize => {
+                    let answer = AuthorizeResponse::decode(message).unwrap();
+                    assert!(
+                        status == "0" && answer.valid && answer.permissions.len() == 1,
+                        "h2load's Authorize body: grpc-status {status}, {answer:?}"
+                    );
+                }
+                Service::Trivial => {
+                    let answer = HealthCheckResponse::decode(message).unwrap();
+                    assert!(
+                        status == "0" && answer.status == ServingStatus::Serving as i32,
+                        "h2load's Check body: grpc-status {status}, {answer:?}"
+                    );
+                }
+            }
+        }
         // Warm-up.
-        for (service, addr, ..) in &targets {
-            let r = drive(*service, *addr, &token, connections, streams, Duration::from_secs(1)).await;
+        for t in &targets {
+            let r = drive(t.service, t.addr, &t.token, connections, streams, Duration::from_secs(1)).await;
             assert!(
                 r.errors == 0 && r.requests > 0,
                 "{}: warm-up failed: {:?}",
-                service.name(),
+                t.name,
                 r.first_error
             );
         }
-        let mut runs = [Runs::default(), Runs::default()];
+        let mut runs: Vec<Runs> = targets.iter().map(|_| Runs::default()).collect();
         for round in 0..rounds {
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            // A different target goes first each round.
+            let mut order: Vec<usize> = (0..targets.len()).collect();
+            order.rotate_left(round % targets.len());
             for i in order {
-                let (service, addr, pid, data) = targets[i];
-                let meter = CpuMeter::start(vec![pid], ticks);
+                let t = &targets[i];
+                let meter = CpuMeter::start(vec![t.pid], ticks);
                 let mut r = drive(
-                    service,
-                    addr,
-                    &token,
+                    t.service,
+                    t.addr,
+                    &t.token,
                     connections,
                     streams,
                     Duration::from_secs_f64(secs),
@@ -495,9 +565,9 @@ fn main() {
                 .await;
                 r.cpu_s = Some(meter.seconds());
                 eprintln!(
-                    "round {} {:<26} tonic : {:>7.0} calls/s p50 {:>5.0} µs p99 {:>5.0} µs cpu/10k {} errors {}",
+                    "round {} {:<30} tonic : {:>7.0} calls/s p50 {:>5.0} µs p99 {:>5.0} µs cpu/10k {} errors {}",
                     round + 1,
-                    service.name(),
+                    t.name,
                     r.rps(),
                     r.p50_us,
                     r.p99_us,
@@ -506,12 +576,12 @@ fn main() {
                 );
                 runs[i].tonic.push(r);
                 if let Some(h2load) = &h2load {
-                    let meter = CpuMeter::start(vec![pid], ticks);
+                    let meter = CpuMeter::start(vec![t.pid], ticks);
                     if let Some(r) = run_h2load(
                         h2load,
-                        addr,
-                        service.path(),
-                        data,
+                        t.addr,
+                        t.service.path(),
+                        &t.data,
                         connections,
                         streams,
                         secs,
@@ -520,9 +590,9 @@ fn main() {
                     .await
                     {
                         eprintln!(
-                            "round {} {:<26} h2load: {:>7.0} calls/s mean {:>5.0} µs succeeded {} failed {}",
+                            "round {} {:<30} h2load: {:>7.0} calls/s mean {:>5.0} µs succeeded {} failed {}",
                             round + 1,
-                            service.name(),
+                            t.name,
                             r.rps,
                             r.mean_us,
                             r.succeeded,
@@ -533,11 +603,13 @@ fn main() {
                 }
             }
         }
-        report(&runs, &targets.map(|t| t.0), rounds, secs, connections, streams)
+        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        report(&runs, &names, rounds, secs, connections, streams)
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
     drop(trivial);
-    drop(token_service);
+    drop(services);
+    drop(postgres);
     let text = format!(
         "fluxgate Authorize benchmark\nmachine: {machine_before}\nload average after: {}\n\n{text}",
         support::load_average()
@@ -548,20 +620,23 @@ fn main() {
     println!("written to {}", file.display());
 }
 
+/// The table, then per-round ratios: each Authorize service against the
+/// trivial one (the last target), and PostgreSQL-backed against
+/// SQLite-backed when both ran.
 fn report(
-    runs: &[Runs; 2],
-    services: &[Service; 2],
+    runs: &[Runs],
+    names: &[String],
     rounds: usize,
     secs: f64,
     connections: usize,
     streams: usize,
 ) -> String {
     let mut rows = Vec::new();
-    for (service, r) in services.iter().zip(runs) {
+    for (name, r) in names.iter().zip(runs) {
         let m = |f: &dyn Fn(&RunResult) -> f64| median(&r.tonic.iter().map(f).collect::<Vec<_>>());
         let cpu: Vec<f64> = r.tonic.iter().filter_map(RunResult::cpu_per_10k).collect();
         rows.push(vec![
-            service.name().to_owned(),
+            name.clone(),
             "tonic client".to_owned(),
             format!("{:.0}", m(&RunResult::rps)),
             format!("{:.0}", m(&|x| x.p50_us)),
@@ -574,7 +649,7 @@ fn report(
                 median(&r.h2load.iter().map(f).collect::<Vec<_>>())
             };
             rows.push(vec![
-                service.name().to_owned(),
+                name.clone(),
                 "h2load".to_owned(),
                 format!("{:.0}", m(&|x| x.rps)),
                 format!("mean {:.0}", m(&|x| x.mean_us)),
@@ -601,17 +676,36 @@ fn report(
             hi * 100.0
         )
     };
-    let tonic_ratio = per_round(
-        runs[0].tonic.iter().map(RunResult::rps).collect(),
-        runs[1].tonic.iter().map(RunResult::rps).collect(),
-    );
-    let h2load_ratio = per_round(
-        runs[0].h2load.iter().map(|x| x.rps).collect(),
-        runs[1].h2load.iter().map(|x| x.rps).collect(),
-    );
+    let ratio = |a: &Runs, b: &Runs| -> String {
+        format!(
+            "tonic client {}; h2load {}",
+            per_round(
+                a.tonic.iter().map(RunResult::rps).collect(),
+                b.tonic.iter().map(RunResult::rps).collect()
+            ),
+            per_round(
+                a.h2load.iter().map(|x| x.rps).collect(),
+                b.h2load.iter().map(|x| x.rps).collect()
+            )
+        )
+    };
+    let trivial = runs.len() - 1;
+    let mut ratios = String::new();
+    for i in 0..trivial {
+        ratios.push_str(&format!(
+            "{} / trivial throughput (median of per-round ratios, range): {} (target ≥ 70 %)\n",
+            names[i],
+            ratio(&runs[i], &runs[trivial])
+        ));
+    }
+    if trivial == 2 {
+        ratios.push_str(&format!(
+            "PostgreSQL-backed / SQLite-backed Authorize throughput: {}\n",
+            ratio(&runs[1], &runs[0])
+        ));
+    }
     format!(
-        "Medians over {rounds} rounds of {secs} s, {connections} connections × {streams} streams = {} calls in flight:\n\n{}\n\
-         Authorize / trivial throughput (median of per-round ratios, range): tonic client {tonic_ratio}; h2load {h2load_ratio} (target ≥ 70 %)\n",
+        "Medians over {rounds} rounds of {secs} s, {connections} connections × {streams} streams = {} calls in flight:\n\n{}\n{ratios}",
         connections * streams,
         table(
             &[

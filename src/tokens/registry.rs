@@ -168,6 +168,9 @@ struct Shared {
     expiry_changed: Notify,
     closing: watch::Sender<bool>,
     freshness: follower::FreshnessState,
+    /// Token counts changed since the gauges were last set (they are set
+    /// at most every half second: counting is O(tokens)).
+    gauges_dirty: std::sync::atomic::AtomicBool,
 }
 
 /// The token registry: lookups from memory, writes through the store.
@@ -219,6 +222,7 @@ impl TokenRegistry {
             expiry_changed: Notify::new(),
             closing: watch::Sender::new(false),
             freshness: follower::FreshnessState::new(),
+            gauges_dirty: std::sync::atomic::AtomicBool::new(false),
         });
         let tasks = CancellationToken::new();
         let (writes, queue) = mpsc::channel(writer::QUEUE);
@@ -555,7 +559,18 @@ impl Shared {
             // No subscriber is not an error.
             let _ = self.live.send(Live::Change(change));
         }
-        self.publish_gauges();
+        self.gauges_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the token gauges when counts may have changed.
+    fn publish_gauges_if_changed(&self) {
+        if self
+            .gauges_dirty
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.publish_gauges();
+        }
     }
 
     fn publish_gauges(&self) {

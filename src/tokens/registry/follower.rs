@@ -277,7 +277,10 @@ async fn monitor(shared: Arc<Shared>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = tick.tick() => shared.update_serving(),
+            _ = tick.tick() => {
+                shared.update_serving();
+                shared.publish_gauges_if_changed();
+            }
         }
     }
 }
