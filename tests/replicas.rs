@@ -251,8 +251,27 @@ where
     }
 }
 
+/// Waits until every replica accepts `admin` (the replica that created it
+/// has it at once, the others once they followed the log).
+async fn wait_for_admin(replicas: &[&Replica], admin: &str) {
+    for r in replicas {
+        let client = r.tokens().await;
+        eventually("every replica knows the management token", DEADLINE, || {
+            let mut client = client.clone();
+            let admin = admin.to_owned();
+            async move {
+                client
+                    .list_management_tokens(bearer(pb::ListTokensRequest::default(), &admin))
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+    }
+}
+
 /// Three replicas started on an empty database; returns them and the
-/// bootstrap token (written by exactly one of them).
+/// bootstrap token (written by exactly one of them), known to all.
 async fn three_replicas(
     cluster: &PgCluster,
     root: &Path,
@@ -276,6 +295,7 @@ async fn three_replicas(
         "exactly one replica wrote a bootstrap token"
     );
     let admin = tokens[0].clone();
+    wait_for_admin(&replicas.iter().collect::<Vec<_>>(), &admin).await;
     (replicas, admin)
 }
 
@@ -408,6 +428,19 @@ async fn a_proxy_moves_to_another_replica_without_flushing_its_cache() {
     let mut manage_c = replicas[2].tokens().await;
     let (id, token) = create(&mut manage_c, &admin, "db").await;
     let (_, other_token) = create(&mut manage_c, &admin, "db").await;
+    // Both tokens known to a and b before the proxy asks (an early answer
+    // would be cached as a refusal).
+    for r in &replicas[..2] {
+        let client = r.authz().await;
+        for t in [&token, &other_token] {
+            eventually("the tokens reach a and b", DEADLINE, || {
+                let mut c = client.clone();
+                let t = t.clone();
+                async move { may_write(&mut c, &t, "db").await }
+            })
+            .await;
+        }
+    }
 
     // The proxy's side, as `fluxgate proxy --authz A,B` builds it.
     let endpoints = AuthzEndpoints::new(vec![replicas[0].endpoint(), replicas[1].endpoint()]);
@@ -435,14 +468,8 @@ async fn a_proxy_moves_to_another_replica_without_flushing_its_cache() {
     let allowed = |v: &fluxgate::authz::Verdict| {
         matches!(v.decisions.as_slice(), [NeedDecision::Allowed { .. }])
     };
-    // Reaches every replica before the proxy asks.
-    eventually("the token reaches replica a", DEADLINE, || {
-        let cache = cache.clone();
-        let token = token.clone();
-        let needs = needs.clone();
-        async move { cache.check(&token, &needs).await.is_ok_and(|v| allowed(&v)) }
-    })
-    .await;
+    let first = cache.check(&token, &needs).await.unwrap();
+    assert!(allowed(&first) && first.cache == CacheUse::Miss);
     let hit = cache.check(&token, &needs).await.unwrap();
     assert!(allowed(&hit) && hit.cache == CacheUse::Hit);
 
@@ -559,6 +586,7 @@ async fn a_postgres_outage_refuses_writes_serves_reads_drops_readiness_and_recov
     a.wait();
     b.wait();
     let admin = a.bootstrap_token().or_else(|| b.bootstrap_token()).unwrap();
+    wait_for_admin(&[&a, &b], &admin).await;
     let mut manage_a = a.tokens().await;
     let (id, token) = create(&mut manage_a, &admin, "db").await;
     let mut authz_b = b.authz().await;
