@@ -331,6 +331,11 @@ impl ProxyService {
 
     /// Decides `needs` for `token` within the configured timeout.
     pub async fn verdict(&self, token: &Token, needs: &[Need]) -> Result<Verdict, Rejection> {
+        // --audit-required: nothing is served that cannot be audited.
+        if !self.inner.audit.accepting() {
+            tracing::debug!("audit events cannot be written (--audit-required); refusing");
+            return Err(Rejection::AuthzUnavailable);
+        }
         match tokio::time::timeout(
             self.inner.settings.authz_timeout,
             self.inner.authorizer.check(token, needs),
