@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
+use fluxgate::tokens::throttle::InvalidTokenThrottle;
 use fluxgate::tokens::{SqliteStore, TokenRegistry, server};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,24 @@ impl TokenServer {
 
     /// Starts on a given address (to restart on the same port).
     pub async fn start_at(dir: &Path, addr: SocketAddr) -> Self {
+        Self::start_with(dir, addr, Arc::new(InvalidTokenThrottle::default())).await
+    }
+
+    /// Starts in a fresh temporary directory with Authorize's invalid-token
+    /// answers throttled by `throttle`.
+    pub async fn start_throttled(throttle: Arc<InvalidTokenThrottle>) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::start_with(tmp.path(), "127.0.0.1:0".parse().unwrap(), throttle).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// [`TokenServer::start_at`] with `throttle`.
+    pub async fn start_with(
+        dir: &Path,
+        addr: SocketAddr,
+        throttle: Arc<InvalidTokenThrottle>,
+    ) -> Self {
         let store = SqliteStore::open(dir).await.expect("open store");
         let registry = TokenRegistry::open(Arc::new(store))
             .await
@@ -68,7 +87,7 @@ impl TokenServer {
                 signal.cancelled().await;
                 closing.close();
             };
-            server::serve(listener, serving, signal)
+            server::serve_with(listener, serving, None, throttle, signal)
                 .await
                 .expect("serve");
         });
@@ -103,6 +122,17 @@ impl TokenServer {
             .await
             .expect("create database token");
         (record.id.clone(), token.into_string())
+    }
+
+    /// Creates a proxy token (what a proxy presents to follow the change
+    /// stream) directly in the registry; returns its string.
+    pub async fn proxy_token(&self) -> String {
+        let (_, token) = self
+            .registry
+            .create(TokenKind::Proxy, "test proxy".into(), vec![], None)
+            .await
+            .expect("create proxy token");
+        token.into_string()
     }
 
     /// Stops the server and waits for it.
