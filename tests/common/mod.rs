@@ -12,6 +12,58 @@ use fluxgate::tokens::{SqliteStore, TokenRegistry, server};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// How a [`TokenServer`] is set up beyond its data and address.
+pub struct Setup {
+    /// Authorize's invalid-token throttle.
+    pub throttle: Arc<InvalidTokenThrottle>,
+    /// The store id its change stream announces (none: empty, unknown).
+    pub store_id: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            throttle: Arc::new(InvalidTokenThrottle::default()),
+            store_id: None,
+        }
+    }
+}
+
+/// Puts a proxy token whose string is `token` into the (new or existing)
+/// store in `dir`, as a restored backup holding it would: how a test's proxy
+/// keeps its credential across a swap of token stores.
+pub async fn seed_proxy_token(dir: &Path, token: &str) {
+    use fluxgate::tokens::model::TokenRecord;
+    use fluxgate::tokens::secret::TokenHash;
+    use fluxgate::tokens::store::{Change, ChangeKind, TokenStore as _};
+    let store = SqliteStore::open(dir).await.expect("open store");
+    let head = store.load().await.expect("load").head_revision;
+    let now = std::time::SystemTime::now();
+    let record = TokenRecord {
+        id: format!("seeded-proxy-{head}"),
+        kind: TokenKind::Proxy,
+        description: "seeded".into(),
+        permissions: vec![],
+        hash: TokenHash::of(token.as_bytes()),
+        created_at: now,
+        expires_at: None,
+        revoked_at: None,
+        updated_at: None,
+    };
+    let change = Change {
+        revision: head + 1,
+        token_id: record.id.clone(),
+        kind: ChangeKind::Created,
+        token_kind: TokenKind::Proxy,
+        at: now,
+    };
+    store
+        .create(&record, &change)
+        .await
+        .expect("seed proxy token");
+    store.close().await;
+}
+
 /// A token service on 127.0.0.1:0 with its own data directory.
 pub struct TokenServer {
     pub addr: SocketAddr,
@@ -40,28 +92,32 @@ impl TokenServer {
 
     /// Starts on a given address (to restart on the same port).
     pub async fn start_at(dir: &Path, addr: SocketAddr) -> Self {
-        Self::start_with(dir, addr, Arc::new(InvalidTokenThrottle::default())).await
+        Self::start_with(dir, addr, Setup::default()).await
     }
 
     /// Starts in a fresh temporary directory with Authorize's invalid-token
     /// answers throttled by `throttle`.
     pub async fn start_throttled(throttle: Arc<InvalidTokenThrottle>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut s = Self::start_with(tmp.path(), "127.0.0.1:0".parse().unwrap(), throttle).await;
+        let setup = Setup {
+            throttle,
+            ..Setup::default()
+        };
+        let mut s = Self::start_with(tmp.path(), "127.0.0.1:0".parse().unwrap(), setup).await;
         s._tmp = Some(tmp);
         s
     }
 
-    /// [`TokenServer::start_at`] with `throttle`.
-    pub async fn start_with(
-        dir: &Path,
-        addr: SocketAddr,
-        throttle: Arc<InvalidTokenThrottle>,
-    ) -> Self {
+    /// [`TokenServer::start_at`] with `setup`.
+    pub async fn start_with(dir: &Path, addr: SocketAddr, setup: Setup) -> Self {
+        let Setup { throttle, store_id } = setup;
         let store = SqliteStore::open(dir).await.expect("open store");
         let registry = TokenRegistry::open(Arc::new(store))
             .await
             .expect("open registry");
+        if let Some(id) = store_id {
+            registry.set_store_id(id);
+        }
         let bootstrap = server::bootstrap(&registry, dir).await.expect("bootstrap");
         let management_token = match bootstrap {
             Some(path) => std::fs::read_to_string(path)
