@@ -433,11 +433,14 @@ pub fn truncate(text: &str, width: usize) -> String {
 }
 
 /// Splits `text` into lines of at most `width` characters, preferring to
-/// break after a comma or at a space.
+/// break after a comma or at a space. Linear in the text's length (huge
+/// descriptions from a token service must not stall the CLI).
 fn wrap(text: &str, width: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
     let mut lines = Vec::new();
-    let mut rest: Vec<char> = text.chars().collect();
-    while rest.len() > width && width > 0 {
+    let mut start = 0;
+    while chars.len() - start > width && width > 0 {
+        let rest = &chars[start..];
         // After a comma (kept on this line) or at a space (dropped).
         let after_comma = rest[..width].iter().rposition(|c| *c == ',').map(|i| i + 1);
         let at_space = rest[..=width].iter().rposition(|c| *c == ' ');
@@ -448,12 +451,12 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
             .max()
             .unwrap_or(width);
         lines.push(rest[..at].iter().collect::<String>().trim_end().to_owned());
-        rest.drain(..at);
-        while rest.first() == Some(&' ') {
-            rest.remove(0);
+        start += at;
+        while chars.get(start) == Some(&' ') {
+            start += 1;
         }
     }
-    lines.push(rest.into_iter().collect());
+    lines.push(chars[start..].iter().collect());
     lines
 }
 

@@ -35,32 +35,40 @@ impl Default for Setup {
 pub async fn seed_proxy_token(dir: &Path, token: &str) {
     use fluxgate::tokens::model::TokenRecord;
     use fluxgate::tokens::secret::TokenHash;
-    use fluxgate::tokens::store::{Change, ChangeKind, TokenStore as _};
-    let store = SqliteStore::open(dir).await.expect("open store");
-    let head = store.load().await.expect("load").head_revision;
-    let now = std::time::SystemTime::now();
     let record = TokenRecord {
-        id: format!("seeded-proxy-{head}"),
+        id: format!("seeded-proxy-{}", uuid_like(token)),
         kind: TokenKind::Proxy,
         description: "seeded".into(),
         permissions: vec![],
         hash: TokenHash::of(token.as_bytes()),
-        created_at: now,
+        created_at: std::time::SystemTime::now(),
         expires_at: None,
         revoked_at: None,
         updated_at: None,
     };
+    seed_record(dir, &record).await;
+}
+
+fn uuid_like(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha512::digest(token.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `record` into the store in `dir` as it is, bypassing the
+/// registry's checks: a record stored by an older version, or a damaged one.
+pub async fn seed_record(dir: &Path, record: &fluxgate::tokens::model::TokenRecord) {
+    use fluxgate::tokens::store::{Change, ChangeKind, TokenStore as _};
+    let store = SqliteStore::open(dir).await.expect("open store");
+    let head = store.load().await.expect("load").head_revision;
     let change = Change {
         revision: head + 1,
         token_id: record.id.clone(),
         kind: ChangeKind::Created,
-        token_kind: TokenKind::Proxy,
-        at: now,
+        token_kind: record.kind,
+        at: record.created_at,
     };
-    store
-        .create(&record, &change)
-        .await
-        .expect("seed proxy token");
+    store.create(record, &change).await.expect("seed token");
     store.close().await;
 }
 
