@@ -163,6 +163,34 @@ mod tests {
         );
     }
 
+    /// Runs in a child process (the flag is per process): marks it not
+    /// dumpable and checks the kernel says so.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn forbidding_core_dumps_marks_the_process_not_dumpable() {
+        const CHILD: &str = "FLUXGATE_TEST_DUMPABLE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            forbid_core_dumps().unwrap();
+            assert_eq!(is_dumpable(), Some(false));
+            return;
+        }
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "hardening::tests::forbidding_core_dumps_marks_the_process_not_dumpable",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran the check: {stdout}"
+        );
+    }
+
     #[test]
     fn bad_secret_files_are_refused_without_their_content() {
         let dir = tempfile::tempdir().unwrap();

@@ -723,7 +723,7 @@ async fn odd_stored_records_are_listed_escaped_and_never_crash_the_cli() {
     use fluxgate::tokens::model::{DatabasePermission, TokenKind, TokenRecord};
     use fluxgate::tokens::secret::TokenHash;
     // Records as an older version (before the limits) may have stored them.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let far = SystemTime::UNIX_EPOCH + Duration::from_secs(9000 * 366 * 86_400);
     let record = TokenRecord {
         id: "odd-1".into(),
@@ -776,7 +776,7 @@ async fn odd_stored_records_are_listed_escaped_and_never_crash_the_cli() {
 async fn a_token_file_others_can_read_is_used_with_a_warning() {
     use std::os::unix::fs::PermissionsExt as _;
     let f = Fixture::start().await;
-    std::fs::set_permissions(&f.token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&f.token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let out = f.cmd(&["token", "list"]).run().await;
     out.ok();
     assert!(

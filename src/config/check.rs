@@ -63,7 +63,7 @@ fn report(name: &str, layered: &Layered) -> String {
             [] => "(unset)".to_owned(),
             [one] if flag => one.clone(),
             [one]
-                if !arg.get_num_args().is_some_and(|n| n.max_values() > 1)
+                if arg.get_num_args().is_none_or(|n| n.max_values() <= 1)
                     && !matches!(arg.get_action(), ArgAction::Append) =>
             {
                 toml_string(one)

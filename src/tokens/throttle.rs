@@ -144,7 +144,7 @@ impl InvalidTokenThrottle {
     /// then so the table stays bounded.
     fn key(&self, caller: Caller) -> Caller {
         let n = self.checks.fetch_add(1, Ordering::Relaxed);
-        if n % SWEEP_EVERY == 0 || self.limiter.len() >= MAX_CALLERS {
+        if n.is_multiple_of(SWEEP_EVERY) || self.limiter.len() >= MAX_CALLERS {
             self.sweep();
         }
         if self.limiter.len() >= MAX_CALLERS {
