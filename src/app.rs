@@ -248,9 +248,17 @@ impl Authorizer for NoAuthorizer {
 /// What `check-config` verifies beyond parsing: everything the command
 /// would refuse at start that can be checked without side effects (TLS
 /// files, URLs, secret files, the audit destination, the data directory).
-/// Uses the same functions the command uses at start.
-pub async fn preflight(command: &crate::config::Command) -> anyhow::Result<()> {
+/// Uses the same functions the command uses at start. `offline`: only
+/// what needs no file.
+pub async fn preflight(command: &crate::config::Command, offline: bool) -> anyhow::Result<()> {
     use crate::config::Command;
+    if offline {
+        return match command {
+            Command::Serve(a) => check_audit_required(&a.proxy),
+            Command::Proxy(a) => check_audit_required(&a.proxy),
+            _ => Ok(()),
+        };
+    }
     match command {
         Command::Serve(a) => {
             tls::options::proxy_listener(&a.proxy)?;
@@ -277,12 +285,18 @@ pub async fn preflight(command: &crate::config::Command) -> anyhow::Result<()> {
     }
 }
 
-fn check_audit_destination(options: &ProxyOptions) -> anyhow::Result<()> {
+fn check_audit_required(options: &ProxyOptions) -> anyhow::Result<()> {
     let destination: Destination = options.audit_log.parse().unwrap_or(Destination::Off);
     anyhow::ensure!(
         !(options.audit_required && destination == Destination::Off),
         "--audit-required needs an --audit-log destination (a file or stdout)"
     );
+    Ok(())
+}
+
+fn check_audit_destination(options: &ProxyOptions) -> anyhow::Result<()> {
+    check_audit_required(options)?;
+    let destination: Destination = options.audit_log.parse().unwrap_or(Destination::Off);
     if let Destination::File(path) = &destination {
         let parent = path
             .parent()

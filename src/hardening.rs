@@ -38,18 +38,35 @@ pub enum SecretFileError {
     },
 }
 
-/// The permission bits of `path` that let group or others read it, when
-/// any do (Unix only).
+/// The mode of `path` when it lets others read it, or its group when that
+/// group is not this process's own (Unix only). A group-readable file of
+/// the process's own group is how Kubernetes mounts secrets for a non-root
+/// container (`fsGroup`, mode 0440): no one else can read it.
 pub fn readable_by_others(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        (mode & 0o044 != 0).then_some(mode & 0o777)
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        let mode = meta.mode();
+        let others = mode & 0o004 != 0;
+        let group = mode & 0o040 != 0 && Some(meta.gid()) != own_gid();
+        (others || group).then_some(mode & 0o777)
     }
     #[cfg(not(unix))]
     {
         let _ = path;
+        None
+    }
+}
+
+/// The process's effective group id, where it can be told.
+fn own_gid() -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        Some(rustix::process::getegid().as_raw())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
         None
     }
 }

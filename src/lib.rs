@@ -79,7 +79,7 @@ async fn check_config(args: &config::CheckConfigArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = app::preflight(&checked.command).await {
+    if let Err(e) = app::preflight(&checked.command, args.offline).await {
         eprintln!("fluxgate: {e:#}");
         return ExitCode::from(2);
     }

@@ -225,4 +225,31 @@ fn unreadable_start_files_fail_check_config_too() {
         "audit-log = \"/nonexistent/dir/audit.jsonl\"\n",
         &["/nonexistent/dir"],
     );
+    // --offline: a configuration checked away from its host (CI), values only.
+    let file = config(
+        d,
+        "elsewhere",
+        "serve",
+        "tls-cert = \"/nonexistent/c.pem\"\ntls-key = \"/nonexistent/k.pem\"\naudit-log = \"/nonexistent/dir/audit.jsonl\"\n",
+    );
+    let (code, stdout, stderr) = run(&[
+        "check-config",
+        "--offline",
+        "--config",
+        &file,
+        "--for",
+        "serve",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let file = config(d, "elsewhere-bad", "serve", "max-body = \"0\"\n");
+    let (code, _, stderr) = run(&[
+        "check-config",
+        "--offline",
+        "--config",
+        &file,
+        "--for",
+        "serve",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("`max-body`"), "{stderr}");
 }

@@ -202,7 +202,7 @@ async fn secret_files_others_can_read_are_warned_about() {
     let upstream = CaptureUpstream::start().await;
     let file = d.join("upstream-token");
     std::fs::write(&file, "influx-secret\n").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (mut proxy, admin) = start_proxy(
         d,
         "warn",
@@ -216,7 +216,7 @@ async fn secret_files_others_can_read_are_warned_about() {
     let _ = admin;
     logged(
         &proxy,
-        "is readable by group or others (mode 640); restrict it: chmod 600",
+        "is readable by group or others (mode 644); restrict it: chmod 600",
     )
     .await;
     assert!(!proxy.log_text().contains("influx-secret"));

@@ -497,6 +497,9 @@ pub struct CheckConfigArgs {
     /// The command whose settings to check.
     #[arg(long = "for", value_enum, default_value_t = CheckTarget::Serve)]
     pub target: CheckTarget,
+    /// Check values only, without opening the files the configuration names (TLS files, secret files, the audit log's directory): for checking a configuration away from the host it runs on.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Commands `check-config` can check.
