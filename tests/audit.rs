@@ -17,7 +17,8 @@ use fluxgate::authz::Authorizer;
 use fluxgate::authz::client::AuthzClient;
 use fluxgate::proxy::Proxy;
 use fluxgate::proxy::forward::{Protocol, Upstream};
-use fluxgate::proxy::service::ProxyService;
+use fluxgate::proxy::gate::Gate;
+use fluxgate::proxy::http::HttpService;
 
 use common::TokenServer;
 use common::capture::CaptureUpstream;
@@ -183,11 +184,10 @@ async fn with_audit_required_requests_are_refused_while_events_cannot_be_written
         tokens.url().parse().unwrap(),
         Duration::from_secs(2),
     ));
-    let http = ProxyService::with_audit(
-        authorizer,
+    let http = HttpService::new(
+        Gate::new(authorizer, &settings(), audit.clone()),
         Upstream::new(upstream.url().parse().unwrap(), None, Protocol::Http1),
-        settings(),
-        audit.clone(),
+        vec![],
     );
     let proxy = ProxyServer::serve(Proxy::new(http)).await;
     let (_, token) = tokens.database_token(&[("db", false, true)]).await;

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::values::{
-    ByteSize, HumanDuration, count_between, duration_between, size_between, usize_between,
+    ByteSize, HumanDuration, count_between, duration_between, size_between, u32_between,
+    usize_between,
 };
 use crate::authz::invalidation::WatchMode;
 use crate::cli::args::{LoginArgs, ManagementCommand, ProxyTokenCommand, TokenCommand};
@@ -162,6 +163,41 @@ pub struct ProxyOptions {
         value_name = "SIZE"
     )]
     pub max_body: ByteSize,
+    /// Longest time a body read to authorize may take to arrive, and longest pause in a body streamed upstream (→ 408; 100ms to 1h).
+    #[arg(
+        long,
+        env = "FLUXGATE_BODY_READ_TIMEOUT",
+        default_value = "30s",
+        value_parser = duration_between::<100, 3_600_000>,
+        value_name = "DURATION"
+    )]
+    pub body_read_timeout: HumanDuration,
+    /// Bytes all requests together may hold while their bodies are read to authorize them (more → 503; 1KiB to 64GiB).
+    #[arg(
+        long,
+        env = "FLUXGATE_MAX_BUFFERED_BYTES",
+        default_value = "256MiB",
+        value_parser = size_between::<1024, 68_719_476_736>,
+        value_name = "SIZE"
+    )]
+    pub max_buffered_bytes: ByteSize,
+    /// Invalid tokens per client address per minute before its requests get 429 without an authorization call (0: no limit).
+    #[arg(
+        long,
+        env = "FLUXGATE_INVALID_TOKEN_RATE",
+        default_value_t = 20,
+        value_name = "N"
+    )]
+    pub invalid_token_rate: u32,
+    /// Longest wait for the database's response head (→ 504, DEADLINE_EXCEEDED on gRPC; 100ms to 1h).
+    #[arg(
+        long,
+        env = "FLUXGATE_UPSTREAM_TIMEOUT",
+        default_value = "60s",
+        value_parser = duration_between::<100, 3_600_000>,
+        value_name = "DURATION"
+    )]
+    pub upstream_timeout: HumanDuration,
     /// Extra path forwarded without any token check (repeatable).
     #[arg(
         long = "allow-path",
@@ -233,6 +269,15 @@ pub struct LimitOptions {
         value_name = "DURATION"
     )]
     pub idle_timeout: HumanDuration,
+    /// Most concurrent HTTP/2 streams (requests) on one client connection; also bounds the upstream connections one client connection can hold (1 to 10000).
+    #[arg(
+        long,
+        env = "FLUXGATE_MAX_CONCURRENT_STREAMS",
+        default_value = "128",
+        value_parser = u32_between::<1, 10_000>,
+        value_name = "N"
+    )]
+    pub max_concurrent_streams: u32,
 }
 
 /// Where the proxy finds the token service.

@@ -136,6 +136,12 @@ pub fn usize_between<const MIN: u64, const MAX: u64>(s: &str) -> Result<usize, S
     usize::try_from(n).map_err(|_| format!("{s} is too large for this machine"))
 }
 
+/// [`count_between`] as a `u32`.
+pub fn u32_between<const MIN: u64, const MAX: u64>(s: &str) -> Result<u32, String> {
+    let n = count_between::<MIN, MAX>(s)?;
+    u32::try_from(n).map_err(|_| format!("{s} is too large"))
+}
+
 fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
