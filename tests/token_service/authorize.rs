@@ -277,8 +277,10 @@ async fn resource_id_targets_and_unspecified_types_are_never_held() {
     assert!(r.permissions.is_empty(), "{:?}", r.permissions);
 }
 
+/// A management token administers databases (CREATE, DELETE, READ_SCHEMA
+/// on any) and holds no data access; a proxy token holds nothing at all.
 #[tokio::test]
-async fn management_token_is_valid_and_holds_nothing() {
+async fn management_token_is_valid_and_holds_no_data_access() {
     let server = TokenServer::start().await;
     let mut authz = authz_client(&server).await;
     let mut tokens = tokens_client(&server).await;
@@ -292,14 +294,15 @@ async fn management_token_is_valid_and_holds_nothing() {
         .into_inner();
     let ids: Vec<_> = listed.tokens.iter().map(|t| t.id.clone()).collect();
 
+    let requested = vec![
+        perm("db", Action::Read),
+        perm("*", Action::Write),
+        perm("db", Action::Create),
+    ];
     let r = authorize(
         &mut authz,
         server.management_token.as_bytes(),
-        vec![
-            perm("db", Action::Read),
-            perm("*", Action::Write),
-            perm("db", Action::Create),
-        ],
+        requested.clone(),
     )
     .await;
     assert!(r.valid);
@@ -308,7 +311,11 @@ async fn management_token_is_valid_and_holds_nothing() {
         ids.contains(&subject.id),
         "subject is the management token's id"
     );
-    assert!(r.permissions.is_empty());
+    assert_eq!(r.permissions, vec![perm("db", Action::Create)]);
+
+    let proxy = server.proxy_token().await;
+    let r = authorize(&mut authz, proxy.as_bytes(), requested).await;
+    assert!(r.valid && r.permissions.is_empty(), "{r:?}");
 }
 
 #[tokio::test]
