@@ -170,6 +170,14 @@ async fn the_proxy_is_ready_and_authorizes_in_front_of_an_authorize_only_authori
     // ...but is not ready: Kubernetes sends it no traffic.
     let why = until_status(&format!("http://127.0.0.1:{admin}/readyz"), 503, &proxy).await;
     assert!(why.contains("change stream"), "{why}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proxy
+        .log_text()
+        .contains("which --authz-watch required needs")
+    {
+        assert!(Instant::now() < deadline, "{}", proxy.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(proxy.terminate(), 0);
     stop.cancel();
 }

@@ -320,6 +320,13 @@ impl Follower {
                     watch.set_streamless(true);
                     delay = REPROBE_EVERY;
                 }
+                Some(tonic::Code::Unimplemented) => {
+                    // --authz-watch required: say it once, keep asking.
+                    if !refused_logged {
+                        tracing::error!(reason = %ended.why, "the authorizer does not implement the token change stream, which --authz-watch required needs; not ready until it does (--authz-watch auto goes on without it)");
+                        refused_logged = true;
+                    }
+                }
                 Some(code @ (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)) => {
                     // A configuration error: say it loudly once, keep trying
                     // (the token may be created or fixed meanwhile).
