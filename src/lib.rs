@@ -46,6 +46,7 @@ pub async fn run(cli: config::Cli) -> ExitCode {
         }
         Command::Token(command) => cli::run_token(command).await,
         Command::Management(command) => cli::run_management(command).await,
+        Command::Database(command) => cli::run_database(command).await,
         Command::Login(args) => cli::run_login(args).await,
         Command::CheckConfig(args) => match config::check(&args) {
             Ok(summary) => {

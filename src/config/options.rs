@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::values::{ByteSize, HumanDuration};
-use crate::cli::args::{LoginArgs, ManagementCommand, TokenCommand};
+use crate::cli::args::{DatabaseCommand, LoginArgs, ManagementCommand, TokenCommand};
 
 /// Token-authorization sidecar for InfluxDB.
 #[derive(Debug, Parser)]
@@ -36,6 +36,9 @@ pub enum Command {
     /// Manage management tokens.
     #[command(subcommand)]
     Management(ManagementCommand),
+    /// Manage databases through the proxy, with a management token.
+    #[command(subcommand)]
+    Database(DatabaseCommand),
     /// Store a management token in the OS keyring.
     Login(LoginArgs),
     /// Validate a configuration file and print the effective settings.
@@ -190,6 +193,14 @@ pub struct ProxyOptions {
         value_name = "PATH"
     )]
     pub allow_paths: Vec<String>,
+    /// InfluxDB 3 route that runs code on the server (processing engine, plugins, `/api/v3/engine/…` request triggers), forwarded for management tokens (repeatable; exact paths under /api/v3/).
+    #[arg(
+        long = "allow-admin-path",
+        env = "FLUXGATE_ALLOW_ADMIN_PATH",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub allow_admin_paths: Vec<String>,
     /// Arrow Flight method forwarded beyond Handshake, DoGet and GetFlightInfo (repeatable: DoPut, DoAction, DoExchange, ListFlights, ListActions, GetSchema, PollFlightInfo).
     #[arg(
         long = "allow-flight-method",

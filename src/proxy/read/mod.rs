@@ -15,6 +15,7 @@
 //! nothing in them decides anything, so they stream through untouched;
 //! their parameters, which decide everything, are rebuilt.
 
+pub mod admin;
 pub mod body;
 pub mod flux_extern;
 pub mod json;
@@ -38,7 +39,7 @@ pub const JSON: &str = "application/json";
 
 /// What is forwarded for a decided request: its query string and, for
 /// queries, its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Canonical {
     /// The whole query string (empty: none).
     pub query: String,

@@ -313,7 +313,8 @@ mod tests {
     fn admin_statements_name_their_database_and_action() {
         use Action::{Create, Delete, Read, ReadSchema, Write};
         let named = |s: &str| DbRef::Named(s.to_owned());
-        let cases: Vec<(&str, &str, Vec<(DbRef, Action)>)> = vec![
+        type Case = (&'static str, &'static str, Vec<(DbRef, Action)>);
+        let cases: Vec<Case> = vec![
             (
                 "CREATE DATABASE x",
                 "CREATE DATABASE",
