@@ -214,6 +214,9 @@ impl Retention {
                 "invalid retention period {text:?}: use a number and a unit (m, h, d, w, mo, y), e.g. 30d, or 0 / infinite"
             ))
         };
+        if text.is_empty() {
+            return Err(bad());
+        }
         let mut total: u64 = 0;
         let mut rest = text;
         while !rest.is_empty() {
