@@ -123,4 +123,5 @@ impl Drop for TokenServer {
 pub mod binary;
 pub mod capture;
 pub mod flight;
+pub mod oracle;
 pub mod proxy;
