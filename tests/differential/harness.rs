@@ -47,6 +47,10 @@ impl Recording {
         }
     }
 
+    pub fn grant(&self) -> Grant {
+        self.grant
+    }
+
     /// Every (need, granted) since the last call.
     pub fn take(&self) -> Vec<(Need, bool)> {
         std::mem::take(&mut *self.asked.lock())
@@ -97,7 +101,7 @@ pub enum Auth {
 }
 
 /// One request, sent byte for byte.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Case {
     pub name: String,
     pub method: String,
@@ -156,6 +160,12 @@ impl Case {
         out.extend_from_slice(b"Connection: close\r\n\r\n");
         out.extend_from_slice(&self.body);
         out
+    }
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.name, shown(&self.raw()))
     }
 }
 

@@ -10,6 +10,7 @@
 use crate::harness::{Case, Env, Grant, assert_all_grants, assert_forwarded_faithfully};
 
 /// A part: raw header lines and a body.
+#[derive(Debug, Clone)]
 pub struct Part {
     pub headers: Vec<String>,
     pub body: Vec<u8>,
