@@ -83,19 +83,55 @@ async fn plain_flux_queries_are_forwarded_faithfully() {
 #[tokio::test]
 async fn case_variant_and_duplicate_keys() {
     assert_all_grants(&[
-        flux("query then Query", format!(r#"{{"query":{},"Query":{}}}"#, q(READ_X), q(READ_SECRET))),
-        flux("query then QUERY", format!(r#"{{"type":"flux","query":{},"QUERY":{}}}"#, q(READ_X), q(READ_SECRET))),
+        flux(
+            "query then Query",
+            format!(r#"{{"query":{},"Query":{}}}"#, q(READ_X), q(READ_SECRET)),
+        ),
+        flux(
+            "query then QUERY",
+            format!(
+                r#"{{"type":"flux","query":{},"QUERY":{}}}"#,
+                q(READ_X),
+                q(READ_SECRET)
+            ),
+        ),
         flux("lone QUERY", format!(r#"{{"QUERY":{}}}"#, q(READ_SECRET))),
-        flux("duplicate query", format!(r#"{{"query":{},"query":{}}}"#, q(READ_SECRET), q(READ_X))),
-        flux("escaped key", format!(r#"{{"query":{},"\u0071uery":{}}}"#, q(READ_X), q(READ_SECRET))),
-        flux("escaped capital key", format!(r#"{{"query":{},"\u0051uery":{}}}"#, q(READ_X), q(READ_SECRET))),
+        flux(
+            "duplicate query",
+            format!(r#"{{"query":{},"query":{}}}"#, q(READ_SECRET), q(READ_X)),
+        ),
+        flux(
+            "escaped key",
+            format!(
+                r#"{{"query":{},"\u0071uery":{}}}"#,
+                q(READ_X),
+                q(READ_SECRET)
+            ),
+        ),
+        flux(
+            "escaped capital key",
+            format!(
+                r#"{{"query":{},"\u0051uery":{}}}"#,
+                q(READ_X),
+                q(READ_SECRET)
+            ),
+        ),
         flux(
             "type then Type influxql",
-            format!(r#"{{"query":"SELECT * FROM cpu","type":"flux","Type":"influxql","bucket":"secret"}}"#),
+            r#"{"query":"SELECT * FROM cpu","type":"flux","Type":"influxql","bucket":"secret"}"#,
         ),
-        flux("TYPE flux", format!(r#"{{"query":{},"TYPE":"flux"}}"#, q(READ_X))),
-        flux("unknown key", format!(r#"{{"query":{},"foo":1}}"#, q(READ_X))),
-        flux("PreferNoContent key", format!(r#"{{"query":{},"prefernocontent":true}}"#, q(READ_X))),
+        flux(
+            "TYPE flux",
+            format!(r#"{{"query":{},"TYPE":"flux"}}"#, q(READ_X)),
+        ),
+        flux(
+            "unknown key",
+            format!(r#"{{"query":{},"foo":1}}"#, q(READ_X)),
+        ),
+        flux(
+            "PreferNoContent key",
+            format!(r#"{{"query":{},"prefernocontent":true}}"#, q(READ_X)),
+        ),
     ])
     .await;
 }

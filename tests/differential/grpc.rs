@@ -176,7 +176,15 @@ async fn calls_without_trailers_still_pass() {
 async fn request_trailers_never_reach_the_upstream() {
     let e = env().await;
     let bearer = format!("Bearer {TOKEN}");
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Bytes, Vec<(&str, &str)>)> = vec![
+    // (case, method, headers, message, trailers)
+    type Call<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Bytes,
+        Vec<(&'a str, &'a str)>,
+    );
+    let cases: Vec<Call<'_>> = vec![
         (
             "GetFlightInfo, database trailer",
             "GetFlightInfo",

@@ -16,6 +16,7 @@
 mod common;
 
 mod canonical;
+mod clients;
 mod flux;
 mod form;
 mod grpc;
@@ -23,5 +24,6 @@ mod gzip;
 mod harness;
 mod meaning;
 mod multipart;
+mod oracle_self;
 mod props;
 mod v3;
