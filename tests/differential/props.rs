@@ -169,7 +169,6 @@ fn form_case() -> impl Strategy<Value = Case> {
             "application/x-www-form-urlencoded; charset=utf-8",
             "Application/X-WWW-Form-Urlencoded",
             "text/plain",
-            "application/vnd.influxql",
         ]),
     )
         .prop_map(|(url, body, get, ct)| {

@@ -3,7 +3,10 @@
 //   - request bodies (influxdb3_server/src/http.rs read_body): the first
 //     Content-Encoding value must be absent, "identity" or "gzip" (exact
 //     bytes), anything else is refused; gzip is read with flate2's
-//     GzDecoder, which decodes one member and ignores what follows it;
+//     MultiGzDecoder (every member; bytes after the last member that are
+//     not a gzip header are an error) — early 3.x used GzDecoder (first
+//     member only), which the canonical form makes moot: no encoding is
+//     ever forwarded on query bodies;
 //   - JSON bodies go through serde_json into #[derive(Deserialize)] structs:
 //     keys match exactly (case-sensitive), a repeated known key is an error
 //     ("duplicate field"), unknown keys are ignored, trailing non-whitespace
@@ -101,7 +104,7 @@ func readV3Write(r *http.Request, raw []byte) *V3Write {
 	return out
 }
 
-// v3Body is read_body: the declared encoding, then one gzip member.
+// v3Body is read_body: the declared encoding, then every gzip member.
 func v3Body(r *http.Request, raw []byte) ([]byte, error) {
 	switch enc := r.Header.Values("Content-Encoding"); {
 	case len(enc) == 0 || enc[0] == "identity":
@@ -111,7 +114,6 @@ func v3Body(r *http.Request, raw []byte) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("error decoding gzip stream: %v", err)
 		}
-		zr.Multistream(false)
 		data, err := io.ReadAll(zr)
 		if err != nil {
 			return nil, fmt.Errorf("error decoding gzip stream: %v", err)
