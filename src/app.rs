@@ -23,8 +23,9 @@ use crate::proxy::Proxy;
 use crate::proxy::flight::methods::AllowList;
 use crate::proxy::flight::{FlightService, FlightSettings};
 use crate::proxy::forward::{Protocol, Upstream};
+use crate::proxy::gate::{Gate, GateSettings};
+use crate::proxy::http::HttpService;
 use crate::proxy::listener::{self, ListenerSettings};
-use crate::proxy::service::{ProxyService, ProxySettings};
 use crate::telemetry;
 use crate::tls::{self, ServerTls};
 use crate::tokens::{SqliteStore, TokenRegistry, server};
@@ -192,28 +193,38 @@ pub fn build_proxy(
     let upstream_tls = tls::options::upstream_client(options)?;
     let allow_flight = AllowList::parse(&options.allow_flight_methods)?;
     let credential = upstream_credential(options)?;
+    let timeout = options.upstream_timeout.0;
     let upstream = Upstream::with_tls(
         options.upstream.clone(),
         credential.clone(),
         Protocol::Http1,
         upstream_tls.clone(),
-    );
-    let settings = ProxySettings {
-        allow_paths: options.allow_paths.clone(),
-        max_body: options.max_body.0,
-        authz_timeout: options.authz_timeout.0,
-    };
-    let http = ProxyService::with_audit(authorizer, upstream, settings, audit);
-    // Flight decides through the HTTP path's service: same authorizer,
-    // timeout, --max-body and audit trail.
+    )
+    .with_response_timeout(timeout);
+    let gate = Gate::new(authorizer, &gate_settings(options), audit);
+    // Both front ends decide through one gate: same authorizer, timeout,
+    // limits, throttle, metrics and audit trail.
+    let http = HttpService::new(gate.clone(), upstream, options.allow_paths.clone());
     let flight = FlightService::new(
-        http.clone(),
-        Upstream::with_tls(grpc_base, credential, Protocol::Http2, upstream_tls),
+        gate,
+        Upstream::with_tls(grpc_base, credential, Protocol::Http2, upstream_tls)
+            .with_response_timeout(timeout),
         FlightSettings {
             allow: allow_flight,
         },
     );
     Ok(Proxy::new(http).with_flight(flight))
+}
+
+/// The gate's settings from the proxy's options.
+pub fn gate_settings(options: &ProxyOptions) -> GateSettings {
+    GateSettings {
+        authz_timeout: options.authz_timeout.0,
+        max_body: options.max_body.0,
+        body_read_timeout: options.body_read_timeout.0,
+        max_buffered_bytes: options.max_buffered_bytes.0,
+        invalid_token_rate: options.invalid_token_rate,
+    }
 }
 
 /// Starts the audit writer for `--audit-log`.
@@ -244,6 +255,7 @@ async fn serve_proxy(
         header_read_timeout: limits.header_read_timeout.0,
         max_header_bytes: usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX),
         idle_timeout: limits.idle_timeout.0,
+        max_concurrent_streams: limits.max_concurrent_streams,
     };
     let stop = shutdown.clone();
     Ok(async move {

@@ -150,6 +150,38 @@ pub struct ProxyOptions {
         value_name = "SIZE"
     )]
     pub max_body: ByteSize,
+    /// Longest time a body read to authorize may take to arrive, and longest pause in a body streamed upstream (→ 408).
+    #[arg(
+        long,
+        env = "FLUXGATE_BODY_READ_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub body_read_timeout: HumanDuration,
+    /// Bytes all requests together may hold while their bodies are read to authorize them (more → 503).
+    #[arg(
+        long,
+        env = "FLUXGATE_MAX_BUFFERED_BYTES",
+        default_value = "256MiB",
+        value_name = "SIZE"
+    )]
+    pub max_buffered_bytes: ByteSize,
+    /// Invalid tokens per client address per minute before its requests get 429 without an authorization call (0: no limit).
+    #[arg(
+        long,
+        env = "FLUXGATE_INVALID_TOKEN_RATE",
+        default_value_t = 20,
+        value_name = "N"
+    )]
+    pub invalid_token_rate: u32,
+    /// Longest wait for the database's response head (→ 504, DEADLINE_EXCEEDED on gRPC).
+    #[arg(
+        long,
+        env = "FLUXGATE_UPSTREAM_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub upstream_timeout: HumanDuration,
     /// Extra path forwarded without any token check (repeatable).
     #[arg(
         long = "allow-path",
@@ -214,6 +246,14 @@ pub struct LimitOptions {
         value_name = "DURATION"
     )]
     pub idle_timeout: HumanDuration,
+    /// Most concurrent HTTP/2 streams (requests) on one client connection; also bounds the upstream connections one client connection can hold.
+    #[arg(
+        long,
+        env = "FLUXGATE_MAX_CONCURRENT_STREAMS",
+        default_value_t = 128,
+        value_name = "N"
+    )]
+    pub max_concurrent_streams: u32,
 }
 
 /// Where the proxy finds the token service.

@@ -6,12 +6,11 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::Value;
 
 use super::body::ProxyBody;
-use super::classify::body::read_limited;
 use super::reject::Rejection;
-use crate::authz::{Need, NeedDecision};
+use crate::authz::Need;
 
 /// Largest `SHOW DATABASES` answer the proxy reads.
-const MAX_ANSWER: u64 = 16 << 20;
+const MAX_ANSWER: usize = 16 << 20;
 
 /// Prepares the request so the answer comes back as plain JSON.
 pub fn prepare(headers: &mut http::HeaderMap) {
@@ -69,11 +68,15 @@ pub fn filter(answers: &mut [Value], keep: impl Fn(&str) -> bool) {
 pub async fn read_answer(
     response: Response<ProxyBody>,
 ) -> Result<(http::response::Parts, Vec<Value>), Rejection> {
+    use http_body_util::{BodyExt as _, Limited};
     let (parts, body) = response.into_parts();
-    let bytes = read_limited(body, MAX_ANSWER).await.map_err(|_| {
-        tracing::warn!("SHOW DATABASES answer from the database is too large or unreadable");
-        Rejection::UpstreamUnavailable
-    })?;
+    let bytes = match Limited::new(body, MAX_ANSWER).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            tracing::warn!("SHOW DATABASES answer from the database is too large or unreadable");
+            return Err(Rejection::UpstreamUnavailable);
+        }
+    };
     let answers: Result<Vec<Value>, _> = serde_json::Deserializer::from_slice(&bytes)
         .into_iter::<Value>()
         .collect();
@@ -99,13 +102,6 @@ pub fn respond(mut parts: http::response::Parts, answers: &[Value]) -> Response<
 /// The needs to check for `names`: read on each.
 pub fn needs(names: &[String]) -> Vec<Need> {
     names.iter().map(|n| Need::read(n.clone())).collect()
-}
-
-/// True when at least one decision says the token itself is invalid.
-pub fn token_invalid(decisions: &[NeedDecision]) -> bool {
-    decisions
-        .iter()
-        .any(|d| matches!(d, NeedDecision::InvalidToken))
 }
 
 /// Whether the upstream answered successfully (else the answer passes as is).

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fluxgate::audit::Audit;
 use fluxgate::authz::Authorizer;
 use fluxgate::proxy::Proxy;
 use fluxgate::proxy::forward::{Protocol, Upstream};
+use fluxgate::proxy::gate::{Gate, GateSettings};
+use fluxgate::proxy::http::HttpService;
 use fluxgate::proxy::listener::{self, ListenerSettings};
-use fluxgate::proxy::service::{ProxyService, ProxySettings};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,12 +20,20 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub fn settings() -> ProxySettings {
-    ProxySettings {
-        allow_paths: vec![],
-        max_body: 1 << 20,
+/// The gate's settings for tests: the defaults, with a 2 s decision budget
+/// and no brute-force throttling (every test client is 127.0.0.1, and many
+/// tests present invalid tokens on purpose; the throttle has tests of its own).
+pub fn settings() -> GateSettings {
+    GateSettings {
         authz_timeout: Duration::from_secs(2),
+        invalid_token_rate: 0,
+        ..GateSettings::default()
     }
+}
+
+/// A gate deciding with `authorizer`, unaudited.
+pub fn gate(authorizer: Arc<dyn Authorizer>, settings: &GateSettings) -> Gate {
+    Gate::new(authorizer, settings, Audit::off())
 }
 
 pub struct ProxyServer {
@@ -40,11 +50,12 @@ impl ProxyServer {
     pub async fn start_with(
         authorizer: Arc<dyn Authorizer>,
         upstream: &str,
-        settings: ProxySettings,
+        settings: GateSettings,
         credential: Option<http::HeaderValue>,
     ) -> Self {
         let upstream = Upstream::new(upstream.parse().unwrap(), credential, Protocol::Http1);
-        let proxy = Proxy::new(ProxyService::new(authorizer, upstream, settings));
+        let http = HttpService::new(gate(authorizer, &settings), upstream, vec![]);
+        let proxy = Proxy::new(http);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -150,9 +161,9 @@ impl ProxyServer {
             Protocol::Http1,
         );
         let grpc = Upstream::new(grpc_upstream.parse().unwrap(), credential, Protocol::Http2);
-        let service = ProxyService::new(authorizer, http, settings());
-        let flight = fluxgate::proxy::flight::FlightService::new(service.clone(), grpc, flight);
-        Self::serve(Proxy::new(service).with_flight(flight)).await
+        let gate = gate(authorizer, &settings());
+        let flight = fluxgate::proxy::flight::FlightService::new(gate.clone(), grpc, flight);
+        Self::serve(Proxy::new(HttpService::new(gate, http, vec![])).with_flight(flight)).await
     }
 
     /// Serves an assembled `proxy` on 127.0.0.1:0.
