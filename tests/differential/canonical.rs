@@ -25,7 +25,9 @@ use serde_json::Value;
 use crate::common::oracle::Reading;
 use crate::harness::{TOKEN, shown};
 
-/// `/query` parameters, in canonical order.
+/// `/query` parameters, in canonical order: the brief's set, then `async`
+/// and `node_id`, which serveQuery also reads (a proxy may carry them or
+/// refuse requests holding them; dropping them changes the meaning).
 pub const V1_QUERY_KEYS: &[&str] = &[
     "q",
     "db",
@@ -35,12 +37,23 @@ pub const V1_QUERY_KEYS: &[&str] = &[
     "chunk_size",
     "pretty",
     "params",
+    "async",
+    "node_id",
 ];
 /// A POST `/query` body's keys: `pretty` is read from the URL only by 1.x
 /// (response_writer.go NewResponseWriter), so it stays in the query string,
 /// which holds nothing else.
-pub const V1_POST_BODY_KEYS: &[&str] =
-    &["q", "db", "rp", "epoch", "chunked", "chunk_size", "params"];
+pub const V1_POST_BODY_KEYS: &[&str] = &[
+    "q",
+    "db",
+    "rp",
+    "epoch",
+    "chunked",
+    "chunk_size",
+    "params",
+    "async",
+    "node_id",
+];
 /// `/api/v2/query` JSON keys.
 pub const FLUX_KEYS: &[&str] = &["query", "type", "dialect", "now", "extern"];
 /// v3 query keys (JSON body or query string), in canonical order.

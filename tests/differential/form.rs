@@ -260,3 +260,29 @@ async fn influxql_text_bodies() {
     ])
     .await;
 }
+
+#[tokio::test]
+async fn parameters_influxdb_reads_beyond_the_canonical_set() {
+    // serveQuery also reads `async` (run in the background, answer 204)
+    // and `node_id` through FormValue: dropping them changes what the
+    // database does; carry them or refuse.
+    assert_all_grants(&[
+        Case::new(
+            "async=true",
+            "GET",
+            "/query?q=SELECT+*+FROM+m&db=x&async=true",
+        ),
+        post(
+            "async=true in the body",
+            "/query",
+            "q=SELECT+*+FROM+m&db=x&async=true",
+        ),
+        Case::new("node_id", "GET", "/query?q=SELECT+*+FROM+m&db=x&node_id=2"),
+        Case::new(
+            "unknown parameter",
+            "GET",
+            "/query?q=SELECT+*+FROM+m&db=x&foo=bar",
+        ),
+    ])
+    .await;
+}

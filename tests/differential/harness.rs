@@ -304,11 +304,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The needs the proxy had granted.
+    /// The needs the proxy had granted. Create and Delete are left out:
+    /// the proxy asks them only as token probes (is the token known?) whose
+    /// answer lets nothing through, and no forwarded request may create or
+    /// delete anything (an admin statement forwarded is caught by
+    /// [`meaning::meaning`] whatever was asked).
     pub fn granted(&self) -> BTreeSet<Need> {
         self.asked
             .iter()
-            .filter(|(_, granted)| *granted)
+            .filter(|(need, granted)| {
+                *granted && !matches!(need.action, Action::Create | Action::Delete)
+            })
             .map(|(n, _)| n.clone())
             .collect()
     }

@@ -89,7 +89,15 @@ fn v1_query(r: &Reading) -> Meaning {
     let Some(db) = q.db.utf8() else {
         return Meaning::Unknown(format!("default database {} is not UTF-8", q.db));
     };
-    influxql(&text, db)
+    match influxql(&text, db) {
+        // A bound value of the wrong kind for its position (an identifier
+        // after `=~`, a string after FROM) is a parse error in influxql too:
+        // the substitution, not the reading, is what broke the query.
+        Meaning::Unknown(_) if text != q.q_text && parse_statements(&q.q_text).is_ok() => {
+            Meaning::Rejected("a bound parameter does not fit its position".into())
+        }
+        m => m,
+    }
 }
 
 fn v3_query(r: &Reading) -> Meaning {

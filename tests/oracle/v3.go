@@ -85,7 +85,8 @@ func readV3Query(r *http.Request, raw []byte) *V3Query {
 		}
 		*dst = Raw(s)
 	}
-	if v, ok := fields["params"]; ok {
+	// Option<…> in serde: null is the same as absent.
+	if v, ok := fields["params"]; ok && string(v) != "null" {
 		out.Params = Raw(v)
 	}
 	return out
