@@ -471,7 +471,7 @@ pub fn view(r: &Reading) -> Value {
                 "endpoint": r.endpoint,
                 "rejected": f.media_type_error.is_some() || f.decode_error.is_some() || f.validate_error.is_some(),
                 "type": raw(&f.r#type), "query": raw(&f.query), "compiler": f.compiler,
-                "extern": f.extern_value, "ast": f.ast_value, "dialect": f.dialect,
+                "extern": f.extern_value.as_ref().map(normalize_ast), "ast": f.ast_value, "dialect": f.dialect,
                 "now": f.now, "bucket": raw(&f.bucket),
                 "prefer_no_content": f.prefer_no_content,
                 "prefer_no_content_with_error": f.prefer_no_content_with_error,
@@ -508,6 +508,36 @@ pub fn view(r: &Reading) -> Value {
         }
         other => json!({ "endpoint": other, "method": r.method, "path": raw(&r.path) }),
     }
+}
+
+/// A Flux JSON AST with what cannot change its meaning taken out: entries
+/// that are null, empty arrays or empty objects (Go decodes them as absent),
+/// and the root's `"type": "File"` (the root is decoded as a File anyway).
+fn normalize_ast(v: &Value) -> Value {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), strip(v)))
+                    .filter(|(_, v)| match v {
+                        Value::Null => false,
+                        Value::Array(a) => !a.is_empty(),
+                        Value::Object(o) => !o.is_empty(),
+                        _ => true,
+                    })
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut out = strip(v);
+    if let Value::Object(m) = &mut out
+        && m.get("type").and_then(Value::as_str) == Some("File")
+    {
+        m.remove("type");
+    }
+    out
 }
 
 /// Go's strings.TrimSpace (Unicode White_Space) on bytes that may not be
