@@ -10,6 +10,11 @@ the proxy's answer must not carry the marker only SECRET holds.
 
 An attack "succeeds" when influxd acted on something the token does not
 allow. A refused request (4xx) and a harmless forwarded one both pass.
+
+Not here because influxd 1.6 has no such endpoint: `bucket=x/…` on
+/api/v2/write and the Flux `extern`/`ast` variants (1.8 and 2.x only; the
+two Flux key-case variants are sent anyway to show nothing else happens).
+Those are covered against the reference reader by tests/differential.
 """
 
 from __future__ import annotations
