@@ -272,9 +272,9 @@ impl Gate {
         }
     }
 
-    /// The refusal of an admin statement: 401 for an unknown token, the
-    /// explanation (`message`) for any known one.
-    pub async fn refuse_admin(
+    /// The refusal of a statement no token may run: 401 for an unknown
+    /// token, the explanation (`message`, 403) for any known one.
+    pub async fn refuse(
         &self,
         token: &Token,
         probe: Need,

@@ -210,8 +210,8 @@ impl HttpService {
                     .forward_canonical(parts, canonical, ProxyBody::empty(), peer.addr, peer.scheme)
                     .await
             }
-            Plan::Admin(message) => Err(gate
-                .refuse_admin(
+            Plan::Refused(message) => Err(gate
+                .refuse(
                     token,
                     token_probe(database.as_deref()),
                     message,

@@ -48,7 +48,7 @@ pub enum Rejection {
     #[error("authorization failed: unknown, expired or revoked token")]
     InvalidToken,
     /// The token lacks a permission.
-    #[error("token does not have {action} permission on database {database:?}", action = .0.action.as_str(), database = .0.database)]
+    #[error("token does not have {action} permission on database {database:?}{hint}", action = .0.action.as_str(), database = .0.database, hint = forbidden_hint(.0))]
     Forbidden(Need),
     /// A statement no database token may run.
     #[error("{0}")]
@@ -192,6 +192,18 @@ impl Rejection {
             }
         }
         response
+    }
+}
+
+/// What to add to a refusal of `need`: administration is for management
+/// tokens (and Telegraf's v1 output asks to create its database at start).
+fn forbidden_hint(need: &Need) -> &'static str {
+    match need.action {
+        crate::authz::Action::Create => {
+            " (only management tokens administer databases; Telegraf: set skip_database_creation = true in [[outputs.influxdb]])"
+        }
+        crate::authz::Action::Delete => " (only management tokens administer databases)",
+        _ => "",
     }
 }
 

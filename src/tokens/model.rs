@@ -19,7 +19,7 @@ pub const MAX_DESCRIPTION: usize = 1024;
 pub enum TokenKind {
     /// Reads and/or writes databases; no admin rights.
     Database,
-    /// Manages tokens; no data access.
+    /// Manages tokens and databases; no data access.
     Management,
 }
 
@@ -201,11 +201,16 @@ impl TokenRecord {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
     }
 
-    /// True when this token holds `action` on `database`. Management tokens
-    /// hold nothing; CREATE and DELETE are never held; READ covers READ_SCHEMA.
+    /// True when this token holds `action` on `database`.
+    ///
+    /// Management tokens administer every database: CREATE, DELETE and
+    /// READ_SCHEMA (listing retention policies, shards) on any database,
+    /// `*` included, and never READ or WRITE: no data access. Database
+    /// tokens hold what their permissions say, READ covering READ_SCHEMA,
+    /// and never CREATE or DELETE.
     pub fn holds(&self, database: &str, action: Action) -> bool {
-        if self.kind != TokenKind::Database {
-            return false;
+        if self.kind == TokenKind::Management {
+            return matches!(action, Action::Create | Action::Delete | Action::ReadSchema);
         }
         self.permissions
             .iter()
@@ -256,10 +261,15 @@ mod tests {
     }
 
     #[test]
-    fn management_tokens_hold_no_data_permission() {
+    fn management_tokens_administer_and_hold_no_data_permission() {
         let mut t = token(&[("*", true, true)]);
         t.kind = TokenKind::Management;
         assert!(!t.holds("a", Action::Read));
+        assert!(!t.holds("a", Action::Write));
+        for action in [Action::Create, Action::Delete, Action::ReadSchema] {
+            assert!(t.holds("a", action));
+            assert!(t.holds("*", action));
+        }
     }
 
     #[test]

@@ -120,6 +120,28 @@ impl Drop for TokenServer {
     }
 }
 
+/// Waits (up to 10 s) until the JSON-lines file at `path` holds at least
+/// `n` lines, and returns them parsed.
+pub async fn wait_for_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} holds {} lines, expected {n}:\n{text}",
+            path.display(),
+            text.lines().count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub mod binary;
 pub mod capture;
 pub mod flight;

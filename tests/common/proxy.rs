@@ -188,3 +188,23 @@ impl ProxyServer {
         }
     }
 }
+
+impl ProxyServer {
+    /// A proxy deciding through `gate`, its HTTP requests going to
+    /// `http_upstream` and, when given, its gRPC calls to `grpc_upstream`.
+    pub async fn with_gate(gate: Gate, http_upstream: &str, grpc_upstream: Option<&str>) -> Self {
+        let http = Upstream::new(http_upstream.parse().unwrap(), None, Protocol::Http1)
+            .with_response_timeout(Duration::from_millis(500));
+        let mut proxy = Proxy::new(HttpService::new(gate.clone(), http, vec![]));
+        if let Some(grpc) = grpc_upstream {
+            let grpc = Upstream::new(grpc.parse().unwrap(), None, Protocol::Http2)
+                .with_response_timeout(Duration::from_millis(500));
+            proxy = proxy.with_flight(fluxgate::proxy::flight::FlightService::new(
+                gate,
+                grpc,
+                flight_settings(&[]),
+            ));
+        }
+        Self::serve(proxy).await
+    }
+}

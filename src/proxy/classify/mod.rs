@@ -1,7 +1,9 @@
 //! Classification: what a request needs before it may be forwarded. Each
 //! request the proxy decides, once read (see [`crate::proxy::read`]),
-//! becomes a [`Plan`]: the (database, action) pairs the token must hold, or
-//! an admin statement no database token may run.
+//! becomes a [`Plan`]: the (database, action) pairs the token must hold —
+//! read and write for data, create, delete and read-schema for
+//! administration, which only management tokens hold — or a statement no
+//! token may run.
 
 pub mod flux;
 pub mod influxql;
@@ -16,31 +18,33 @@ use super::read::{InfluxQl, Write};
 use super::reject::Rejection;
 use crate::authz::{Action, Need};
 
-/// Telegraf's v1 output sends `CREATE DATABASE` at start-up; say how to stop it.
-const TELEGRAF_HINT: &str = " (Telegraf: set skip_database_creation = true in [[outputs.influxdb]]; create databases with an admin credential)";
-
 /// What a request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Every need must be granted.
     Needs(Vec<Need>),
-    /// An admin statement: refused for database tokens (after the token is
-    /// checked, so unknown tokens still get 401). The string explains why.
-    Admin(String),
+    /// A statement no token may run through the proxy: refused (after the
+    /// token is checked, so unknown tokens still get 401). The string
+    /// explains why.
+    Refused(String),
     /// `SHOW DATABASES` alone: forwarded, and the answer filtered to the
     /// databases the token can read.
     ShowDatabases,
 }
 
-/// Whether InfluxQL statements run against the request's database even
-/// when they name another one.
+/// Which database's InfluxQL a query is: they differ in what the request's
+/// database means and in what they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DefaultDatabase {
-    /// InfluxDB 1.x: `db` only fills in statements that name no database.
-    WhenUnnamed,
-    /// InfluxDB 3: the request's database scopes the whole query, so it is
-    /// always read.
-    Always,
+pub enum Dialect {
+    /// InfluxDB 1.x (`/query`): `db` only fills in statements that name no
+    /// database; administration and `SHOW DATABASES` (filtered) run here.
+    V1,
+    /// InfluxDB 3 (`/api/v3/query_influxql`, Flight tickets): the request's
+    /// database scopes the whole query, so it is always read; InfluxDB 3
+    /// administers through its HTTP API, so only schema listings of the
+    /// admin statements are accepted, and `SHOW DATABASES` (whose answer the
+    /// proxy cannot filter here) is refused.
+    V3,
 }
 
 fn required<'a>(value: Option<&'a str>, message: &str) -> Result<&'a str, Rejection> {
@@ -75,12 +79,7 @@ pub fn write(route: Route, write: &Write) -> Result<Plan, Rejection> {
 
 /// A v1 `/query`.
 pub fn v1_query(query: &InfluxQl) -> Result<Plan, Rejection> {
-    influxql_plan(
-        &query.q,
-        query.get("db"),
-        DefaultDatabase::WhenUnnamed,
-        true,
-    )
+    influxql_plan(&query.q, query.get("db"), Dialect::V1)
 }
 
 /// The needs of InfluxQL `query` run with request database `default_db`:
@@ -89,14 +88,13 @@ pub fn v1_query(query: &InfluxQl) -> Result<Plan, Rejection> {
 pub fn influxql_plan(
     query: &str,
     default_db: Option<&str>,
-    scope: DefaultDatabase,
-    show_databases_allowed: bool,
+    dialect: Dialect,
 ) -> Result<Plan, Rejection> {
     let default_db = default_db.filter(|d| !d.is_empty());
     let statements = influxql::parse_statements(query)
         .map_err(|e| Rejection::BadRequest(format!("error parsing query: {e}")))?;
     let mut needs = BTreeSet::new();
-    if scope == DefaultDatabase::Always
+    if dialect == Dialect::V3
         && let Some(db) = default_db
     {
         needs.insert(Need::read(db));
@@ -112,15 +110,25 @@ pub fn influxql_plan(
     let mut show_databases = false;
     for statement in &statements {
         match statement {
-            Statement::Admin { what } => {
-                let hint = if what.eq_ignore_ascii_case("CREATE DATABASE") {
-                    TELEGRAF_HINT
-                } else {
-                    ""
-                };
-                return Ok(Plan::Admin(format!(
-                    "{what} is an admin statement; database tokens cannot run it{hint}"
+            Statement::Refused { what, why } => {
+                return Ok(Plan::Refused(format!("{what} is not allowed: {why}")));
+            }
+            Statement::Admin { what, needs: admin }
+                if dialect == Dialect::V3
+                    && admin.iter().any(|(_, a)| *a != Action::ReadSchema) =>
+            {
+                return Ok(Plan::Refused(format!(
+                    "{what} is not allowed here: InfluxDB 3 is administered through its HTTP API (/api/v3/configure/…)"
                 )));
+            }
+            // Mixed with data statements, every permission is needed.
+            Statement::Admin { needs: admin, .. } => {
+                for (db, action) in admin {
+                    needs.insert(Need {
+                        database: resolve(db)?,
+                        action: *action,
+                    });
+                }
             }
             Statement::ShowDatabases => show_databases = true,
             Statement::Data { reads, writes } => {
@@ -134,10 +142,10 @@ pub fn influxql_plan(
         }
     }
     if show_databases {
-        if !show_databases_allowed {
+        if dialect == Dialect::V3 {
             // Elsewhere the answer cannot be filtered to what the token
             // may see.
-            return Ok(Plan::Admin(
+            return Ok(Plan::Refused(
                 "SHOW DATABASES is only supported on /query".to_owned(),
             ));
         }
@@ -179,7 +187,7 @@ pub fn flux(request: &FluxRequest) -> Result<Plan, Rejection> {
 pub fn v3_query(route: Route, query: &V3Query) -> Result<Plan, Rejection> {
     match route {
         Route::V3QuerySql => Ok(Plan::Needs(vec![Need::read(query.db.as_str())])),
-        _ => influxql_plan(&query.q, Some(&query.db), DefaultDatabase::Always, false),
+        _ => influxql_plan(&query.q, Some(&query.db), Dialect::V3),
     }
 }
 

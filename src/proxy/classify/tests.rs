@@ -57,15 +57,29 @@ fn v1_queries_need_every_database_named() {
 }
 
 #[test]
-fn admin_and_show_databases() {
-    match v1("q=CREATE+DATABASE+x") {
-        Ok(Plan::Admin(m)) => assert!(m.contains("skip_database_creation")),
+fn admin_statements_need_admin_actions_on_their_database() {
+    let admin = |database: &str, action| Need {
+        database: database.into(),
+        action,
+    };
+    assert_eq!(
+        needs(v1("q=CREATE+DATABASE+x")),
+        vec![admin("x", Action::Create)]
+    );
+    // Mixed with data statements, every permission is needed.
+    assert_eq!(
+        needs(v1("db=a&q=SELECT+*+FROM+m%3BDROP+SERIES+FROM+m")),
+        vec![Need::read("a"), admin("a", Action::Delete)]
+    );
+    assert!(v1("q=DROP+MEASUREMENT+m").is_err(), "no database to act on");
+    match v1("db=a&q=SELECT+*+FROM+m%3BCREATE+USER+u+WITH+PASSWORD+%27p%27") {
+        Ok(Plan::Refused(m)) => assert!(m.contains("replace database users"), "{m}"),
         other => panic!("{other:?}"),
     }
-    match v1("db=a&q=SELECT+*+FROM+m%3BDROP+SERIES+FROM+m") {
-        Ok(Plan::Admin(m)) => assert!(!m.contains("skip_database_creation")),
-        other => panic!("{other:?}"),
-    }
+}
+
+#[test]
+fn show_databases() {
     assert_eq!(v1("q=SHOW+DATABASES"), Ok(Plan::ShowDatabases));
     assert!(v1("db=a&q=SHOW+DATABASES%3BSELECT+*+FROM+m").is_err());
     let v3 = V3Query {
@@ -76,7 +90,7 @@ fn admin_and_show_databases() {
     };
     assert!(matches!(
         v3_query(Route::V3QueryInfluxQl, &v3),
-        Ok(Plan::Admin(_))
+        Ok(Plan::Refused(_))
     ));
 }
 

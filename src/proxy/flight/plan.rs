@@ -7,7 +7,7 @@ use http::HeaderMap;
 
 use super::ticket::{Query, Ticket};
 use crate::authz::Need;
-use crate::proxy::classify::{DefaultDatabase, Plan, influxql_plan};
+use crate::proxy::classify::{Dialect, Plan, influxql_plan};
 use crate::proxy::reject::Rejection;
 
 /// Metadata keys naming the database, as InfluxDB 3 reads them.
@@ -50,9 +50,9 @@ pub fn ticket_needs(ticket: &Ticket) -> Result<Vec<Need>, Rejection> {
         // The ticket's database scopes the query (InfluxDB checks it
         // exists and runs against it), whatever the statements name.
         Query::InfluxQl(text) => {
-            match influxql_plan(text, Some(&ticket.database), DefaultDatabase::Always, false)? {
+            match influxql_plan(text, Some(&ticket.database), Dialect::V3)? {
                 Plan::Needs(needs) => Ok(needs),
-                Plan::Admin(message) => Err(Rejection::Admin(message)),
+                Plan::Refused(message) => Err(Rejection::Admin(message)),
                 // Refused by `influxql_plan` (SHOW DATABASES is answered only on
                 // /query, where the answer can be filtered); kept total.
                 Plan::ShowDatabases => Err(Rejection::Admin(

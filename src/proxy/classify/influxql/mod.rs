@@ -17,6 +17,8 @@
 mod lexer;
 mod parser;
 
+use crate::authz::Action;
+
 use lexer::Tok;
 use parser::{Parser, unexpected};
 
@@ -47,8 +49,17 @@ pub enum Statement {
     },
     /// `SHOW DATABASES` (the proxy filters the answer).
     ShowDatabases,
-    /// Statement no database token may run. `what` is a short human name like "CREATE DATABASE", "DROP MEASUREMENT", "CREATE USER", "GRANT", "DELETE", "KILL QUERY", "SHOW USERS".
-    Admin { what: String },
+    /// An administrative statement (`what`: "CREATE DATABASE", "DROP
+    /// MEASUREMENT", …) and every (database, action) it needs: CREATE or
+    /// DELETE for changes, READ_SCHEMA for listings, plus what a continuous
+    /// query's SELECT reads and writes. `*` stands for every database.
+    Admin {
+        what: String,
+        needs: Vec<(DbRef, Action)>,
+    },
+    /// A statement no token may run through the proxy (users, privileges,
+    /// query management, subscriptions, server statistics), and why.
+    Refused { what: String, why: &'static str },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -276,35 +287,139 @@ mod tests {
             ),
             ("SHOW FIELD KEY CARDINALITY", "*"),
             ("SHOW FIELD KEY EXACT CARDINALITY ON db", "db"),
-            ("SHOW RETENTION POLICIES", "*"),
-            ("show retention policies on \"my db\"", "my db"),
         ]);
         assert_eq!(parse_ok("show DATABASES"), [Statement::ShowDatabases]);
         assert_eq!(err("SHOW MEASUREMENTS ON *"), ScanError::WildcardDatabase);
         assert_eq!(err("SHOW MEASUREMENTS ON *.*"), ScanError::WildcardDatabase);
         assert!(matches!(err("SHOW FOO"), ScanError::Unsupported(_)));
-        assert!(matches!(err("SHOW RETENTION"), ScanError::Unsupported(_)));
+        assert!(matches!(
+            err("SHOW RETENTION"),
+            ScanError::Unexpected { .. }
+        ));
         assert!(matches!(
             err("SHOW FIELD VALUES"),
             ScanError::Unexpected { .. }
         ));
     }
 
+    fn admin(q: &str) -> (String, Vec<(DbRef, Action)>) {
+        match parse_ok(q).as_slice() {
+            [Statement::Admin { what, needs }] => (what.clone(), needs.clone()),
+            other => panic!("{q:?}: expected one admin statement, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn admin_statements() {
-        for (q, what) in [
-            ("CREATE DATABASE x", "CREATE DATABASE"),
+    fn admin_statements_name_their_database_and_action() {
+        use Action::{Create, Delete, Read, ReadSchema, Write};
+        let named = |s: &str| DbRef::Named(s.to_owned());
+        let cases: Vec<(&str, &str, Vec<(DbRef, Action)>)> = vec![
             (
-                "create database x WITH DURATION 1d NAME rp",
+                "CREATE DATABASE x",
                 "CREATE DATABASE",
+                vec![(named("x"), Create)],
             ),
-            ("DROP DATABASE x", "DROP DATABASE"),
-            ("DROP MEASUREMENT m", "DROP MEASUREMENT"),
+            (
+                "create database \"x y\" WITH DURATION 1d NAME rp",
+                "CREATE DATABASE",
+                vec![(named("x y"), Create)],
+            ),
+            (
+                "DROP DATABASE x",
+                "DROP DATABASE",
+                vec![(named("x"), Delete)],
+            ),
+            (
+                "DROP MEASUREMENT m",
+                "DROP MEASUREMENT",
+                vec![(DbRef::Default, Delete)],
+            ),
             (
                 "DROP SERIES FROM m, /re;x/ WHERE host =~ /a;b/",
                 "DROP SERIES",
+                vec![(DbRef::Default, Delete)],
             ),
-            ("DROP SHARD 1", "DROP SHARD"),
+            (
+                "DROP SERIES FROM other..m",
+                "DROP SERIES",
+                vec![(DbRef::Default, Delete), (named("other"), Delete)],
+            ),
+            ("DROP SHARD 1", "DROP SHARD", vec![(named("*"), Delete)]),
+            (
+                "DELETE FROM m WHERE time < now() - 1d",
+                "DELETE",
+                vec![(DbRef::Default, Delete)],
+            ),
+            (
+                "DELETE WHERE host =~ /x;y/",
+                "DELETE",
+                vec![(DbRef::Default, Delete)],
+            ),
+            (
+                "ALTER RETENTION POLICY rp ON db DURATION 2d",
+                "ALTER RETENTION POLICY",
+                vec![(named("db"), Create)],
+            ),
+            (
+                "ALTER RETENTION POLICY DEFAULT ON \"d;b\" DEFAULT",
+                "ALTER RETENTION POLICY",
+                vec![(named("d;b"), Create)],
+            ),
+            (
+                "CREATE RETENTION POLICY rp ON db DURATION 1d REPLICATION 1 DEFAULT",
+                "CREATE RETENTION POLICY",
+                vec![(named("db"), Create)],
+            ),
+            (
+                "DROP RETENTION POLICY rp ON db",
+                "DROP RETENTION POLICY",
+                vec![(named("db"), Delete)],
+            ),
+            (
+                "SHOW RETENTION POLICIES ON db",
+                "SHOW RETENTION POLICIES",
+                vec![(named("db"), ReadSchema)],
+            ),
+            (
+                "SHOW RETENTION POLICIES",
+                "SHOW RETENTION POLICIES",
+                vec![(DbRef::Default, ReadSchema)],
+            ),
+            (
+                "CREATE CONTINUOUS QUERY c ON db RESAMPLE EVERY 1h BEGIN SELECT mean(v) INTO a..m FROM /x;y/, s..n GROUP BY time(1h) END",
+                "CREATE CONTINUOUS QUERY",
+                vec![
+                    (named("db"), Create),
+                    (named("db"), Read),
+                    (named("s"), Read),
+                    (named("a"), Write),
+                ],
+            ),
+            (
+                "DROP CONTINUOUS QUERY cq ON db",
+                "DROP CONTINUOUS QUERY",
+                vec![(named("db"), Delete)],
+            ),
+            ("SHOW SHARDS", "SHOW SHARDS", vec![(named("*"), ReadSchema)]),
+            (
+                "SHOW SHARD GROUPS",
+                "SHOW SHARD GROUPS",
+                vec![(named("*"), ReadSchema)],
+            ),
+            (
+                "show continuous queries",
+                "SHOW CONTINUOUS QUERIES",
+                vec![(named("*"), ReadSchema)],
+            ),
+        ];
+        for (q, what, needs) in cases {
+            assert_eq!(admin(q), (what.to_owned(), needs), "{q}");
+        }
+    }
+
+    #[test]
+    fn user_and_server_statements_are_refused() {
+        for (q, what) in [
             (
                 "CREATE USER u WITH PASSWORD 'p;w' WITH ALL PRIVILEGES",
                 "CREATE USER",
@@ -312,24 +427,8 @@ mod tests {
             ("DROP USER u", "DROP USER"),
             ("GRANT READ ON db TO u", "GRANT"),
             ("REVOKE ALL PRIVILEGES FROM u", "REVOKE"),
-            ("DELETE FROM m WHERE time < now() - 1d", "DELETE"),
-            ("DELETE WHERE host =~ /x;y/", "DELETE"),
             ("SET PASSWORD FOR u = 'x'", "SET PASSWORD"),
             ("KILL QUERY 12 ON \"h\"", "KILL QUERY"),
-            (
-                "ALTER RETENTION POLICY rp ON db DURATION 2d",
-                "ALTER RETENTION POLICY",
-            ),
-            (
-                "CREATE RETENTION POLICY rp ON db DURATION 1d",
-                "CREATE RETENTION POLICY",
-            ),
-            ("DROP RETENTION POLICY rp ON db", "DROP RETENTION POLICY"),
-            (
-                "CREATE CONTINUOUS QUERY c ON db RESAMPLE EVERY 1h BEGIN SELECT mean(v) INTO a..m FROM /x;y/ GROUP BY time(1h) END",
-                "CREATE CONTINUOUS QUERY",
-            ),
-            ("DROP CONTINUOUS QUERY cq ON db", "DROP CONTINUOUS QUERY"),
             (
                 "CREATE SUBSCRIPTION s ON db.rp DESTINATIONS ALL 'h;'",
                 "CREATE SUBSCRIPTION",
@@ -340,12 +439,12 @@ mod tests {
             ("SHOW QUERIES", "SHOW QUERIES"),
             ("SHOW STATS FOR 'x;y'", "SHOW STATS"),
             ("SHOW DIAGNOSTICS", "SHOW DIAGNOSTICS"),
-            ("SHOW SHARDS", "SHOW SHARDS"),
-            ("SHOW SHARD GROUPS", "SHOW SHARD GROUPS"),
             ("SHOW SUBSCRIPTIONS", "SHOW SUBSCRIPTIONS"),
-            ("show continuous queries", "SHOW CONTINUOUS QUERIES"),
         ] {
-            assert_eq!(parse_ok(q), [Statement::Admin { what: what.into() }], "{q}");
+            match parse_ok(q).as_slice() {
+                [Statement::Refused { what: got, .. }] => assert_eq!(got, what, "{q}"),
+                other => panic!("{q}: {other:?}"),
+            }
         }
         for q in [
             "CREATE TABLE x",
@@ -358,9 +457,21 @@ mod tests {
         }
         assert_eq!(err("DROP DATABASE 'x"), ScanError::UnterminatedString);
         assert!(matches!(
+            err("DROP DATABASE 'x'"),
+            ScanError::Unexpected { .. }
+        ));
+        assert_eq!(err("DROP DATABASE *"), ScanError::WildcardDatabase);
+        assert!(matches!(
             err("DROP MEASUREMENT /'/; SELECT 1"),
             ScanError::Unexpected { .. }
         ));
+        assert!(
+            matches!(
+                err("CREATE CONTINUOUS QUERY c ON db BEGIN SELECT * FROM m END"),
+                ScanError::Unexpected { .. }
+            ),
+            "a continuous query must write somewhere"
+        );
     }
 
     #[test]
@@ -373,6 +484,7 @@ mod tests {
             },
             Statement::Admin {
                 what: "DROP DATABASE".into(),
+                needs: vec![(DbRef::Named("x".into()), Action::Delete)],
             },
             Statement::ShowDatabases,
         ];
