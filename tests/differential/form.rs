@@ -286,3 +286,60 @@ async fn parameters_influxdb_reads_beyond_the_canonical_set() {
     ])
     .await;
 }
+
+#[tokio::test]
+async fn admin_statements_are_authorized_for_what_they_do() {
+    // A management token (here: a proxy granting everything) may run
+    // database administration; what it was authorized for must be what the
+    // statement does. User and privilege statements are never forwarded.
+    let administration = [
+        post("CREATE DATABASE", "/query", "q=CREATE+DATABASE+y"),
+        post("DROP MEASUREMENT", "/query", "q=DROP+MEASUREMENT+m&db=x"),
+        post(
+            "DROP SERIES on a named database",
+            "/query",
+            "q=DROP+SERIES+FROM+%22secret%22..%22cpu%22&db=x",
+        ),
+        post(
+            "CREATE RETENTION POLICY",
+            "/query",
+            "q=CREATE+RETENTION+POLICY+r+ON+x+DURATION+1d+REPLICATION+1",
+        ),
+        Case::new(
+            "SHOW MEASUREMENTS ON",
+            "GET",
+            "/query?q=SHOW+MEASUREMENTS+ON+x",
+        ),
+        post(
+            "admin after a SELECT",
+            "/query",
+            "q=SELECT+*+FROM+m%3B+DROP+DATABASE+secret&db=x",
+        ),
+    ];
+    let never = [
+        post(
+            "CREATE USER",
+            "/query",
+            "q=CREATE+USER+evil+WITH+PASSWORD+%27pw%27+WITH+ALL+PRIVILEGES",
+        ),
+        post("GRANT", "/query", "q=GRANT+ALL+TO+evil"),
+        post("KILL QUERY", "/query", "q=KILL+QUERY+1"),
+    ];
+    assert_all_grants(&administration).await;
+    assert_all_grants(&never).await;
+    let env = Env::start(Grant::Everything).await;
+    for case in &administration {
+        assert!(
+            env.run(case).await.forwarded.is_some(),
+            "{} was not forwarded",
+            case.name
+        );
+    }
+    for case in &never {
+        assert!(
+            env.run(case).await.forwarded.is_none(),
+            "{} was forwarded",
+            case.name
+        );
+    }
+}

@@ -304,17 +304,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The needs the proxy had granted. Create and Delete are left out:
-    /// the proxy asks them only as token probes (is the token known?) whose
-    /// answer lets nothing through, and no forwarded request may create or
-    /// delete anything (an admin statement forwarded is caught by
-    /// [`meaning::meaning`] whatever was asked).
+    /// The needs the proxy had granted.
     pub fn granted(&self) -> BTreeSet<Need> {
         self.asked
             .iter()
-            .filter(|(need, granted)| {
-                *granted && !matches!(need.action, Action::Create | Action::Delete)
-            })
+            .filter(|(_, granted)| *granted)
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -329,7 +323,15 @@ impl Outcome {
         match meaning::meaning(fwd) {
             Meaning::Rejected(_) => {}
             Meaning::Needs(needs) => {
-                let missing: Vec<_> = needs.difference(&granted).collect();
+                let missing: Vec<Need> = needs.difference(&granted).cloned().collect();
+                // The token probe (CREATE on `*` or the request's database,
+                // asked before a body is read) is granted for a management
+                // token without granting anything by itself: a CREATE the
+                // request does not need is not an authorization of it.
+                let granted: BTreeSet<Need> = granted
+                    .into_iter()
+                    .filter(|n| n.action != Action::Create || needs.contains(n))
+                    .collect();
                 if !missing.is_empty() {
                     out.push(format!(
                         "SECURITY: the database acts on {missing:?}, which the proxy never authorized (granted {granted:?})"
@@ -341,8 +343,8 @@ impl Outcome {
                 }
             }
             Meaning::ShowDatabases => {}
-            Meaning::Admin(what) => out.push(format!(
-                "SECURITY: forwarded an admin statement ({what}) the database executes"
+            Meaning::Refused(what) => out.push(format!(
+                "SECURITY: forwarded {what}, which no token may run through the proxy"
             )),
             Meaning::Unknown(why) => out.push(format!(
                 "SECURITY: forwarded a request whose effect cannot be established: {why}"

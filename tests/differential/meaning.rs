@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fluxgate::authz::Need;
+use fluxgate::authz::{Action, Need};
 use fluxgate::proxy::classify::flux;
 use fluxgate::proxy::classify::influxql::{DbRef, Statement, parse_statements};
 use serde_json::{Value, json};
@@ -22,8 +22,9 @@ pub enum Meaning {
     Needs(BTreeSet<Need>),
     /// `SHOW DATABASES` alone.
     ShowDatabases,
-    /// It runs an admin statement.
-    Admin(String),
+    /// It runs a statement no token may run through the proxy (users,
+    /// privileges, query management…).
+    Refused(String),
     /// It does something these tests cannot pin down: never acceptable for
     /// a forwarded request.
     Unknown(String),
@@ -112,9 +113,15 @@ fn v3_query(r: &Reading) -> Meaning {
         return Meaning::Rejected("missing db or q".into());
     }
     if r.path.utf8() == Some("/api/v3/query_sql") {
-        Meaning::Needs([Need::read(db)].into())
-    } else {
-        influxql(text, db)
+        return Meaning::Needs([Need::read(db)].into());
+    }
+    // InfluxDB 3 runs InfluxQL in the request's database.
+    match influxql(text, db) {
+        Meaning::Needs(mut needs) => {
+            needs.insert(Need::read(db));
+            Meaning::Needs(needs)
+        }
+        other => other,
     }
 }
 
@@ -132,12 +139,26 @@ pub fn influxql(text: &str, db: &str) -> Meaning {
     };
     for statement in &statements {
         match statement {
-            Statement::Admin { what } => return Meaning::Admin(what.clone()),
+            Statement::Refused { what, .. } => return Meaning::Refused(what.clone()),
             Statement::ShowDatabases if statements.len() == 1 => return Meaning::ShowDatabases,
-            Statement::ShowDatabases => needs.insert(Need {
-                database: "*".into(),
-                action: fluxgate::authz::Action::Read,
-            }),
+            Statement::ShowDatabases => {
+                needs.insert(Need {
+                    database: "*".into(),
+                    action: Action::Read,
+                });
+            }
+            // Administrative statements act on databases too (CREATE,
+            // DELETE, READ_SCHEMA; `*` for every database).
+            Statement::Admin { needs: admin, .. } => {
+                for (d, action) in admin {
+                    if let Some(database) = resolve(d) {
+                        needs.insert(Need {
+                            database,
+                            action: *action,
+                        });
+                    }
+                }
+            }
             // A statement naming no database fails there ("database name
             // required"); the ones before it have run.
             Statement::Data { reads, writes } => {
@@ -147,9 +168,8 @@ pub fn influxql(text: &str, db: &str) -> Meaning {
                 for d in writes.iter().filter_map(resolve) {
                     needs.insert(Need::write(d));
                 }
-                true
             }
-        };
+        }
     }
     Meaning::Needs(needs)
 }
