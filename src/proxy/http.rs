@@ -31,6 +31,7 @@ use super::forward::Upstream;
 use super::framing::AmbiguousFraming;
 use super::gate::{Finished, Gate, Trail};
 use super::listing::{self, Shape};
+use super::read::body::Decodes;
 use super::read::params::Params;
 use super::read::{self, Canonical};
 use super::reject::{Api, Rejection};
@@ -235,7 +236,13 @@ impl HttpService {
         // forwarded.
         let (decoded, _reservation) = if parts.method == Method::POST {
             gate.validate(token, token_probe(None), trail, peer).await?;
-            gate.read_body(body, &parts.headers).await?
+            // InfluxDB 3 undoes gzip; 1.x and the Flux endpoint read bodies
+            // as sent.
+            let decodes = match route {
+                Route::V3QuerySql | Route::V3QueryInfluxQl => Decodes::Gzip,
+                _ => Decodes::Nothing,
+            };
+            gate.read_body(body, &parts.headers, decodes).await?
         } else {
             drop(body);
             (Bytes::new(), Default::default())
@@ -300,7 +307,12 @@ impl HttpService {
     ) -> Result<Response<ProxyBody>, Rejection> {
         let gate = &self.inner.gate;
         gate.validate(token, token_probe(None), trail, peer).await?;
-        let (decoded, _reservation) = gate.read_body(body, &parts.headers).await?;
+        let decodes = if route == Route::V2Buckets {
+            Decodes::Nothing
+        } else {
+            Decodes::Gzip
+        };
+        let (decoded, _reservation) = gate.read_body(body, &parts.headers, decodes).await?;
         let admin = read::admin::read(route, &parts.method, url, decoded)?;
         let needs: Vec<Need> = if route == Route::V2Buckets {
             bucket_databases(&admin.database)

@@ -278,7 +278,7 @@ async fn resource_id_targets_and_unspecified_types_are_never_held() {
 }
 
 #[tokio::test]
-async fn management_token_is_valid_and_holds_nothing() {
+async fn management_token_administers_and_holds_no_data_permission() {
     let server = TokenServer::start().await;
     let mut authz = authz_client(&server).await;
     let mut tokens = tokens_client(&server).await;
@@ -299,6 +299,8 @@ async fn management_token_is_valid_and_holds_nothing() {
             perm("db", Action::Read),
             perm("*", Action::Write),
             perm("db", Action::Create),
+            perm("db", Action::Delete),
+            perm("*", Action::ReadSchema),
         ],
     )
     .await;
@@ -308,7 +310,16 @@ async fn management_token_is_valid_and_holds_nothing() {
         ids.contains(&subject.id),
         "subject is the management token's id"
     );
-    assert!(r.permissions.is_empty());
+    // Administration (CREATE, DELETE, READ_SCHEMA) on any database; no
+    // data access.
+    assert_eq!(
+        r.permissions,
+        vec![
+            perm("db", Action::Create),
+            perm("db", Action::Delete),
+            perm("*", Action::ReadSchema),
+        ]
+    );
 }
 
 #[tokio::test]

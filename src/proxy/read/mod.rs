@@ -92,8 +92,9 @@ impl Write {
     }
 }
 
-/// The parameters of `/query` that are forwarded, in order. `u` and `p`
-/// (credentials) never are; unknown ones mean nothing to InfluxDB either.
+/// The parameters of `/query` that are forwarded, in order: the ones
+/// InfluxDB 1.x reads (`services/httpd/handler.go`), except `u` and `p`
+/// (credentials); unknown ones mean nothing to it either.
 const INFLUXQL_KEYS: &[&str] = &[
     "q",
     "db",
@@ -103,6 +104,8 @@ const INFLUXQL_KEYS: &[&str] = &[
     "chunk_size",
     "pretty",
     "params",
+    "async",
+    "node_id",
 ];
 
 /// A v1 `/query` request.
