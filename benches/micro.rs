@@ -77,10 +77,24 @@ fn credentials(c: &mut Criterion) {
 fn classification(c: &mut Criterion) {
     let mut g = c.benchmark_group("classify");
     g.bench_function("route_v1_write", |b| {
-        b.iter(|| route(black_box(&Method::POST), black_box("/write"), &[]).unwrap());
+        b.iter(|| {
+            route(
+                black_box(&Method::POST),
+                black_box("/write"),
+                Default::default(),
+            )
+            .unwrap()
+        });
     });
     g.bench_function("route_v3_query_sql", |b| {
-        b.iter(|| route(black_box(&Method::GET), black_box("/api/v3/query_sql"), &[]).unwrap());
+        b.iter(|| {
+            route(
+                black_box(&Method::GET),
+                black_box("/api/v3/query_sql"),
+                Default::default(),
+            )
+            .unwrap()
+        });
     });
     let write_qs = "db=telegraf&rp=autogen&precision=ns";
     g.bench_function("params_v1_write", |b| {
@@ -129,7 +143,7 @@ fn classification(c: &mut Criterion) {
     g.bench_function("request_v1_write", |b| {
         let header = format!("Token {TOKEN}");
         b.iter(|| {
-            let (_, r) = route(&Method::POST, black_box("/write"), &[]).unwrap();
+            let (_, r) = route(&Method::POST, black_box("/write"), Default::default()).unwrap();
             let params = Params::parse(black_box(Some(write_qs))).unwrap();
             let token = from_authorization(black_box(header.as_bytes())).unwrap();
             let write = Write::read(r, &params);

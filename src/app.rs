@@ -25,7 +25,7 @@ use crate::proxy::flight::methods::AllowList;
 use crate::proxy::flight::{FlightService, FlightSettings};
 use crate::proxy::forward::{Protocol, Upstream};
 use crate::proxy::gate::{Gate, GateSettings};
-use crate::proxy::http::HttpService;
+use crate::proxy::http::{AllowedPaths, HttpService};
 use crate::proxy::listener::{self, ListenerSettings};
 use crate::telemetry;
 use crate::tls::{self, ServerTls};
@@ -211,7 +211,11 @@ pub fn build_proxy(
     let gate = Gate::new(authorizer, &gate_settings(options), audit);
     // Both front ends decide through one gate: same authorizer, timeout,
     // limits, throttle, metrics and audit trail.
-    let http = HttpService::new(gate.clone(), upstream, options.allow_paths.clone());
+    let allowed = AllowedPaths {
+        public: options.allow_paths.clone(),
+        admin: options.allow_admin_paths.clone(),
+    };
+    let http = HttpService::new(gate.clone(), upstream, allowed);
     let flight = FlightService::new(
         gate,
         Upstream::with_tls(grpc_base, credential, Protocol::Http2, upstream_tls)

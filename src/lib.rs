@@ -48,6 +48,7 @@ pub async fn run(cli: config::Cli) -> ExitCode {
         Command::Token(command) => cli::run_token(command).await,
         Command::Management(command) => cli::run_management(command).await,
         Command::ProxyToken(command) => cli::run_proxy_token(command).await,
+        Command::Database(command) => cli::run_database(command).await,
         Command::Login(args) => cli::run_login(args).await,
         Command::CheckConfig(args) => check_config(&args).await,
     }

@@ -187,7 +187,7 @@ async fn with_audit_required_requests_are_refused_while_events_cannot_be_written
     let http = HttpService::new(
         Gate::new(authorizer, &settings(), audit.clone()),
         Upstream::new(upstream.url().parse().unwrap(), None, Protocol::Http1),
-        vec![],
+        Default::default(),
     );
     let proxy = ProxyServer::serve(Proxy::new(http)).await;
     let (_, token) = tokens.database_token(&[("db", false, true)]).await;

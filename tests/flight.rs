@@ -573,7 +573,7 @@ async fn decisions_are_audited_like_http_ones() {
     let http = HttpService::new(
         gate.clone(),
         Upstream::new("http://127.0.0.1:9".parse().unwrap(), None, Protocol::Http1),
-        vec![],
+        Default::default(),
     );
     let grpc = Upstream::new(upstream.url().parse().unwrap(), None, Protocol::Http2);
     let flight = FlightService::new(gate, grpc, flight_settings(&[]));

@@ -585,7 +585,7 @@ async fn public_paths_need_no_token_and_unknown_paths_are_refused() {
     let e = env().await;
     let r = send(request("GET", &e.proxy.url("/ping"), &[], "")).await;
     assert_eq!(r.status, 204);
-    let r = send(request("GET", &e.proxy.url("/api/v2/buckets"), &[], "")).await;
+    let r = send(request("GET", &e.proxy.url("/api/v2/orgs"), &[], "")).await;
     assert_eq!(
         (r.status, r.json()["code"].as_str().unwrap().to_owned()),
         (404, "not found".to_owned())

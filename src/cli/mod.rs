@@ -1,6 +1,7 @@
 //! The management command line (`fluxgate token …`, `fluxgate management …`,
-//! `fluxgate proxy-token …`, `fluxgate login`), a client of the token
-//! service's management API in the style of `influxctl`.
+//! `fluxgate proxy-token …`, `fluxgate login`, `fluxgate database …`), a
+//! client of the token service's management API (and, for databases, of
+//! the proxy) in the style of `influxctl`.
 //!
 //! - [`args`]: the flags (scripts depend on them).
 //! - [`client`]: the `--authz` URL, connection and token metadata.
@@ -8,11 +9,13 @@
 //! - [`input`]: checks of permissions and expiry flags.
 //! - [`output`] and [`show`]: tables and JSON.
 //! - [`token`], [`management`], [`proxy_token`], [`revoke`], [`login`]: the commands.
+//! - [`database`]: database administration through the proxy.
 //! - [`error`]: messages and the exit codes (documented there and in `--help`).
 
 pub mod args;
 pub mod client;
 pub mod credentials;
+pub mod database;
 pub mod error;
 pub mod input;
 pub mod keyring_store;
@@ -41,6 +44,11 @@ pub async fn run_management(command: args::ManagementCommand) -> ExitCode {
 /// Runs `fluxgate proxy-token …`.
 pub async fn run_proxy_token(command: args::ProxyTokenCommand) -> ExitCode {
     finish(proxy_token::run(command).await)
+}
+
+/// Runs `fluxgate database …`.
+pub async fn run_database(command: args::DatabaseCommand) -> ExitCode {
+    finish(database::run(command).await)
 }
 
 /// Runs `fluxgate login`.

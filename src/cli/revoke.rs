@@ -132,16 +132,20 @@ pub async fn run(
 
 /// Asks `Revoke N token(s) ID…? [y/N]` on stderr; true only for y or yes.
 fn confirm(ids: &[String], kind: Kind) -> Result<bool, CliError> {
-    let mut stderr = std::io::stderr().lock();
-    write!(
-        stderr,
-        "Revoke {} {}(s) {}? [y/N] ",
+    ask(&format!(
+        "Revoke {} {}(s) {}?",
         ids.len(),
         kind.noun(),
         ids.join(", ")
-    )
-    .and_then(|()| stderr.flush())
-    .map_err(|e| CliError::other(format!("cannot ask for confirmation: {e}")))?;
+    ))
+}
+
+/// Asks `question` on the terminal; true for "y" or "yes".
+pub(crate) fn ask(question: &str) -> Result<bool, CliError> {
+    let mut stderr = std::io::stderr().lock();
+    write!(stderr, "{question} [y/N] ")
+        .and_then(|()| stderr.flush())
+        .map_err(|e| CliError::other(format!("cannot ask for confirmation: {e}")))?;
     let mut answer = String::new();
     std::io::stdin()
         .lock()

@@ -9,7 +9,8 @@
 //! A file is either flat — every key is an option of the command that reads
 //! it — or sectioned: `[serve]`, `[proxy]`, `[authz]` and `[cli]` tables,
 //! each read by its command(s) only (`[cli]` by `token`, `management`,
-//! `proxy-token` and `login`), so one file can configure several commands.
+//! `proxy-token`, `login` and `database`), so one file can configure
+//! several commands.
 //! A key the command does not take is an error naming the key and the
 //! command, never silently skipped: a `serve` file given to `fluxgate
 //! authz` would otherwise bring the token service up with the proxy's port
@@ -96,7 +97,10 @@ pub(crate) const SECTIONS: [(&str, &[&str]); 4] = [
     ("serve", &["serve"]),
     ("proxy", &["proxy"]),
     ("authz", &["authz"]),
-    ("cli", &["token", "management", "proxy-token", "login"]),
+    (
+        "cli",
+        &["token", "management", "proxy-token", "login", "database"],
+    ),
 ];
 
 /// Settings one command calls differently from another, for the hint of

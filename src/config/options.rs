@@ -14,7 +14,9 @@ use super::values::{
     usize_between,
 };
 use crate::authz::invalidation::WatchMode;
-use crate::cli::args::{LoginArgs, ManagementCommand, ProxyTokenCommand, TokenCommand};
+use crate::cli::args::{
+    DatabaseCommand, LoginArgs, ManagementCommand, ProxyTokenCommand, TokenCommand,
+};
 
 /// Token-authorization sidecar for InfluxDB.
 #[derive(Debug, Parser)]
@@ -43,6 +45,9 @@ pub enum Command {
     /// Manage proxy tokens (what `fluxgate proxy` presents to follow the token change stream).
     #[command(subcommand)]
     ProxyToken(ProxyTokenCommand),
+    /// Manage databases through the proxy, with a management token.
+    #[command(subcommand)]
+    Database(DatabaseCommand),
     /// Store a management token in the OS keyring.
     Login(LoginArgs),
     /// Validate a configuration file and print the effective settings.
@@ -206,6 +211,14 @@ pub struct ProxyOptions {
         value_name = "PATH"
     )]
     pub allow_paths: Vec<String>,
+    /// InfluxDB 3 route that runs code on the server (processing engine, plugins, `/api/v3/engine/…` request triggers), forwarded for management tokens (repeatable; exact paths under /api/v3/).
+    #[arg(
+        long = "allow-admin-path",
+        env = "FLUXGATE_ALLOW_ADMIN_PATH",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub allow_admin_paths: Vec<String>,
     /// Arrow Flight method forwarded beyond Handshake, DoGet and GetFlightInfo (repeatable: DoPut, DoAction, DoExchange, ListFlights, ListActions, GetSchema, PollFlightInfo).
     #[arg(
         long = "allow-flight-method",

@@ -158,23 +158,27 @@ impl Upstream {
     }
 
     /// Forwards a decided request in its canonical form: the canonical query
-    /// string, and the canonical body when there is one (otherwise `body`,
-    /// streamed: a write's line protocol).
+    /// string, and the canonical body when there is one; otherwise the
+    /// caller's body when given (streamed: a write's line protocol), or none.
     pub async fn forward_canonical(
         &self,
         mut parts: request::Parts,
         canonical: Canonical,
-        body: ProxyBody,
+        caller_body: Option<ProxyBody>,
         client: SocketAddr,
         scheme: &'static str,
     ) -> Result<Response<ProxyBody>, Rejection> {
         parts.uri = self.target(parts.uri.path(), &canonical.query)?;
-        let body = match canonical.body {
-            Some((bytes, content_type)) => {
-                replace_body_headers(&mut parts.headers, &bytes, content_type);
+        let body = match (canonical.body, caller_body) {
+            (Some((bytes, content_type)), _) => {
+                replace_body_headers(&mut parts.headers, &bytes, Some(content_type));
                 ProxyBody::full(bytes)
             }
-            None => body,
+            (None, Some(body)) => body,
+            (None, None) => {
+                replace_body_headers(&mut parts.headers, &Bytes::new(), None);
+                ProxyBody::empty()
+            }
         };
         self.send(parts, body, client, scheme).await
     }
@@ -265,13 +269,16 @@ fn default_tls(base: &Uri) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// Describes `body`, the proxy's own, in place of the caller's body headers.
-fn replace_body_headers(headers: &mut HeaderMap, body: &Bytes, content_type: &'static str) {
+/// Describes `body`, the proxy's own, in place of the caller's body headers
+/// (no body: no body headers at all).
+fn replace_body_headers(headers: &mut HeaderMap, body: &Bytes, content_type: Option<&'static str>) {
     for name in BODY_HEADERS {
         headers.remove(name);
     }
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -340,7 +347,7 @@ mod tests {
         replace_body_headers(
             &mut h,
             &Bytes::from_static(b"q=1"),
-            "application/x-www-form-urlencoded",
+            Some("application/x-www-form-urlencoded"),
         );
         assert_eq!(h.len(), 3);
         assert_eq!(h[header::CONTENT_LENGTH], "3");

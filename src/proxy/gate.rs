@@ -21,7 +21,7 @@ use http::{HeaderMap, Response};
 
 use super::Peer;
 use super::body::{ProxyBody, Trailers};
-use super::read::body::{self as read_body, Budget, ReadLimits, Reservation};
+use super::read::body::{self as read_body, Budget, Decodes, ReadLimits, Reservation};
 use super::reject::{Api, Rejection};
 use super::throttle::Throttle;
 use crate::audit::{Audit, AuditEvent, now_rfc3339};
@@ -315,19 +315,21 @@ impl Gate {
     }
 
     /// Reads a body that must be understood before deciding, and undoes
-    /// its `Content-Encoding`: the decoded bytes, and the reservation that
-    /// holds them against `--max-buffered-bytes` until dropped.
+    /// its `Content-Encoding` where the database would (`decodes`): the
+    /// decoded bytes, and the reservation that holds them against
+    /// `--max-buffered-bytes` until dropped.
     pub async fn read_body(
         &self,
         body: ProxyBody,
         headers: &HeaderMap,
+        decodes: Decodes,
     ) -> Result<(Bytes, Reservation), Rejection> {
         let limits = &self.inner.limits;
         let mut buffered = read_body::read(body, limits, Trailers::Drop).await?;
         if buffered.bytes.is_empty() {
             return Ok((Bytes::new(), buffered.reservation));
         }
-        let encoding = read_body::encoding(headers)?;
+        let encoding = read_body::encoding(headers, decodes)?;
         let decoded = read_body::decode(
             &buffered.bytes,
             encoding,

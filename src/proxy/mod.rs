@@ -19,9 +19,9 @@ pub mod framing;
 pub mod gate;
 pub mod http;
 pub mod listener;
+pub mod listing;
 pub mod read;
 pub mod reject;
-pub mod show_databases;
 pub mod throttle;
 
 use std::net::SocketAddr;

@@ -54,7 +54,7 @@ impl ProxyServer {
         credential: Option<http::HeaderValue>,
     ) -> Self {
         let upstream = Upstream::new(upstream.parse().unwrap(), credential, Protocol::Http1);
-        let http = HttpService::new(gate(authorizer, &settings), upstream, vec![]);
+        let http = HttpService::new(gate(authorizer, &settings), upstream, Default::default());
         let proxy = Proxy::new(http);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -163,7 +163,10 @@ impl ProxyServer {
         let grpc = Upstream::new(grpc_upstream.parse().unwrap(), credential, Protocol::Http2);
         let gate = gate(authorizer, &settings());
         let flight = fluxgate::proxy::flight::FlightService::new(gate.clone(), grpc, flight);
-        Self::serve(Proxy::new(HttpService::new(gate, http, vec![])).with_flight(flight)).await
+        Self::serve(
+            Proxy::new(HttpService::new(gate, http, Default::default())).with_flight(flight),
+        )
+        .await
     }
 
     /// Serves an assembled `proxy` on 127.0.0.1:0.
@@ -195,7 +198,7 @@ impl ProxyServer {
     pub async fn with_gate(gate: Gate, http_upstream: &str, grpc_upstream: Option<&str>) -> Self {
         let http = Upstream::new(http_upstream.parse().unwrap(), None, Protocol::Http1)
             .with_response_timeout(Duration::from_millis(500));
-        let mut proxy = Proxy::new(HttpService::new(gate.clone(), http, vec![]));
+        let mut proxy = Proxy::new(HttpService::new(gate.clone(), http, Default::default()));
         if let Some(grpc) = grpc_upstream {
             let grpc = Upstream::new(grpc.parse().unwrap(), None, Protocol::Http2)
                 .with_response_timeout(Duration::from_millis(500));

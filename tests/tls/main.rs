@@ -90,7 +90,8 @@ impl TlsProxy {
         );
         let gate = common::proxy::gate(authorizer, &common::proxy::settings());
         let flight = FlightService::new(gate.clone(), grpc, common::proxy::flight_settings(&[]));
-        let proxy = Proxy::new(HttpService::new(gate, http, vec![])).with_flight(flight);
+        let proxy =
+            Proxy::new(HttpService::new(gate, http, Default::default())).with_flight(flight);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();

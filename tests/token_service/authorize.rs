@@ -280,7 +280,7 @@ async fn resource_id_targets_and_unspecified_types_are_never_held() {
 /// A management token administers databases (CREATE, DELETE, READ_SCHEMA
 /// on any) and holds no data access; a proxy token holds nothing at all.
 #[tokio::test]
-async fn management_token_is_valid_and_holds_no_data_access() {
+async fn management_token_administers_and_holds_no_data_permission() {
     let server = TokenServer::start().await;
     let mut authz = authz_client(&server).await;
     let mut tokens = tokens_client(&server).await;
@@ -298,6 +298,8 @@ async fn management_token_is_valid_and_holds_no_data_access() {
         perm("db", Action::Read),
         perm("*", Action::Write),
         perm("db", Action::Create),
+        perm("db", Action::Delete),
+        perm("*", Action::ReadSchema),
     ];
     let r = authorize(
         &mut authz,
@@ -311,7 +313,16 @@ async fn management_token_is_valid_and_holds_no_data_access() {
         ids.contains(&subject.id),
         "subject is the management token's id"
     );
-    assert_eq!(r.permissions, vec![perm("db", Action::Create)]);
+    // Administration (CREATE, DELETE, READ_SCHEMA) on any database; no
+    // data access.
+    assert_eq!(
+        r.permissions,
+        vec![
+            perm("db", Action::Create),
+            perm("db", Action::Delete),
+            perm("*", Action::ReadSchema),
+        ]
+    );
 
     let proxy = server.proxy_token().await;
     let r = authorize(&mut authz, proxy.as_bytes(), requested).await;

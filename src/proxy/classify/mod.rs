@@ -56,7 +56,7 @@ fn required<'a>(value: Option<&'a str>, message: &str) -> Result<&'a str, Reject
 /// The databases a v2 bucket name reaches: a bucket `db/rp` is database
 /// `db`, retention policy `rp` to InfluxDB 1.8, and a bucket of that whole
 /// name to InfluxDB 2.x and 3, so both must be held.
-fn bucket_databases(bucket: &str) -> impl Iterator<Item = &str> {
+pub fn bucket_databases(bucket: &str) -> impl Iterator<Item = &str> {
     let database = bucket.split_once('/').map(|(db, _)| db);
     std::iter::once(bucket).chain(database)
 }

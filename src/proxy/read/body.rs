@@ -150,9 +150,22 @@ pub enum Encoding {
     Gzip,
 }
 
-/// The single `Content-Encoding` of a body the proxy reads. Lists, repeated
-/// headers and anything but gzip and identity are refused.
-pub fn encoding(headers: &HeaderMap) -> Result<Encoding, Rejection> {
+/// Which encodings the database behind an endpoint undoes: the proxy
+/// accepts exactly those, as the database spells them, so a body never
+/// means one thing compressed to the proxy and another raw to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decodes {
+    /// Nothing: InfluxDB 1.x `/query` and the Flux endpoint read the body as
+    /// sent, so a compressed body (a non-empty one) is refused.
+    Nothing,
+    /// `gzip` and `identity`, spelled exactly so (InfluxDB 3's `read_body`).
+    Gzip,
+}
+
+/// The single `Content-Encoding` of a body the proxy reads, for an endpoint
+/// whose database `decodes` what it does. Lists, repeated headers and
+/// anything else are refused.
+pub fn encoding(headers: &HeaderMap, decodes: Decodes) -> Result<Encoding, Rejection> {
     let mut values = headers.get_all(header::CONTENT_ENCODING).iter();
     let Some(value) = values.next() else {
         return Ok(Encoding::Identity);
@@ -162,15 +175,16 @@ pub fn encoding(headers: &HeaderMap) -> Result<Encoding, Rejection> {
             "more than one Content-Encoding header".to_owned(),
         ));
     }
-    let value = value.as_bytes().trim_ascii();
-    if value.eq_ignore_ascii_case(b"gzip") {
-        Ok(Encoding::Gzip)
-    } else if value.eq_ignore_ascii_case(b"identity") {
-        Ok(Encoding::Identity)
-    } else {
-        Err(Rejection::UnsupportedMediaType(
-            "only one Content-Encoding, gzip or identity, is supported for query bodies".to_owned(),
-        ))
+    match (value.as_bytes(), decodes) {
+        (b"identity", _) => Ok(Encoding::Identity),
+        (b"gzip", Decodes::Gzip) => Ok(Encoding::Gzip),
+        (_, Decodes::Nothing) => Err(Rejection::UnsupportedMediaType(
+            "the database reads this body uncompressed: send it without a Content-Encoding"
+                .to_owned(),
+        )),
+        (_, Decodes::Gzip) => Err(Rejection::UnsupportedMediaType(
+            "only one Content-Encoding, \"gzip\" or \"identity\", is supported".to_owned(),
+        )),
     }
 }
 
@@ -334,18 +348,22 @@ mod tests {
     #[test]
     fn encodings() {
         let mut h = HeaderMap::new();
-        assert_eq!(encoding(&h), Ok(Encoding::Identity));
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("GZIP"));
-        assert_eq!(encoding(&h), Ok(Encoding::Gzip));
+        assert_eq!(encoding(&h, Decodes::Nothing), Ok(Encoding::Identity));
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(encoding(&h, Decodes::Gzip), Ok(Encoding::Gzip));
+        assert!(encoding(&h, Decodes::Nothing).is_err());
+        for other in ["GZIP", "gzip, identity", "br", " gzip", "x-gzip"] {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(other));
+            assert!(encoding(&h, Decodes::Gzip).is_err(), "{other}");
+            assert!(encoding(&h, Decodes::Nothing).is_err(), "{other}");
+        }
         h.insert(
             header::CONTENT_ENCODING,
-            HeaderValue::from_static("gzip, identity"),
+            HeaderValue::from_static("identity"),
         );
-        assert!(encoding(&h).is_err());
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
-        assert!(encoding(&h).is_err());
+        assert_eq!(encoding(&h, Decodes::Nothing), Ok(Encoding::Identity));
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         h.append(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        assert!(encoding(&h).is_err());
+        assert!(encoding(&h, Decodes::Gzip).is_err());
     }
 }

@@ -15,6 +15,7 @@
 //! nothing in them decides anything, so they stream through untouched;
 //! their parameters, which decide everything, are rebuilt.
 
+pub mod admin;
 pub mod body;
 pub mod flux_extern;
 pub mod json;
@@ -38,7 +39,7 @@ pub const JSON: &str = "application/json";
 
 /// What is forwarded for a decided request: its query string and, for
 /// queries, its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Canonical {
     /// The whole query string (empty: none).
     pub query: String,
@@ -91,8 +92,9 @@ impl Write {
     }
 }
 
-/// The parameters of `/query` that are forwarded, in order. `u` and `p`
-/// (credentials) never are; unknown ones mean nothing to InfluxDB either.
+/// The parameters of `/query` that are forwarded, in order: the ones
+/// InfluxDB 1.x reads (`services/httpd/handler.go`), except `u` and `p`
+/// (credentials); unknown ones mean nothing to it either.
 const INFLUXQL_KEYS: &[&str] = &[
     "q",
     "db",
@@ -102,6 +104,8 @@ const INFLUXQL_KEYS: &[&str] = &[
     "chunk_size",
     "pretty",
     "params",
+    "async",
+    "node_id",
 ];
 
 /// A v1 `/query` request.

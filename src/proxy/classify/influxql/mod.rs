@@ -309,14 +309,12 @@ mod tests {
         }
     }
 
-    /// (statement, what it is, the needs it has).
-    type AdminCase<'a> = (&'a str, &'a str, Vec<(DbRef, Action)>);
-
     #[test]
     fn admin_statements_name_their_database_and_action() {
         use Action::{Create, Delete, Read, ReadSchema, Write};
         let named = |s: &str| DbRef::Named(s.to_owned());
-        let cases: Vec<AdminCase<'_>> = vec![
+        type Case = (&'static str, &'static str, Vec<(DbRef, Action)>);
+        let cases: Vec<Case> = vec![
             (
                 "CREATE DATABASE x",
                 "CREATE DATABASE",
