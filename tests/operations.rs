@@ -53,7 +53,8 @@ async fn no_token_reaches_any_log_line_at_debug_level() {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("user:{valid}"));
     // (path, headers, the status the proxy must answer): every kind of
     // credential, valid, unknown and malformed, in every place.
-    let cases: Vec<(String, Vec<(&str, String)>, u16)> = vec![
+    type Case = (String, Vec<(&'static str, String)>, u16);
+    let cases: Vec<Case> = vec![
         (
             "/write?db=db".into(),
             vec![("authorization", format!("Token {valid}"))],
