@@ -134,7 +134,6 @@ impl Throttle {
             buckets.clear();
         }
     }
-
 }
 
 #[cfg(test)]
