@@ -3,10 +3,11 @@
 //!
 //! - `credentials/*`: reading the token from `Authorization: Token …`,
 //!   `Bearer …` and `Basic base64(user:token)`.
-//! - `classify/*`: routing a path, parsing the query string, and planning
-//!   (route → needs) a v1 write, a v1 InfluxQL query of three statements and
-//!   a Flux query; `classify/request_v1_write` is the three together, which
-//!   is what a write costs before the cache is asked.
+//! - `classify/*`: routing a path, parsing the query string, and reading
+//!   and planning (request → needs, and its canonical form) a v1 write, a v1
+//!   InfluxQL query of three statements and a Flux query;
+//!   `classify/request_v1_write` is the three together, which is what a
+//!   write costs before the cache is asked.
 //! - `influxql/*`: scanning a long multi-statement InfluxQL query (64
 //!   statements, ~7 KiB), reported as throughput in bytes.
 //!
@@ -19,12 +20,12 @@ use std::hint::black_box;
 use base64::Engine as _;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fluxgate::credentials::from_authorization;
-use fluxgate::proxy::classify::body::QueryBody;
 use fluxgate::proxy::classify::influxql::parse_statements;
-use fluxgate::proxy::classify::params::Params;
 use fluxgate::proxy::classify::route::{Route, route};
-use fluxgate::proxy::classify::{self, plan};
-use http::Method;
+use fluxgate::proxy::classify::{self, Plan};
+use fluxgate::proxy::read::params::Params;
+use fluxgate::proxy::read::{self, Write};
+use http::{HeaderMap, Method};
 
 /// A token shaped like fluxgate's (prefix + 64 base64url characters).
 const TOKEN: &str = "fgdb_REblMk0vhRoZR2c-R5TZtRN21tFWxvuYYODIjQwRWotZ4_iVRtzHn1-55wPZ7Ur1";
@@ -76,10 +77,24 @@ fn credentials(c: &mut Criterion) {
 fn classification(c: &mut Criterion) {
     let mut g = c.benchmark_group("classify");
     g.bench_function("route_v1_write", |b| {
-        b.iter(|| route(black_box(&Method::POST), black_box("/write"), &[]).unwrap());
+        b.iter(|| {
+            route(
+                black_box(&Method::POST),
+                black_box("/write"),
+                Default::default(),
+            )
+            .unwrap()
+        });
     });
     g.bench_function("route_v3_query_sql", |b| {
-        b.iter(|| route(black_box(&Method::GET), black_box("/api/v3/query_sql"), &[]).unwrap());
+        b.iter(|| {
+            route(
+                black_box(&Method::GET),
+                black_box("/api/v3/query_sql"),
+                Default::default(),
+            )
+            .unwrap()
+        });
     });
     let write_qs = "db=telegraf&rp=autogen&precision=ns";
     g.bench_function("params_v1_write", |b| {
@@ -95,37 +110,50 @@ fn classification(c: &mut Criterion) {
 
     let write_params = Params::parse(Some(write_qs)).unwrap();
     g.bench_function("plan_v1_write", |b| {
-        b.iter(|| plan(Route::V1Write, black_box(&write_params), QueryBody::None).unwrap());
+        b.iter(|| {
+            let write = Write::read(Route::V1Write, black_box(&write_params));
+            (
+                classify::write(Route::V1Write, &write).unwrap(),
+                write.canonical(),
+            )
+        });
     });
     let query_params = Params::parse(Some(&query_qs)).unwrap();
+    let v1_query = || {
+        let query = read::influxql(
+            &Method::GET,
+            &query_params,
+            &HeaderMap::new(),
+            Default::default(),
+        )
+        .unwrap();
+        (classify::v1_query(&query).unwrap(), query.canonical())
+    };
     g.bench_function("plan_v1_query_3_statements", |b| {
-        b.iter(|| plan(Route::V1Query, black_box(&query_params), QueryBody::None).unwrap());
+        b.iter(|| black_box(v1_query()));
     });
-    let flux = serde_json::json!({ "query": FLUX, "type": "flux" });
-    let empty = Params::default();
+    let flux = serde_json::json!({ "query": FLUX, "type": "flux" }).to_string();
+    let json_headers = HeaderMap::new();
     g.bench_function("plan_flux", |b| {
-        b.iter_batched(
-            || QueryBody::Json(flux.clone()),
-            |body| plan(Route::V2Query, black_box(&empty), body).unwrap(),
-            criterion::BatchSize::SmallInput,
-        );
+        b.iter(|| {
+            let query = read::flux(&json_headers, black_box(flux.clone().into())).unwrap();
+            (classify::flux(&query).unwrap(), query.to_json())
+        });
     });
     g.bench_function("request_v1_write", |b| {
         let header = format!("Token {TOKEN}");
         b.iter(|| {
-            let (_, r) = route(&Method::POST, black_box("/write"), &[]).unwrap();
+            let (_, r) = route(&Method::POST, black_box("/write"), Default::default()).unwrap();
             let params = Params::parse(black_box(Some(write_qs))).unwrap();
             let token = from_authorization(black_box(header.as_bytes())).unwrap();
-            let plan = plan(r, &params, QueryBody::None).unwrap();
-            (token, plan)
+            let write = Write::read(r, &params);
+            let plan = classify::write(r, &write).unwrap();
+            (token, plan, write.canonical())
         });
     });
     g.finish();
     // The plan is what it should be (guards against benchmarking an error path).
-    assert!(matches!(
-        plan(Route::V1Query, &query_params, QueryBody::None).unwrap(),
-        classify::Plan::Needs(n) if n.len() == 3
-    ));
+    assert!(matches!(v1_query().0, Plan::Needs(n) if n.len() == 3));
 }
 
 fn influxql(c: &mut Criterion) {

@@ -509,14 +509,15 @@ async fn malformed_grpc_gets_a_clean_status_and_nothing_is_forwarded() {
     assert_eq!((status, grpc.as_deref()), (200, Some("0")));
     let call = e.upstream.last();
     assert_eq!(call.metadata["grpc-timeout"], "5S");
+    // The ticket is forwarded re-encoded from what was decided.
     assert_eq!(
         call.ticket.as_deref(),
-        Some(&json_ticket("mydb", "SELECT 1", "sql")[..])
+        Some(&br#"{"database":"mydb","query_type":"sql","sql_query":"SELECT 1"}"#[..])
     );
 }
 
 #[tokio::test]
-async fn gzip_compressed_tickets_are_read_and_forwarded() {
+async fn gzip_compressed_tickets_are_read_and_forwarded_uncompressed() {
     use std::io::Write as _;
     let e = env().await;
     let (_, t) = e.tokens.database_token(&[("mydb", true, false)]).await;
@@ -527,10 +528,16 @@ async fn gzip_compressed_tickets_are_read_and_forwarded() {
     let body = grpc_frame(1, &gz.finish().unwrap());
     let headers = [("authorization", auth.as_str()), ("grpc-encoding", "gzip")];
     let (_, grpc) = raw_call(&e.proxy, DO_GET, &headers, body).await;
-    // The proxy read the compressed ticket and forwarded the call; the test
-    // upstream (tonic built without gzip) answers UNIMPLEMENTED for the
-    // encoding, which only a forwarded call can get.
-    assert_eq!(grpc, Some((Code::Unimplemented as i32).to_string()));
+    // The proxy read the compressed ticket and forwarded the canonical one,
+    // uncompressed (the test upstream, tonic built without gzip, would
+    // refuse a compressed message).
+    assert_eq!(grpc.as_deref(), Some("0"));
+    let call = e.upstream.last();
+    assert!(call.metadata.get("grpc-encoding").is_none());
+    assert_eq!(
+        call.ticket.as_deref(),
+        Some(&br#"{"database":"mydb","query_type":"sql","sql_query":"SELECT 1"}"#[..])
+    );
 
     let (_, other) = e.tokens.database_token(&[("other", true, false)]).await;
     let auth = format!("Bearer {other}");
@@ -548,7 +555,8 @@ async fn decisions_are_audited_like_http_ones() {
     use fluxgate::proxy::Proxy;
     use fluxgate::proxy::flight::FlightService;
     use fluxgate::proxy::forward::{Protocol, Upstream};
-    use fluxgate::proxy::service::ProxyService;
+    use fluxgate::proxy::gate::Gate;
+    use fluxgate::proxy::http::HttpService;
 
     let tokens = TokenServer::start().await;
     let upstream = FlightUpstream::start().await;
@@ -561,14 +569,14 @@ async fn decisions_are_audited_like_http_ones() {
         tokens.url().parse().unwrap(),
         Duration::from_secs(2),
     ));
-    let http = ProxyService::with_audit(
-        authorizer,
+    let gate = Gate::new(authorizer, &common::proxy::settings(), audit);
+    let http = HttpService::new(
+        gate.clone(),
         Upstream::new("http://127.0.0.1:9".parse().unwrap(), None, Protocol::Http1),
-        common::proxy::settings(),
-        audit,
+        Default::default(),
     );
     let grpc = Upstream::new(upstream.url().parse().unwrap(), None, Protocol::Http2);
-    let flight = FlightService::new(http.clone(), grpc, flight_settings(&[]));
+    let flight = FlightService::new(gate, grpc, flight_settings(&[]));
     let proxy = ProxyServer::serve(Proxy::new(http).with_flight(flight)).await;
 
     let (id, t) = tokens.database_token(&[("mydb", true, false)]).await;

@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluxgate::authz::cache::{CacheConfig, CachedAuthorizer};
-use fluxgate::authz::client::AuthzClient;
+use fluxgate::authz::client::{AuthzClient, ProxyCredential};
 use fluxgate::authz::failover::AuthzEndpoints;
+use fluxgate::authz::invalidation::FollowOptions;
 use fluxgate::authz::{Authorizer as _, CacheUse, Need, NeedDecision};
 use fluxgate::credentials::Token;
 use fluxgate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServiceClient;
@@ -42,6 +43,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use common::binary::{Process, free_port};
 use common::postgres::PgCluster;
+use fluxgate::authz::invalidation::WatchMode;
 
 /// Bound on waiting for anything that should happen by itself.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -82,6 +84,10 @@ impl Replica {
             password.to_str().unwrap(),
             "--shutdown-grace",
             "1s",
+            // The tests poll Authorize for tokens not known (yet, or any
+            // more) without a proxy token: not throttled as a guesser.
+            "--authorize-invalid-rate",
+            "1000000",
         ];
         args.extend_from_slice(extra);
         let process = Process::start(&args, &[("RUST_LOG", "info")], &dir.join("authz.log"));
@@ -228,6 +234,31 @@ async fn create(
     (created.info.unwrap().id, created.token)
 }
 
+/// Creates a proxy token (what a proxy presents to follow the change
+/// stream) through `client`.
+async fn proxy_token(client: &mut TokenServiceClient<Channel>, admin: &str) -> String {
+    client
+        .create_proxy_token(bearer(
+            pb::CreateProxyTokenRequest {
+                description: "replica tests".into(),
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .expect("create a proxy token")
+        .into_inner()
+        .token
+}
+
+/// How a proxy follows the change stream: required, with `proxy`.
+fn follow_options(proxy: &str) -> FollowOptions {
+    FollowOptions {
+        mode: WatchMode::Required,
+        credential: ProxyCredential::new(proxy),
+    }
+}
+
 async fn revoke(client: &mut TokenServiceClient<Channel>, admin: &str, id: &str) {
     client
         .revoke_database_token(bearer(pb::RevokeTokenRequest { id: id.to_owned() }, admin))
@@ -300,13 +331,21 @@ async fn three_replicas(
 }
 
 /// Every change of the replica's stream after `after`, until `count`
-/// changes: (revision, token id, kind).
-async fn log_of(replica: &Replica, after: u64, count: usize) -> Vec<(u64, String, i32)> {
+/// changes: (revision, token id, kind). Follows with the proxy token `proxy`.
+async fn log_of(
+    replica: &Replica,
+    proxy: &str,
+    after: u64,
+    count: usize,
+) -> Vec<(u64, String, i32)> {
     let mut client = replica.tokens().await;
     let mut stream = client
-        .watch_token_changes(pb::WatchTokenChangesRequest {
-            after_revision: Some(after),
-        })
+        .watch_token_changes(bearer(
+            pb::WatchTokenChangesRequest {
+                after_revision: Some(after),
+            },
+            proxy,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -349,14 +388,15 @@ async fn fifty_concurrent_creates_over_three_replicas_share_one_gapless_log() {
         created.push(c.await.unwrap());
     }
 
-    // The same 51 changes (the bootstrap token, then the 50), revisions 1
-    // to 51 with no gap, on every replica.
+    // The same 52 changes (the bootstrap token, the 50, then the proxy
+    // token), revisions 1 to 52 with no gap, on every replica.
+    let proxy = proxy_token(&mut replicas[0].tokens().await, &admin).await;
     let mut logs = Vec::new();
     for r in &replicas {
-        logs.push(log_of(r, 0, 51).await);
+        logs.push(log_of(r, &proxy, 0, 52).await);
     }
     let revisions: Vec<u64> = logs[0].iter().map(|c| c.0).collect();
-    assert_eq!(revisions, (1..=51).collect::<Vec<_>>(), "gapless, in order");
+    assert_eq!(revisions, (1..=52).collect::<Vec<_>>(), "gapless, in order");
     assert_eq!(logs[0], logs[1], "replica b streams the same log");
     assert_eq!(logs[0], logs[2], "replica c streams the same log");
     let ids: HashSet<&String> = logs[0].iter().map(|c| &c.1).collect();
@@ -442,10 +482,15 @@ async fn a_proxy_moves_to_another_replica_without_flushing_its_cache() {
         }
     }
 
-    // The proxy's side, as `fluxgate proxy --authz A,B` builds it.
+    // The proxy's side, as `fluxgate proxy --authz A,B --authz-token-file`
+    // builds it.
+    let proxy = proxy_token(&mut manage_c, &admin).await;
     let endpoints = AuthzEndpoints::new(vec![replicas[0].endpoint(), replicas[1].endpoint()]);
     let cache = CachedAuthorizer::new(
-        Arc::new(AuthzClient::new(endpoints.clone(), Duration::from_secs(2))),
+        Arc::new(
+            AuthzClient::new(endpoints.clone(), Duration::from_secs(2))
+                .with_credential(ProxyCredential::new(&proxy)),
+        ),
         CacheConfig {
             allow_ttl: Duration::from_secs(300),
             deny_ttl: Duration::from_secs(300),
@@ -454,7 +499,7 @@ async fn a_proxy_moves_to_another_replica_without_flushing_its_cache() {
         },
     );
     let stop = CancellationToken::new();
-    let _follower = cache.follow(endpoints, stop.clone());
+    let _follower = cache.follow_with(endpoints, follow_options(&proxy), stop.clone());
     eventually("the proxy follows replica a", DEADLINE, || {
         let connected = cache.watch_status().connected;
         async move { connected }
@@ -600,12 +645,16 @@ async fn a_postgres_outage_refuses_writes_serves_reads_drops_readiness_and_recov
     assert_eq!(b.health().await, ServingStatus::Serving);
 
     // A proxy following a across the outage.
+    let proxy = proxy_token(&mut manage_a, &admin).await;
     let cache = CachedAuthorizer::new(
-        Arc::new(AuthzClient::new(a.endpoint(), Duration::from_secs(2))),
+        Arc::new(
+            AuthzClient::new(a.endpoint(), Duration::from_secs(2))
+                .with_credential(ProxyCredential::new(&proxy)),
+        ),
         CacheConfig::default(),
     );
     let stop = CancellationToken::new();
-    let _follower = cache.follow(a.endpoint(), stop.clone());
+    let _follower = cache.follow_with(a.endpoint(), follow_options(&proxy), stop.clone());
     eventually("the proxy follows a", DEADLINE, || {
         let connected = cache.watch_status().connected;
         async move { connected }

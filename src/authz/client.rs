@@ -3,11 +3,17 @@
 //! fluxgate's token service or any service speaking the IOx contract, one
 //! replica or several (see [`super::failover`]): a call that finds its
 //! replica gone is retried at once on the next, within the same deadline.
+//!
+//! With a [`ProxyCredential`] (`--authz-token-file`), every call carries
+//! the proxy's own token in its `authorization` metadata (the caller's token
+//! stays in the request message): fluxgate's token service then knows the
+//! caller is a proxy and does not throttle its invalid-token answers.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 
 use crate::credentials::Token;
@@ -22,12 +28,56 @@ use crate::tokens::authorize::EXPIRES_AT_METADATA;
 use super::failover::{AuthzEndpoints, FailoverChannel};
 use super::{Action, Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
 
+/// The proxy's own credential towards the token service: a proxy token,
+/// sent as `authorization: Bearer <token>`. Its `Debug` is redacted.
+#[derive(Clone)]
+pub struct ProxyCredential(MetadataValue<Ascii>);
+
+impl ProxyCredential {
+    /// The credential for `token`; `None` when it cannot be sent in a
+    /// header (spaces, control or non-ASCII characters).
+    pub fn new(token: &str) -> Option<Self> {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut value = MetadataValue::try_from(format!("Bearer {token}")).ok()?;
+        value.set_sensitive(true);
+        Some(Self(value))
+    }
+
+    /// Reads it from `path` (`--authz-token-file`), warning when group or
+    /// others can read the file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let secret = crate::hardening::read_secret_file(path, "--authz-token-file")?;
+        Self::new(&secret).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--authz-token-file {} holds spaces, control or non-ASCII characters; is it the right file?",
+                path.display()
+            )
+        })
+    }
+
+    /// Adds the credential to `request`.
+    pub fn attach<T>(&self, request: &mut tonic::Request<T>) {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+    }
+}
+
+impl std::fmt::Debug for ProxyCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyCredential(<redacted>)")
+    }
+}
+
 /// Authorize client over lazily connected, multiplexed HTTP/2 channels.
 #[derive(Debug, Clone)]
 pub struct AuthzClient {
     client: IoxAuthorizerServiceClient<FailoverChannel>,
     channel: FailoverChannel,
     timeout: Duration,
+    credential: Option<ProxyCredential>,
 }
 
 impl AuthzClient {
@@ -47,7 +97,14 @@ impl AuthzClient {
             client: IoxAuthorizerServiceClient::new(channel.clone()),
             channel,
             timeout,
+            credential: None,
         }
+    }
+
+    /// Sends `credential` with every call.
+    pub fn with_credential(mut self, credential: Option<ProxyCredential>) -> Self {
+        self.credential = credential;
+        self
     }
 
     /// One Authorize call, retried on the next replica when its own was
@@ -62,6 +119,9 @@ impl AuthzClient {
             let before = self.channel.current();
             let mut call = tonic::Request::new(request.clone());
             call.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            if let Some(credential) = &self.credential {
+                credential.attach(&mut call);
+            }
             let mut client = self.client.clone();
             match tokio::time::timeout_at(deadline, client.authorize(call)).await {
                 Err(_) => return Err(AuthzError::Timeout),

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
+use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint};
-use tower::{Service, ServiceExt as _};
 
 /// The token service's endpoints, TLS already configured, in order of
 /// preference.
@@ -148,8 +148,9 @@ impl Service<http::Request<Body>> for FailoverChannel {
         let index = inner.current.load(Ordering::SeqCst);
         let mut channel = inner.replicas[index].channel.clone();
         Box::pin(async move {
-            let result = match channel.ready().await {
-                Ok(ready) => ready.call(request).await,
+            let ready = std::future::poll_fn(|cx| channel.poll_ready(cx)).await;
+            let result = match ready {
+                Ok(()) => channel.call(request).await,
                 Err(e) => Err(e),
             };
             if result.is_err() {

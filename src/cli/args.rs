@@ -20,7 +20,7 @@ pub enum Format {
 /// How every management command reaches the token service.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionOptions {
-    /// TOML configuration file; its keys are the long option names.
+    /// TOML configuration file: the long option names as keys, flat or in a [cli] section.
     #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// The token service's URL.
@@ -182,6 +182,52 @@ pub enum ManagementCommand {
     },
 }
 
+/// `fluxgate proxy-token …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ProxyTokenCommand {
+    /// Create a proxy token (for `fluxgate proxy --authz-token-file`); prints the token string once.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Create {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        expiry: ExpiryOptions,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Which proxies hold it (e.g. "sidecars of pool A").
+        description: String,
+    },
+    /// List proxy tokens (never their token strings).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    List {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Also list revoked tokens.
+        #[arg(long)]
+        include_revoked: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Revoke proxy tokens: change streams opened with them end.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Revoke {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+        /// The tokens' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
 /// `fluxgate login`'s long help: where the token comes from and goes to.
 /// (The variant's doc comment sets the about text, so this goes after.)
 fn login_help() -> String {
@@ -205,4 +251,110 @@ pub struct LoginArgs {
     /// Remove the token stored for --authz instead.
     #[arg(long)]
     pub remove: bool,
+}
+
+/// The API of the database behind the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiKind {
+    /// InfluxDB 1.x: InfluxQL on `/query`.
+    V1,
+    /// InfluxDB 3: `/api/v3/configure/database`.
+    V3,
+}
+
+/// How `fluxgate database` reaches the proxy.
+#[derive(Debug, Clone, Args)]
+pub struct HostOptions {
+    /// TOML configuration file: the long option names as keys, flat or in a [cli] section.
+    #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The fluxgate proxy's URL (databases are administered through it).
+    #[arg(
+        long,
+        env = "FLUXGATE_HOST",
+        default_value = "http://127.0.0.1:8086",
+        value_name = "URL"
+    )]
+    pub host: String,
+    /// PEM CA certificates trusted for an https:// --host instead of the system roots.
+    #[arg(long, env = "FLUXGATE_HOST_CA", value_name = "PATH")]
+    pub host_ca: Option<PathBuf>,
+    /// The database's API; read from the proxy's /ping when not given.
+    #[arg(long, value_enum)]
+    pub api: Option<ApiKind>,
+    /// File holding the management token (else env FLUXGATE_TOKEN, else the OS keyring entry of --authz).
+    #[arg(long, env = "FLUXGATE_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// The token service whose OS keyring entry (`fluxgate login`) holds the management token.
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHZ",
+        default_value = "http://127.0.0.1:8090",
+        value_name = "URL"
+    )]
+    pub authz: String,
+}
+
+/// `fluxgate database …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum DatabaseCommand {
+    /// Create a database.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Create {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: HostOptions,
+        /// How long data is kept: m, h, d, w, mo (30 days), y (365 days), combined (1w2d); 0 or infinite: forever.
+        #[arg(long, value_name = "DURATION")]
+        retention_period: Option<String>,
+        /// InfluxDB Cloud Dedicated's table limit (not supported here: refused).
+        #[arg(long, value_name = "N")]
+        max_tables: Option<u64>,
+        /// InfluxDB Cloud Dedicated's column limit (not supported here: refused).
+        #[arg(long, value_name = "N")]
+        max_columns: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The database's name.
+        name: String,
+    },
+    /// List the databases the management token may see.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    List {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: HostOptions,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Change a database's retention period.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Update {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: HostOptions,
+        /// How long data is kept (as for create).
+        #[arg(long, value_name = "DURATION")]
+        retention_period: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The database's name.
+        name: String,
+    },
+    /// Delete databases and all their data.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Delete {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: HostOptions,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long)]
+        force: bool,
+        /// The databases' names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }

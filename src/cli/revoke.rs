@@ -1,4 +1,5 @@
-//! `fluxgate token revoke` and `fluxgate management revoke`: confirmation,
+//! `fluxgate token revoke`, `fluxgate management revoke` and `fluxgate
+//! proxy-token revoke`: confirmation,
 //! then one call per id, reporting each.
 //!
 //! Confirmation is asked on a terminal unless `--force`; without a terminal
@@ -23,6 +24,8 @@ pub enum Kind {
     Database,
     /// `fluxgate management revoke`.
     Management,
+    /// `fluxgate proxy-token revoke`.
+    Proxy,
 }
 
 impl Kind {
@@ -30,6 +33,7 @@ impl Kind {
         match self {
             Kind::Database => "database token",
             Kind::Management => "management token",
+            Kind::Proxy => "proxy token",
         }
     }
 }
@@ -81,6 +85,13 @@ pub async fn run(
                     })
                     .await
             }
+            Kind::Proxy => {
+                client
+                    .call(&doing, |mut c| async move {
+                        c.revoke_proxy_token(request).await
+                    })
+                    .await
+            }
         };
         match result {
             Ok(_) => {
@@ -121,16 +132,20 @@ pub async fn run(
 
 /// Asks `Revoke N token(s) ID…? [y/N]` on stderr; true only for y or yes.
 fn confirm(ids: &[String], kind: Kind) -> Result<bool, CliError> {
-    let mut stderr = std::io::stderr().lock();
-    write!(
-        stderr,
-        "Revoke {} {}(s) {}? [y/N] ",
+    ask(&format!(
+        "Revoke {} {}(s) {}?",
         ids.len(),
         kind.noun(),
         ids.join(", ")
-    )
-    .and_then(|()| stderr.flush())
-    .map_err(|e| CliError::other(format!("cannot ask for confirmation: {e}")))?;
+    ))
+}
+
+/// Asks `question` on the terminal; true for "y" or "yes".
+pub(crate) fn ask(question: &str) -> Result<bool, CliError> {
+    let mut stderr = std::io::stderr().lock();
+    write!(stderr, "{question} [y/N] ")
+        .and_then(|()| stderr.flush())
+        .map_err(|e| CliError::other(format!("cannot ask for confirmation: {e}")))?;
     let mut answer = String::new();
     std::io::stdin()
         .lock()

@@ -5,7 +5,7 @@
 use http::{HeaderMap, header};
 use subtle::ConstantTimeEq as _;
 
-use super::classify::params::Params;
+use super::read::params::Params;
 use super::reject::Rejection;
 use crate::credentials::{self, Token};
 

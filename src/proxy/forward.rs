@@ -1,9 +1,11 @@
 //! Forwarding to the database: the request rewritten for the upstream
 //! (credentials removed, an optional upstream credential added, hop-by-hop
-//! headers dropped, `X-Forwarded-*` set) over pooled connections, and the
-//! response streamed back untouched but for hop-by-hop headers. An
+//! headers dropped, `X-Forwarded-*` set, and for a decided request its
+//! canonical query string and body put in place) over pooled connections,
+//! and the response streamed back untouched but for hop-by-hop headers. An
 //! `https://` upstream is reached over TLS (hyper-rustls), HTTP/1.1 or h2
-//! as for plain http.
+//! as for plain http. An upstream that sends no response head within
+//! `--upstream-timeout` is abandoned (504).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +18,24 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use bytes::Bytes;
+
 use super::body::ProxyBody;
-use super::classify::params::strip_query;
+use super::read::Canonical;
+use super::read::params::strip_query;
 use super::reject::Rejection;
 
 /// Query parameters that carry v1 credentials; never forwarded.
 const CREDENTIAL_PARAMS: &[&str] = &["u", "p"];
+
+/// Headers that describe a body the proxy replaced with its own.
+const BODY_HEADERS: &[HeaderName] = &[
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::CONTENT_TYPE,
+    header::TRANSFER_ENCODING,
+    header::EXPECT,
+];
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -52,7 +66,11 @@ pub struct Upstream {
     base: Uri,
     credential: Option<HeaderValue>,
     protocol: Protocol,
+    response_timeout: Duration,
 }
+
+/// Longest wait for the upstream's response head unless configured.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Upstream {
     /// A client for `base` (scheme, authority and optional path prefix).
@@ -97,20 +115,24 @@ impl Upstream {
             base,
             credential,
             protocol,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         }
     }
 
-    /// The upstream URI for an incoming `uri`: same path and query, minus
-    /// credential parameters, under the base URL.
-    pub fn target(&self, uri: &Uri) -> Result<Uri, Rejection> {
+    /// Gives up on a response head after `timeout`.
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The upstream URI for `path` with query string `query` (empty: none),
+    /// under the base URL.
+    pub fn target(&self, path: &str, query: &str) -> Result<Uri, Rejection> {
         let prefix = self.base.path().trim_end_matches('/');
-        let mut path_and_query = format!("{prefix}{}", uri.path());
-        if let Some(query) = uri.query() {
-            let kept = strip_query(query, CREDENTIAL_PARAMS);
-            if !kept.is_empty() {
-                path_and_query.push('?');
-                path_and_query.push_str(&kept);
-            }
+        let mut path_and_query = format!("{prefix}{path}");
+        if !query.is_empty() {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
         }
         let mut parts = self.base.clone().into_parts();
         parts.path_and_query =
@@ -121,15 +143,66 @@ impl Upstream {
             .map_err(|_| Rejection::BadRequest("request target cannot be forwarded".to_owned()))
     }
 
-    /// Sends the request upstream and returns the streamed response.
-    pub async fn forward(
+    /// Forwards a request the proxy did not decide (public routes): its
+    /// query string as sent, minus credential parameters.
+    pub async fn forward_undecided(
         &self,
         mut parts: request::Parts,
         body: ProxyBody,
         client: SocketAddr,
         scheme: &'static str,
     ) -> Result<Response<ProxyBody>, Rejection> {
-        parts.uri = self.target(&parts.uri)?;
+        let query = strip_query(parts.uri.query().unwrap_or(""), CREDENTIAL_PARAMS);
+        parts.uri = self.target(parts.uri.path(), &query)?;
+        self.send(parts, body, client, scheme).await
+    }
+
+    /// Forwards a decided request in its canonical form: the canonical query
+    /// string, and the canonical body when there is one; otherwise the
+    /// caller's body when given (streamed: a write's line protocol), or none.
+    pub async fn forward_canonical(
+        &self,
+        mut parts: request::Parts,
+        canonical: Canonical,
+        caller_body: Option<ProxyBody>,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Result<Response<ProxyBody>, Rejection> {
+        parts.uri = self.target(parts.uri.path(), &canonical.query)?;
+        let body = match (canonical.body, caller_body) {
+            (Some((bytes, content_type)), _) => {
+                replace_body_headers(&mut parts.headers, &bytes, Some(content_type));
+                ProxyBody::full(bytes)
+            }
+            (None, Some(body)) => body,
+            (None, None) => {
+                replace_body_headers(&mut parts.headers, &Bytes::new(), None);
+                ProxyBody::empty()
+            }
+        };
+        self.send(parts, body, client, scheme).await
+    }
+
+    /// Forwards a gRPC call as it is (its query string is meaningless to
+    /// gRPC and dropped).
+    pub async fn forward_grpc(
+        &self,
+        mut parts: request::Parts,
+        body: ProxyBody,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Result<Response<ProxyBody>, Rejection> {
+        parts.uri = self.target(parts.uri.path(), "")?;
+        self.send(parts, body, client, scheme).await
+    }
+
+    async fn send(
+        &self,
+        mut parts: request::Parts,
+        body: ProxyBody,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Result<Response<ProxyBody>, Rejection> {
         parts.version = match self.protocol {
             Protocol::Http1 => Version::HTTP_11,
             Protocol::Http2 => Version::HTTP_2,
@@ -155,12 +228,22 @@ impl Upstream {
         set_forwarded(&mut parts.headers, client, scheme);
 
         let started = Instant::now();
-        let result = self.client.request(Request::from_parts(parts, body)).await;
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let result = tokio::time::timeout(self.response_timeout, sent).await;
         metrics::histogram!("fluxgate_upstream_seconds").record(started.elapsed().as_secs_f64());
-        let response = result.map_err(|e| {
-            tracing::warn!(error = %e, upstream = %self.base, "upstream request failed");
-            Rejection::UpstreamUnavailable
-        })?;
+        let response = match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, upstream = %self.base, "upstream request failed");
+                return Err(Rejection::UpstreamUnavailable);
+            }
+            Err(_) => {
+                // Dropping the request future closes the upstream stream
+                // (h2) or connection (HTTP/1.1): nothing is left waiting.
+                tracing::warn!(upstream = %self.base, timeout = ?self.response_timeout, "upstream did not answer in time");
+                return Err(Rejection::UpstreamTimeout);
+            }
+        };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, ProxyBody::new(body)))
@@ -184,6 +267,18 @@ fn default_tls(base: &Uri) -> rustls::ClientConfig {
         .unwrap_or_else(|_| rustls::ClientConfig::builder())
         .with_root_certificates(roots)
         .with_no_client_auth()
+}
+
+/// Describes `body`, the proxy's own, in place of the caller's body headers
+/// (no body: no body headers at all).
+fn replace_body_headers(headers: &mut HeaderMap, body: &Bytes, content_type: Option<&'static str>) {
+    for name in BODY_HEADERS {
+        headers.remove(name);
+    }
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -220,21 +315,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn target_strips_credentials_and_keeps_the_rest() {
+    fn targets_sit_under_the_base() {
         let up = Upstream::new(
             "http://127.0.0.1:8087/prefix/".parse().unwrap(),
             None,
             Protocol::Http1,
         );
-        let t = up
-            .target(&"/write?db=a%20b&u=me&p=secret&precision=s".parse().unwrap())
-            .unwrap();
+        let t = up.target("/write", "db=a+b&precision=s").unwrap();
         assert_eq!(
             t.to_string(),
-            "http://127.0.0.1:8087/prefix/write?db=a%20b&precision=s"
+            "http://127.0.0.1:8087/prefix/write?db=a+b&precision=s"
         );
-        let t = up.target(&"/ping?p=x".parse().unwrap()).unwrap();
+        let t = up.target("/ping", "").unwrap();
         assert_eq!(t.to_string(), "http://127.0.0.1:8087/prefix/ping");
+    }
+
+    #[test]
+    fn replaced_bodies_are_described_afresh() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=x"),
+        );
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/x-msgpack"),
+        );
+        replace_body_headers(
+            &mut h,
+            &Bytes::from_static(b"q=1"),
+            Some("application/x-www-form-urlencoded"),
+        );
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[header::CONTENT_LENGTH], "3");
+        assert_eq!(h[header::CONTENT_TYPE], "application/x-www-form-urlencoded");
+        assert_eq!(h[header::ACCEPT], "application/x-msgpack");
     }
 
     #[test]

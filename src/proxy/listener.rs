@@ -24,9 +24,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::Peer;
 use super::Proxy;
 use super::framing::FramingWatch;
-use super::service::Peer;
 use crate::tls::ServerTls;
 
 /// Connection-level limits.
@@ -40,6 +40,8 @@ pub struct ListenerSettings {
     pub max_header_bytes: usize,
     /// How long a connection with nothing in flight stays open.
     pub idle_timeout: Duration,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ListenerSettings {
@@ -49,6 +51,7 @@ impl Default for ListenerSettings {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
             idle_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 128,
         }
     }
 }
@@ -64,6 +67,7 @@ fn builder(settings: &ListenerSettings) -> Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(settings.max_concurrent_streams)
         .keep_alive_interval(Duration::from_secs(30))
         .adaptive_window(true);
     builder

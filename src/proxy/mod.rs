@@ -1,6 +1,14 @@
 //! The authorizing reverse proxy: one listener for HTTP/1.1, h2c and gRPC;
-//! HTTP requests go through [`service::ProxyService`], gRPC (Flight) through
-//! the Flight path.
+//! HTTP requests go through [`http::HttpService`], gRPC (Flight) through
+//! [`flight::FlightService`], both through one [`gate::Gate`].
+//!
+//! - [`listener`] accepts connections and serves HTTP/1.1 and HTTP/2 on them;
+//! - [`read`] reads what a request means, strictly, and rebuilds what is
+//!   forwarded; [`classify`] turns that into the permissions it needs;
+//! - [`gate`] decides, throttles, bounds body reading, and ends every
+//!   request (response, log, metrics, audit); [`reject`] is the one mapping
+//!   from a refusal to a response;
+//! - [`forward`] talks to the database.
 
 pub mod body;
 pub mod classify;
@@ -8,30 +16,59 @@ pub mod credentials;
 pub mod flight;
 pub mod forward;
 pub mod framing;
+pub mod gate;
+pub mod http;
 pub mod listener;
+pub mod listing;
+pub mod read;
 pub mod reject;
-pub mod service;
-pub mod show_databases;
+pub mod throttle;
 
+use std::net::SocketAddr;
+
+use ::http::{Request, Response, header};
 use bytes::Bytes;
-use http::{Request, Response, header};
 use http_body::Body;
 
 use self::body::{BoxError, ProxyBody};
 use self::flight::FlightService;
+use self::framing::AmbiguousFraming;
+use self::gate::InFlight;
+use self::http::HttpService;
 use self::reject::grpc_status;
-use self::service::{Peer, ProxyService};
+
+/// Who is connected, as the listener saw it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Raised when the connection sent a request with ambiguous framing.
+    pub framing: AmbiguousFraming,
+}
+
+impl Peer {
+    /// A peer at `addr` over plain HTTP.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            scheme: "http",
+            framing: AmbiguousFraming::default(),
+        }
+    }
+}
 
 /// Everything the listener dispatches to.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    http: ProxyService,
+    http: HttpService,
     flight: Option<FlightService>,
 }
 
 impl Proxy {
     /// A proxy serving HTTP through `http`.
-    pub fn new(http: ProxyService) -> Self {
+    pub fn new(http: HttpService) -> Self {
         Self { http, flight: None }
     }
 
@@ -48,6 +85,8 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let _in_flight = InFlight::enter();
+        let request = request.map(ProxyBody::new);
         if is_grpc(&request) {
             return match &self.flight {
                 Some(flight) => flight.handle(request, peer).await,

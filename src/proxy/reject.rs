@@ -48,7 +48,7 @@ pub enum Rejection {
     #[error("authorization failed: unknown, expired or revoked token")]
     InvalidToken,
     /// The token lacks a permission.
-    #[error("token does not have {action} permission on database {database:?}", action = .0.action.as_str(), database = .0.database)]
+    #[error("token does not have {action} permission on database {database:?}{hint}", action = .0.action.as_str(), database = .0.database, hint = forbidden_hint(.0))]
     Forbidden(Need),
     /// A statement no database token may run.
     #[error("{0}")]
@@ -74,6 +74,20 @@ pub enum Rejection {
     /// The upstream could not be reached.
     #[error("upstream database unavailable")]
     UpstreamUnavailable,
+    /// The upstream did not answer within `--upstream-timeout`.
+    #[error("upstream database did not answer in time")]
+    UpstreamTimeout,
+    /// The request body did not arrive within `--body-read-timeout`.
+    #[error("request body not received in time")]
+    BodyTimeout,
+    /// The proxy holds as many request bytes as `--max-buffered-bytes`
+    /// allows (or cannot audit, with `--audit-required`): retry later.
+    #[error("the proxy is busy; retry later")]
+    Busy,
+    /// This client presented too many invalid tokens; retry after that
+    /// many seconds.
+    #[error("too many invalid tokens from this address; retry later")]
+    Throttled(u64),
 }
 
 impl Rejection {
@@ -89,8 +103,11 @@ impl Rejection {
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Rejection::AuthzUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::AuthzUnavailable | Rejection::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Rejection::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -104,7 +121,11 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method not allowed",
             Rejection::TooLarge(_) => "request too large",
             Rejection::UnsupportedMediaType(_) => "unsupported media type",
-            Rejection::AuthzUnavailable | Rejection::UpstreamUnavailable => "unavailable",
+            Rejection::AuthzUnavailable | Rejection::UpstreamUnavailable | Rejection::Busy => {
+                "unavailable"
+            }
+            Rejection::UpstreamTimeout | Rejection::BodyTimeout => "request timeout",
+            Rejection::Throttled(_) => "too many requests",
         }
     }
 
@@ -121,9 +142,21 @@ impl Rejection {
             }
             Rejection::NotFound | Rejection::MethodNotAllowed => tonic::Code::Unimplemented,
             Rejection::TooLarge(_) => tonic::Code::ResourceExhausted,
-            Rejection::AuthzUnavailable | Rejection::UpstreamUnavailable => {
+            Rejection::AuthzUnavailable | Rejection::UpstreamUnavailable | Rejection::Busy => {
                 tonic::Code::Unavailable
             }
+            Rejection::UpstreamTimeout | Rejection::BodyTimeout => tonic::Code::DeadlineExceeded,
+            Rejection::Throttled(_) => tonic::Code::ResourceExhausted,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for refusals that are
+    /// the proxy's own trouble (Telegraf honours `Retry-After`).
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Rejection::Throttled(seconds) => Some((*seconds).max(1)),
+            Rejection::Busy | Rejection::AuthzUnavailable => Some(1),
+            _ => None,
         }
     }
 
@@ -144,6 +177,14 @@ impl Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self == Rejection::BodyTimeout {
+            // The rest of a stalled body may still come; this connection
+            // cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if api == Api::V1 {
             // InfluxDB 1.x repeats the error in this header; some clients read it.
             if let Ok(v) = HeaderValue::from_str(&message) {
@@ -151,6 +192,18 @@ impl Rejection {
             }
         }
         response
+    }
+}
+
+/// What to add to a refusal of `need`: administration is for management
+/// tokens (and Telegraf's v1 output asks to create its database at start).
+fn forbidden_hint(need: &Need) -> &'static str {
+    match need.action {
+        crate::authz::Action::Create => {
+            " (only management tokens administer databases; Telegraf: set skip_database_creation = true in [[outputs.influxdb]])"
+        }
+        crate::authz::Action::Delete => " (only management tokens administer databases)",
+        _ => "",
     }
 }
 

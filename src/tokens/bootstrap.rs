@@ -62,7 +62,8 @@ fn create_secret_file(path: &Path) -> Result<File, BootstrapError> {
 
 /// Writes `token` to `file` and syncs it; on failure the file is removed.
 fn fill_secret_file(mut file: File, path: &Path, token: NewToken) -> Result<(), BootstrapError> {
-    let mut secret = token.into_string();
+    // Zeroed when dropped: the string is the secret.
+    let mut secret = zeroize::Zeroizing::new(token.into_string());
     secret.push('\n');
     let written = file
         .write_all(secret.as_bytes())

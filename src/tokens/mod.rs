@@ -1,4 +1,4 @@
-//! The token service: database and management tokens, their store
+//! The token service: database, management and proxy tokens, their store
 //! (embedded SQLite, or PostgreSQL shared by replicas), the IOx-compatible
 //! Authorize RPC and the management API.
 
@@ -16,7 +16,10 @@ pub mod server;
 pub mod sqlite;
 mod status;
 pub mod store;
+pub mod throttle;
 pub mod time;
+pub mod unicode;
+pub mod watch;
 
 pub use location::StoreLocation;
 pub use postgres::PgStore;

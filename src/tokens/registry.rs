@@ -179,6 +179,7 @@ pub struct TokenRegistry {
     shared: Arc<Shared>,
     writes: mpsc::Sender<writer::Request>,
     tasks: CancellationToken,
+    store_id_override: std::sync::OnceLock<String>,
 }
 
 impl Drop for TokenRegistry {
@@ -233,6 +234,7 @@ impl TokenRegistry {
             shared,
             writes,
             tasks,
+            store_id_override: std::sync::OnceLock::new(),
         }))
     }
 
@@ -242,9 +244,21 @@ impl TokenRegistry {
         self.shared.closing.send_replace(true);
     }
 
-    /// The store's identity: the same on every replica over one store.
-    pub fn store_id(&self) -> &str {
-        &self.shared.store_id
+    /// The identity of the token store: created with it and kept in it, the
+    /// same on every replica over one store. Revisions of one store mean
+    /// nothing in another. Always known (`Some`) since stores keep one.
+    pub fn store_id(&self) -> Option<&str> {
+        Some(
+            self.store_id_override
+                .get()
+                .map_or(self.shared.store_id.as_str(), String::as_str),
+        )
+    }
+
+    /// Announces another identity than the store's (the first call wins):
+    /// for tests and tools that stand in for a different store.
+    pub fn set_store_id(&self, id: impl Into<String>) {
+        let _ = self.store_id_override.set(id.into());
     }
 
     /// What the store is, for messages.
@@ -337,7 +351,7 @@ impl TokenRegistry {
         validate_expiry(expires_at, now)?;
         let permissions = match kind {
             TokenKind::Database => normalize_permissions(permissions)?,
-            TokenKind::Management => Vec::new(),
+            TokenKind::Management | TokenKind::Proxy => Vec::new(),
         };
         let new_token = secret::generate(kind).map_err(|_| RegistryError::Random)?;
         let record = TokenRecord {
@@ -587,7 +601,7 @@ impl Shared {
             };
             *counts.entry((t.kind.as_str(), state)).or_default() += 1;
         }
-        for kind in [TokenKind::Database, TokenKind::Management] {
+        for kind in TokenKind::ALL {
             for state in ["active", "revoked", "expired"] {
                 let n = counts.get(&(kind.as_str(), state)).copied().unwrap_or(0);
                 metrics::gauge!("fluxgate_tokens", "kind" => kind.as_str(), "state" => state)

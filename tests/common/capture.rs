@@ -1,6 +1,7 @@
 //! A capturing upstream: a real HTTP/1.1 + h2c server on 127.0.0.1:0 that
-//! records every request exactly as received and answers with a canned
-//! response, so tests can assert what the proxy forwarded.
+//! records every request exactly as received (HTTP/2 request trailers
+//! included) and answers with a canned response, so tests can assert what
+//! the proxy forwarded.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ pub struct Captured {
     pub version: http::Version,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// The request's trailers (HTTP/2 trailing HEADERS, or HTTP/1.1
+    /// chunked trailers), if it had any.
+    pub trailers: Option<http::HeaderMap>,
 }
 
 /// What the upstream answers.
@@ -67,17 +71,20 @@ impl CaptureUpstream {
                             let (c, k) = (Arc::clone(&c), Arc::clone(&k));
                             async move {
                                 let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
+                                let (body, trailers) = match body.collect().await {
+                                    Ok(collected) => {
+                                        let trailers = collected.trailers().cloned();
+                                        (collected.to_bytes(), trailers)
+                                    }
+                                    Err(_) => (Bytes::new(), None),
+                                };
                                 c.lock().push(Captured {
                                     method: parts.method,
                                     uri: parts.uri,
                                     version: parts.version,
                                     headers: parts.headers,
                                     body,
+                                    trailers,
                                 });
                                 let canned = k.lock().clone();
                                 let mut resp = http::Response::new(Full::new(canned.body));

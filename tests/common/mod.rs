@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
 use fluxgate::tokens::store::TokenStore;
+use fluxgate::tokens::throttle::InvalidTokenThrottle;
 use fluxgate::tokens::{PgStore, SqliteStore, TokenRegistry, server};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +93,62 @@ impl TestStore {
     }
 }
 
+/// How a [`TokenServer`] is set up beyond its data and address.
+pub struct Setup {
+    /// Authorize's invalid-token throttle.
+    pub throttle: Arc<InvalidTokenThrottle>,
+    /// The store id its change stream announces instead of the store's own
+    /// (none: the store's).
+    pub store_id: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            throttle: Arc::new(InvalidTokenThrottle::default()),
+            store_id: None,
+        }
+    }
+}
+
+/// Puts a proxy token whose string is `token` into the (new or existing)
+/// store in `dir`, as a restored backup holding it would: how a test's proxy
+/// keeps its credential across a swap of token stores.
+pub async fn seed_proxy_token(dir: &Path, token: &str) {
+    use fluxgate::tokens::model::TokenRecord;
+    use fluxgate::tokens::secret::TokenHash;
+    let record = TokenRecord {
+        id: format!("seeded-proxy-{}", uuid_like(token)),
+        kind: TokenKind::Proxy,
+        description: "seeded".into(),
+        permissions: vec![],
+        hash: TokenHash::of(token.as_bytes()),
+        created_at: std::time::SystemTime::now(),
+        expires_at: None,
+        revoked_at: None,
+        updated_at: None,
+    };
+    seed_record(dir, &record).await;
+}
+
+fn uuid_like(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha512::digest(token.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `record` into the store in `dir` as it is, bypassing the
+/// registry's checks: a record stored by an older version, or a damaged one.
+pub async fn seed_record(dir: &Path, record: &fluxgate::tokens::model::TokenRecord) {
+    use fluxgate::tokens::store::Write;
+    let store = SqliteStore::open(dir).await.expect("open store");
+    store
+        .write(&[Write::Create(record.clone())])
+        .await
+        .expect("seed token");
+    store.close().await;
+}
+
 /// A token service on 127.0.0.1:0 with its own data directory.
 pub struct TokenServer {
     pub addr: SocketAddr,
@@ -117,17 +174,19 @@ impl TokenServer {
     /// Starts a token service on a fresh store of `backend`.
     pub async fn start_on(backend: Backend) -> Self {
         let store = TestStore::new(backend).await;
-        let mut s = Self::start_with(&store).await;
+        let mut s = Self::start_over(&store).await;
         s._store = Some(store);
         s
     }
 
-    /// Starts a token service over `store` (which outlives it: restarts).
-    pub async fn start_with(store: &TestStore) -> Self {
+    /// Starts a token service over `store` (which outlives it: restarts,
+    /// several servers over one store).
+    pub async fn start_over(store: &TestStore) -> Self {
         Self::start_store(
             store.open().await,
             &store.dir,
             "127.0.0.1:0".parse().unwrap(),
+            Setup::default(),
         )
         .await
     }
@@ -139,12 +198,39 @@ impl TokenServer {
 
     /// Starts on a given address (to restart on the same port).
     pub async fn start_at(dir: &Path, addr: SocketAddr) -> Self {
-        let store = SqliteStore::open(dir).await.expect("open store");
-        Self::start_store(Arc::new(store), dir, addr).await
+        Self::start_with(dir, addr, Setup::default()).await
     }
 
-    async fn start_store(store: Arc<dyn TokenStore>, dir: &Path, addr: SocketAddr) -> Self {
+    /// Starts in a fresh temporary directory with Authorize's invalid-token
+    /// answers throttled by `throttle`.
+    pub async fn start_throttled(throttle: Arc<InvalidTokenThrottle>) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let setup = Setup {
+            throttle,
+            ..Setup::default()
+        };
+        let mut s = Self::start_with(tmp.path(), "127.0.0.1:0".parse().unwrap(), setup).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// [`TokenServer::start_at`] with `setup`.
+    pub async fn start_with(dir: &Path, addr: SocketAddr, setup: Setup) -> Self {
+        let store = SqliteStore::open(dir).await.expect("open store");
+        Self::start_store(Arc::new(store), dir, addr, setup).await
+    }
+
+    async fn start_store(
+        store: Arc<dyn TokenStore>,
+        dir: &Path,
+        addr: SocketAddr,
+        setup: Setup,
+    ) -> Self {
+        let Setup { throttle, store_id } = setup;
         let registry = TokenRegistry::open(store).await.expect("open registry");
+        if let Some(id) = store_id {
+            registry.set_store_id(id);
+        }
         let bootstrap = server::bootstrap(&registry, dir).await.expect("bootstrap");
         let management_token = match bootstrap {
             Some(path) => std::fs::read_to_string(path)
@@ -170,7 +256,7 @@ impl TokenServer {
                 signal.cancelled().await;
                 closing.close();
             };
-            server::serve(listener, serving, signal)
+            server::serve_with(listener, serving, None, throttle, signal)
                 .await
                 .expect("serve");
         });
@@ -208,6 +294,17 @@ impl TokenServer {
         (record.id.clone(), token.into_string())
     }
 
+    /// Creates a proxy token (what a proxy presents to follow the change
+    /// stream) directly in the registry; returns its string.
+    pub async fn proxy_token(&self) -> String {
+        let (_, token) = self
+            .registry
+            .create(TokenKind::Proxy, "test proxy".into(), vec![], None)
+            .await
+            .expect("create proxy token");
+        token.into_string()
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -223,8 +320,31 @@ impl Drop for TokenServer {
     }
 }
 
+/// Waits (up to 10 s) until the JSON-lines file at `path` holds at least
+/// `n` lines, and returns them parsed.
+pub async fn wait_for_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} holds {} lines, expected {n}:\n{text}",
+            path.display(),
+            text.lines().count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub mod binary;
 pub mod capture;
 pub mod flight;
+pub mod oracle;
 pub mod postgres;
 pub mod proxy;

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fluxgate::audit::Audit;
 use fluxgate::authz::Authorizer;
 use fluxgate::proxy::Proxy;
 use fluxgate::proxy::forward::{Protocol, Upstream};
+use fluxgate::proxy::gate::{Gate, GateSettings};
+use fluxgate::proxy::http::HttpService;
 use fluxgate::proxy::listener::{self, ListenerSettings};
-use fluxgate::proxy::service::{ProxyService, ProxySettings};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,12 +20,20 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub fn settings() -> ProxySettings {
-    ProxySettings {
-        allow_paths: vec![],
-        max_body: 1 << 20,
+/// The gate's settings for tests: the defaults, with a 2 s decision budget
+/// and no brute-force throttling (every test client is 127.0.0.1, and many
+/// tests present invalid tokens on purpose; the throttle has tests of its own).
+pub fn settings() -> GateSettings {
+    GateSettings {
         authz_timeout: Duration::from_secs(2),
+        invalid_token_rate: 0,
+        ..GateSettings::default()
     }
+}
+
+/// A gate deciding with `authorizer`, unaudited.
+pub fn gate(authorizer: Arc<dyn Authorizer>, settings: &GateSettings) -> Gate {
+    Gate::new(authorizer, settings, Audit::off())
 }
 
 pub struct ProxyServer {
@@ -40,11 +50,12 @@ impl ProxyServer {
     pub async fn start_with(
         authorizer: Arc<dyn Authorizer>,
         upstream: &str,
-        settings: ProxySettings,
+        settings: GateSettings,
         credential: Option<http::HeaderValue>,
     ) -> Self {
         let upstream = Upstream::new(upstream.parse().unwrap(), credential, Protocol::Http1);
-        let proxy = Proxy::new(ProxyService::new(authorizer, upstream, settings));
+        let http = HttpService::new(gate(authorizer, &settings), upstream, Default::default());
+        let proxy = Proxy::new(http);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -150,9 +161,12 @@ impl ProxyServer {
             Protocol::Http1,
         );
         let grpc = Upstream::new(grpc_upstream.parse().unwrap(), credential, Protocol::Http2);
-        let service = ProxyService::new(authorizer, http, settings());
-        let flight = fluxgate::proxy::flight::FlightService::new(service.clone(), grpc, flight);
-        Self::serve(Proxy::new(service).with_flight(flight)).await
+        let gate = gate(authorizer, &settings());
+        let flight = fluxgate::proxy::flight::FlightService::new(gate.clone(), grpc, flight);
+        Self::serve(
+            Proxy::new(HttpService::new(gate, http, Default::default())).with_flight(flight),
+        )
+        .await
     }
 
     /// Serves an assembled `proxy` on 127.0.0.1:0.
@@ -175,5 +189,25 @@ impl ProxyServer {
             shutdown,
             task: Some(task),
         }
+    }
+}
+
+impl ProxyServer {
+    /// A proxy deciding through `gate`, its HTTP requests going to
+    /// `http_upstream` and, when given, its gRPC calls to `grpc_upstream`.
+    pub async fn with_gate(gate: Gate, http_upstream: &str, grpc_upstream: Option<&str>) -> Self {
+        let http = Upstream::new(http_upstream.parse().unwrap(), None, Protocol::Http1)
+            .with_response_timeout(Duration::from_millis(500));
+        let mut proxy = Proxy::new(HttpService::new(gate.clone(), http, Default::default()));
+        if let Some(grpc) = grpc_upstream {
+            let grpc = Upstream::new(grpc.parse().unwrap(), None, Protocol::Http2)
+                .with_response_timeout(Duration::from_millis(500));
+            proxy = proxy.with_flight(fluxgate::proxy::flight::FlightService::new(
+                gate,
+                grpc,
+                flight_settings(&[]),
+            ));
+        }
+        Self::serve(proxy).await
     }
 }

@@ -146,7 +146,9 @@ def test_v2_client_write_reaches_the_upstream_intact(fluxgate_bin, tmp_path):
     try:
         upstream = f"http://{LOOPBACK}:{server.server_address[1]}"
         with FluxgateServe(fluxgate_bin, tmp_path / "data", upstream) as serve:
-            _, token = serve.create_token(write=["telegraf"])
+            # A bucket db/rp is database db to InfluxDB 1.8 and a bucket of
+            # that whole name to 2.x: the token needs both.
+            _, token = serve.create_token(write=["telegraf", "telegraf/autogen"])
             lines = [f"cpu,host=h{i} usage={i}.5 {1_600_000_000 + i}" for i in range(100)]
             with V2Client(url=serve.url, token=token, org="my-org", enable_gzip=True) as client:
                 client.write_api(write_options=SYNCHRONOUS).write(

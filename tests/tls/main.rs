@@ -24,8 +24,8 @@ use fluxgate::authz::local::LocalAuthorizer;
 use fluxgate::proxy::Proxy;
 use fluxgate::proxy::flight::FlightService;
 use fluxgate::proxy::forward::{Protocol, Upstream};
+use fluxgate::proxy::http::HttpService;
 use fluxgate::proxy::listener::{self, ListenerSettings};
-use fluxgate::proxy::service::ProxyService;
 use fluxgate::tls::server::{ALPN_PROXY, ServerFiles};
 use fluxgate::tls::{PemFile, ServerTls};
 use http_body_util::{BodyExt as _, Full};
@@ -88,9 +88,10 @@ impl TlsProxy {
             Protocol::Http2,
             upstream_tls,
         );
-        let service = ProxyService::new(authorizer, http, common::proxy::settings());
-        let flight = FlightService::new(service.clone(), grpc, common::proxy::flight_settings(&[]));
-        let proxy = Proxy::new(service).with_flight(flight);
+        let gate = common::proxy::gate(authorizer, &common::proxy::settings());
+        let flight = FlightService::new(gate.clone(), grpc, common::proxy::flight_settings(&[]));
+        let proxy =
+            Proxy::new(HttpService::new(gate, http, Default::default())).with_flight(flight);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();

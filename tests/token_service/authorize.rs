@@ -271,7 +271,9 @@ async fn resource_id_targets_and_unspecified_types_are_never_held(backend: Backe
     assert!(r.permissions.is_empty(), "{:?}", r.permissions);
 }
 
-async fn management_token_is_valid_and_holds_nothing(backend: Backend) {
+/// A management token administers databases (CREATE, DELETE, READ_SCHEMA
+/// on any) and holds no data access; a proxy token holds nothing at all.
+async fn management_token_administers_and_holds_no_data_permission(backend: Backend) {
     let server = TokenServer::start_on(backend).await;
     let mut authz = authz_client(&server).await;
     let mut tokens = tokens_client(&server).await;
@@ -285,14 +287,17 @@ async fn management_token_is_valid_and_holds_nothing(backend: Backend) {
         .into_inner();
     let ids: Vec<_> = listed.tokens.iter().map(|t| t.id.clone()).collect();
 
+    let requested = vec![
+        perm("db", Action::Read),
+        perm("*", Action::Write),
+        perm("db", Action::Create),
+        perm("db", Action::Delete),
+        perm("*", Action::ReadSchema),
+    ];
     let r = authorize(
         &mut authz,
         server.management_token.as_bytes(),
-        vec![
-            perm("db", Action::Read),
-            perm("*", Action::Write),
-            perm("db", Action::Create),
-        ],
+        requested.clone(),
     )
     .await;
     assert!(r.valid);
@@ -301,7 +306,20 @@ async fn management_token_is_valid_and_holds_nothing(backend: Backend) {
         ids.contains(&subject.id),
         "subject is the management token's id"
     );
-    assert!(r.permissions.is_empty());
+    // Administration (CREATE, DELETE, READ_SCHEMA) on any database; no
+    // data access.
+    assert_eq!(
+        r.permissions,
+        vec![
+            perm("db", Action::Create),
+            perm("db", Action::Delete),
+            perm("*", Action::ReadSchema),
+        ]
+    );
+
+    let proxy = server.proxy_token().await;
+    let r = authorize(&mut authz, proxy.as_bytes(), requested).await;
+    assert!(r.valid && r.permissions.is_empty(), "{r:?}");
 }
 
 async fn known_token_without_requested_permissions_is_valid_and_empty(backend: Backend) {
@@ -514,7 +532,7 @@ crate::on_both_backends!(
     wildcard_covers_every_database_for_the_granted_action_only,
     read_covers_read_schema_and_create_delete_are_never_held,
     resource_id_targets_and_unspecified_types_are_never_held,
-    management_token_is_valid_and_holds_nothing,
+    management_token_administers_and_holds_no_data_permission,
     known_token_without_requested_permissions_is_valid_and_empty,
     authorize_is_case_and_byte_exact,
     expired_token_is_refused_and_expiry_metadata_is_sent,

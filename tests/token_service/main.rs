@@ -32,8 +32,10 @@ macro_rules! on_both_backends {
     };
 }
 
+mod access;
 mod authorize;
 mod junk;
+mod limits;
 mod listing;
 mod management;
 mod migration;

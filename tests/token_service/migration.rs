@@ -134,10 +134,14 @@ async fn a_store_written_by_the_first_release_keeps_every_token() {
     // whole old log resumes without a flush.
     let old_head = expected["head_revision"].as_u64().unwrap();
     assert!(server.registry.head_revision() > old_head);
+    let proxy = server.proxy_token().await;
     let mut stream = client
-        .watch_token_changes(pb::WatchTokenChangesRequest {
-            after_revision: Some(old_head),
-        })
+        .watch_token_changes(bearer(
+            pb::WatchTokenChangesRequest {
+                after_revision: Some(old_head),
+            },
+            &proxy,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -158,6 +162,6 @@ async fn a_store_written_by_the_first_release_keeps_every_token() {
 
     // The identity is kept.
     let server = TokenServer::start_in(tmp.path()).await;
-    assert_eq!(server.registry.store_id(), store_id);
+    assert_eq!(server.registry.store_id(), Some(store_id.as_str()));
     server.stop().await;
 }

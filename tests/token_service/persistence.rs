@@ -33,7 +33,7 @@ async fn get(server: &TokenServer, id: &str) -> pb::TokenInfo {
 
 async fn tokens_survive_a_restart(backend: Backend) {
     let store = TestStore::new(backend).await;
-    let server = TokenServer::start_with(&store).await;
+    let server = TokenServer::start_over(&store).await;
     let mgmt = server.management_token.clone();
     let mut client = tokens_client(&server).await;
 
@@ -113,7 +113,7 @@ async fn tokens_survive_a_restart(backend: Backend) {
     drop(client);
     server.stop().await;
 
-    let server = TokenServer::start_with(&store).await;
+    let server = TokenServer::start_over(&store).await;
     // The restarted server had tokens: no new bootstrap, the helper made a
     // management token of its own; the old ones still work too.
     let after: Vec<pb::TokenInfo> = [
@@ -204,7 +204,7 @@ async fn bootstrap_token_is_written_once_with_mode_0600(backend: Backend) {
     use std::os::unix::fs::PermissionsExt as _;
 
     let store = TestStore::new(backend).await;
-    let server = TokenServer::start_with(&store).await;
+    let server = TokenServer::start_over(&store).await;
     let path = store.dir.join(BOOTSTRAP_FILE);
     let meta = std::fs::metadata(&path).expect("bootstrap file written on first start");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -228,7 +228,7 @@ async fn bootstrap_token_is_written_once_with_mode_0600(backend: Backend) {
     drop(client);
     server.stop().await;
 
-    let server = TokenServer::start_with(&store).await;
+    let server = TokenServer::start_over(&store).await;
     assert_ne!(server.management_token, token, "no second bootstrap token");
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
@@ -384,25 +384,29 @@ async fn revisions_continue_and_resume_across_a_restart(backend: Backend) {
     use fluxgate::proto::tokens::watch_token_changes_response::Event;
 
     let store = TestStore::new(backend).await;
-    let server = TokenServer::start_with(&store).await;
+    let server = TokenServer::start_over(&store).await;
     let (first, _) = server.database_token(&[("a", true, false)]).await;
+    let proxy = server.proxy_token().await;
     let head = server.registry.head_revision();
-    assert_eq!(head, 2, "bootstrap, then the database token");
+    assert_eq!(head, 3, "bootstrap, the database token, the proxy token");
     server.stop().await;
 
-    let server = TokenServer::start_with(&store).await;
-    // The helper created one management token on this start: revision 3.
+    let server = TokenServer::start_over(&store).await;
+    // The helper created one management token on this start: revision 4.
     assert_eq!(server.registry.head_revision(), head + 1);
     let mut client = tokens_client(&server).await;
     let mut stream = client
-        .watch_token_changes(pb::WatchTokenChangesRequest {
-            after_revision: Some(1),
-        })
+        .watch_token_changes(crate::bearer(
+            pb::WatchTokenChangesRequest {
+                after_revision: Some(1),
+            },
+            &proxy,
+        ))
         .await
         .unwrap()
         .into_inner();
     let mut messages = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let m = tokio::time::timeout(crate::EVENT_DEADLINE, stream.message())
             .await
             .unwrap()
@@ -426,6 +430,11 @@ async fn revisions_continue_and_resume_across_a_restart(backend: Backend) {
         panic!("change: {:?}", messages[2])
     };
     assert_eq!(messages[2].revision, 3);
+    assert_eq!(c.token_kind, pb::TokenKind::Proxy as i32);
+    let Some(Event::Change(c)) = &messages[3].event else {
+        panic!("change: {:?}", messages[3])
+    };
+    assert_eq!(messages[3].revision, 4);
     assert_eq!(c.token_kind, pb::TokenKind::Management as i32);
     drop(stream);
     drop(client);

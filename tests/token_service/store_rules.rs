@@ -21,10 +21,14 @@ use crate::{EVENT_DEADLINE, bearer, expect_code, tokens_client};
 
 async fn store_id_of(server: &TokenServer) -> String {
     let mut client = tokens_client(server).await;
+    let proxy = server.proxy_token().await;
     let mut stream = client
-        .watch_token_changes(pb::WatchTokenChangesRequest {
-            after_revision: None,
-        })
+        .watch_token_changes(bearer(
+            pb::WatchTokenChangesRequest {
+                after_revision: None,
+            },
+            &proxy,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -36,14 +40,14 @@ async fn store_id_of(server: &TokenServer) -> String {
 
 async fn every_sync_carries_the_store_identity(backend: Backend) {
     let store = TestStore::new(backend).await;
-    let a = TokenServer::start_with(&store).await;
-    let b = TokenServer::start_with(&store).await;
+    let a = TokenServer::start_over(&store).await;
+    let b = TokenServer::start_over(&store).await;
     let id = store_id_of(&a).await;
     assert!(!id.is_empty());
     assert_eq!(store_id_of(&b).await, id, "one store, one identity");
     b.stop().await;
     a.stop().await;
-    let restarted = TokenServer::start_with(&store).await;
+    let restarted = TokenServer::start_over(&store).await;
     assert_eq!(store_id_of(&restarted).await, id, "kept across restarts");
     let other = TokenServer::start_on(backend).await;
     assert_ne!(store_id_of(&other).await, id, "another store, another id");
@@ -298,7 +302,7 @@ async fn authz_bootstrap_mints_a_token_the_running_service_picks_up(backend: Bac
     use std::os::unix::fs::PermissionsExt as _;
 
     let store = TestStore::new(backend).await;
-    let server = TokenServer::start_with(&store).await;
+    let server = TokenServer::start_over(&store).await;
     let out = store.dir.join("recovered-token");
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_fluxgate"))

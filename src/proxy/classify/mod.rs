@@ -1,138 +1,104 @@
 //! Classification: what a request needs before it may be forwarded. Each
-//! route of BRIEF §4 becomes a [`Plan`]: the (database, action) pairs the
-//! token must hold, or an admin statement no database token may run.
+//! request the proxy decides, once read (see [`crate::proxy::read`]),
+//! becomes a [`Plan`]: the (database, action) pairs the token must hold —
+//! read and write for data, create, delete and read-schema for
+//! administration, which only management tokens hold — or a statement no
+//! token may run.
 
-pub mod body;
 pub mod flux;
 pub mod influxql;
-pub mod params;
 pub mod route;
 
 use std::collections::BTreeSet;
 
-use self::body::QueryBody;
 use self::influxql::{DbRef, Statement};
-use self::params::Params;
 use self::route::Route;
+use super::read::json::{FluxRequest, V3Query};
+use super::read::{InfluxQl, Write};
 use super::reject::Rejection;
 use crate::authz::{Action, Need};
-
-/// Telegraf's v1 output sends `CREATE DATABASE` at start-up; say how to stop it.
-const TELEGRAF_HINT: &str = " (Telegraf: set skip_database_creation = true in [[outputs.influxdb]]; create databases with an admin credential)";
 
 /// What a request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Every need must be granted.
     Needs(Vec<Need>),
-    /// An admin statement: refused for database tokens (after the token is
-    /// checked, so unknown tokens still get 401). The string explains why.
-    Admin(String),
+    /// A statement no token may run through the proxy: refused (after the
+    /// token is checked, so unknown tokens still get 401). The string
+    /// explains why.
+    Refused(String),
     /// `SHOW DATABASES` alone: forwarded, and the answer filtered to the
     /// databases the token can read.
     ShowDatabases,
 }
 
-impl Plan {
-    /// The databases named, for logs and audit.
-    pub fn databases(&self) -> Vec<&str> {
-        match self {
-            Plan::Needs(needs) => needs.iter().map(|n| n.database.as_str()).collect(),
-            _ => Vec::new(),
-        }
-    }
+/// Which database's InfluxQL a query is: they differ in what the request's
+/// database means and in what they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// InfluxDB 1.x (`/query`): `db` only fills in statements that name no
+    /// database; administration and `SHOW DATABASES` (filtered) run here.
+    V1,
+    /// InfluxDB 3 (`/api/v3/query_influxql`, Flight tickets): the request's
+    /// database scopes the whole query, so it is always read; InfluxDB 3
+    /// administers through its HTTP API, so only schema listings of the
+    /// admin statements are accepted, and `SHOW DATABASES` (whose answer the
+    /// proxy cannot filter here) is refused.
+    V3,
 }
 
-/// True when `route` must have its body read to be authorized.
-pub fn needs_body(route: Route, method: &http::Method) -> bool {
-    match route {
-        Route::V2Query => true,
-        Route::V1Query | Route::V3QuerySql | Route::V3QueryInfluxQl => method == http::Method::POST,
-        _ => false,
-    }
+fn required<'a>(value: Option<&'a str>, message: &str) -> Result<&'a str, Rejection> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Rejection::BadRequest(message.to_owned()))
 }
 
-/// The database a v2 bucket names: `db/rp` is the 1.x compatibility form.
-fn bucket_database(bucket: &str) -> &str {
-    bucket.split('/').next().unwrap_or(bucket)
+/// The databases a v2 bucket name reaches: a bucket `db/rp` is database
+/// `db`, retention policy `rp` to InfluxDB 1.8, and a bucket of that whole
+/// name to InfluxDB 2.x and 3, so both must be held.
+pub fn bucket_databases(bucket: &str) -> impl Iterator<Item = &str> {
+    let database = bucket.split_once('/').map(|(db, _)| db);
+    std::iter::once(bucket).chain(database)
 }
 
-fn required<'a>(params: &'a Params, key: &str, message: &str) -> Result<&'a str, Rejection> {
-    match params.get(key) {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(Rejection::BadRequest(message.to_owned())),
-    }
-}
-
-/// Plans a request on `route` with URL parameters `params` and, for routes
-/// whose body carries the query, the decoded `body`.
-pub fn plan(route: Route, params: &Params, body: QueryBody) -> Result<Plan, Rejection> {
-    match route {
-        Route::Public => Ok(Plan::Needs(Vec::new())),
-        Route::V1Write => Ok(Plan::Needs(vec![Need::write(required(
-            params,
-            "db",
-            "database is required",
-        )?)])),
-        Route::V3Write => Ok(Plan::Needs(vec![Need::write(required(
-            params,
-            "db",
-            "database is required",
-        )?)])),
+/// A write needs write on the database (for a v2 bucket, see
+/// [`bucket_databases`]).
+pub fn write(route: Route, write: &Write) -> Result<Plan, Rejection> {
+    let needs = match route {
         Route::V2Write => {
-            let bucket = required(params, "bucket", "bucket is required")?;
-            Ok(Plan::Needs(vec![Need::write(bucket_database(bucket))]))
+            let bucket = required(write.get("bucket"), "bucket is required")?;
+            bucket_databases(bucket).map(Need::write).collect()
         }
-        Route::V1Query => plan_v1_query(params, body),
-        Route::V2Query => plan_flux(body),
-        Route::V3QuerySql | Route::V3QueryInfluxQl => plan_v3_query(route, params, body),
-    }
+        _ => vec![Need::write(required(
+            write.get("db"),
+            "database is required",
+        )?)],
+    };
+    Ok(Plan::Needs(needs))
 }
 
-fn plan_v1_query(params: &Params, body: QueryBody) -> Result<Plan, Rejection> {
-    let merged;
-    let (params, text) = match body {
-        QueryBody::None => (params, None),
-        QueryBody::Form(form) => {
-            // Credentials in a form body would reach the database: refuse.
-            if form.contains("p") || form.contains("u") {
-                return Err(Rejection::BadRequest(
-                    "credentials in the request body are not supported; use the Authorization header".to_owned(),
-                ));
-            }
-            merged = params.clone().merge(form)?;
-            (&merged, None)
-        }
-        QueryBody::Text(q) => {
-            if params.contains("q") {
-                return Err(Rejection::BadRequest(
-                    "query given both in the URL and in the body".to_owned(),
-                ));
-            }
-            (params, Some(q))
-        }
-        QueryBody::Json(_) => {
-            return Err(Rejection::UnsupportedMediaType(
-                "/query does not take a JSON body".to_owned(),
-            ));
-        }
-    };
-    let query = match &text {
-        Some(q) => q.as_str(),
-        None => required(params, "q", "missing required parameter \"q\"")?,
-    };
-    plan_influxql(query, params.get("db").filter(|d| !d.is_empty()), true)
+/// A v1 `/query`.
+pub fn v1_query(query: &InfluxQl) -> Result<Plan, Rejection> {
+    influxql_plan(&query.q, query.get("db"), Dialect::V1)
 }
 
-/// Plans an InfluxQL query; `default_db` stands for statements naming none.
-fn plan_influxql(
+/// The needs of InfluxQL `query` run with request database `default_db`:
+/// the one rule for `/query`, `/api/v3/query_influxql` and InfluxQL Flight
+/// tickets.
+pub fn influxql_plan(
     query: &str,
     default_db: Option<&str>,
-    show_databases_allowed: bool,
+    dialect: Dialect,
 ) -> Result<Plan, Rejection> {
+    let default_db = default_db.filter(|d| !d.is_empty());
     let statements = influxql::parse_statements(query)
         .map_err(|e| Rejection::BadRequest(format!("error parsing query: {e}")))?;
     let mut needs = BTreeSet::new();
+    if dialect == Dialect::V3
+        && let Some(db) = default_db
+    {
+        needs.insert(Need::read(db));
+    }
     let resolve = |r: &DbRef| -> Result<String, Rejection> {
         match r {
             DbRef::Named(name) => Ok(name.clone()),
@@ -144,15 +110,25 @@ fn plan_influxql(
     let mut show_databases = false;
     for statement in &statements {
         match statement {
-            Statement::Admin { what } => {
-                let hint = if what.eq_ignore_ascii_case("CREATE DATABASE") {
-                    TELEGRAF_HINT
-                } else {
-                    ""
-                };
-                return Ok(Plan::Admin(format!(
-                    "{what} is an admin statement; database tokens cannot run it{hint}"
+            Statement::Refused { what, why } => {
+                return Ok(Plan::Refused(format!("{what} is not allowed: {why}")));
+            }
+            Statement::Admin { what, needs: admin }
+                if dialect == Dialect::V3
+                    && admin.iter().any(|(_, a)| *a != Action::ReadSchema) =>
+            {
+                return Ok(Plan::Refused(format!(
+                    "{what} is not allowed here: InfluxDB 3 is administered through its HTTP API (/api/v3/configure/…)"
                 )));
+            }
+            // Mixed with data statements, every permission is needed.
+            Statement::Admin { needs: admin, .. } => {
+                for (db, action) in admin {
+                    needs.insert(Need {
+                        database: resolve(db)?,
+                        action: *action,
+                    });
+                }
             }
             Statement::ShowDatabases => show_databases = true,
             Statement::Data { reads, writes } => {
@@ -166,12 +142,17 @@ fn plan_influxql(
         }
     }
     if show_databases {
-        if statements.len() > 1 || !show_databases_allowed {
-            return Err(Rejection::BadRequest(if show_databases_allowed {
-                "SHOW DATABASES must be sent on its own".to_owned()
-            } else {
-                "SHOW DATABASES is only supported on /query".to_owned()
-            }));
+        if dialect == Dialect::V3 {
+            // Elsewhere the answer cannot be filtered to what the token
+            // may see.
+            return Ok(Plan::Refused(
+                "SHOW DATABASES is only supported on /query".to_owned(),
+            ));
+        }
+        if statements.len() > 1 {
+            return Err(Rejection::BadRequest(
+                "SHOW DATABASES must be sent on its own".to_owned(),
+            ));
         }
         return Ok(Plan::ShowDatabases);
     }
@@ -181,45 +162,17 @@ fn plan_influxql(
     Ok(Plan::Needs(needs.into_iter().collect()))
 }
 
-fn plan_flux(body: QueryBody) -> Result<Plan, Rejection> {
-    let query = match body {
-        QueryBody::Text(q) => q,
-        QueryBody::Json(v) => {
-            if let Some(kind) = v.get("type").and_then(|t| t.as_str())
-                && kind != "flux"
-            {
-                return Err(Rejection::BadRequest(format!(
-                    "query type {kind:?} is not supported; use flux"
-                )));
-            }
-            match v.get("query").and_then(|q| q.as_str()) {
-                Some(q) => q.to_owned(),
-                None => {
-                    return Err(Rejection::BadRequest(
-                        "missing \"query\" in the request body".to_owned(),
-                    ));
-                }
-            }
-        }
-        QueryBody::None => {
-            return Err(Rejection::BadRequest(
-                "missing query in the request body".to_owned(),
-            ));
-        }
-        QueryBody::Form(_) => {
-            return Err(Rejection::UnsupportedMediaType(
-                "Flux queries must be JSON or application/vnd.flux".to_owned(),
-            ));
-        }
-    };
-    let access = flux::analyze(&query)
+/// A Flux query needs read on every bucket it reads and write on every
+/// bucket it writes (see [`bucket_databases`]).
+pub fn flux(request: &FluxRequest) -> Result<Plan, Rejection> {
+    let access = flux::analyze(&request.query)
         .map_err(|e| Rejection::BadRequest(format!("cannot authorize Flux query: {e}")))?;
     let mut needs = BTreeSet::new();
     for bucket in &access.reads {
-        needs.insert(Need::read(bucket_database(bucket)));
+        needs.extend(bucket_databases(bucket).map(Need::read));
     }
     for bucket in &access.writes {
-        needs.insert(Need::write(bucket_database(bucket)));
+        needs.extend(bucket_databases(bucket).map(Need::write));
     }
     if needs.is_empty() {
         return Err(Rejection::BadRequest(
@@ -229,63 +182,21 @@ fn plan_flux(body: QueryBody) -> Result<Plan, Rejection> {
     Ok(Plan::Needs(needs.into_iter().collect()))
 }
 
-fn plan_v3_query(route: Route, params: &Params, body: QueryBody) -> Result<Plan, Rejection> {
-    let (db, query) = match body {
-        QueryBody::None => (
-            required(params, "db", "database is required")?.to_owned(),
-            required(params, "q", "query is required")?.to_owned(),
-        ),
-        QueryBody::Json(v) => {
-            let db = v
-                .get("db")
-                .and_then(|d| d.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            let q = v
-                .get("q")
-                .and_then(|q| q.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            if db.is_empty() {
-                return Err(Rejection::BadRequest("database is required".to_owned()));
-            }
-            if q.is_empty() {
-                return Err(Rejection::BadRequest("query is required".to_owned()));
-            }
-            if params.get("db").is_some_and(|u| u != db) {
-                return Err(Rejection::BadRequest(
-                    "parameter \"db\" differs between the URL and the body".to_owned(),
-                ));
-            }
-            if params.get("q").is_some_and(|u| u != q) {
-                return Err(Rejection::BadRequest(
-                    "parameter \"q\" differs between the URL and the body".to_owned(),
-                ));
-            }
-            (db, q)
-        }
-        QueryBody::Form(_) | QueryBody::Text(_) => {
-            return Err(Rejection::UnsupportedMediaType(
-                "v3 query bodies must be JSON".to_owned(),
-            ));
-        }
-    };
+/// A v3 query: SQL reads its database only (InfluxDB 3 SQL cannot reach
+/// across databases); InfluxQL reads it and every database it names.
+pub fn v3_query(route: Route, query: &V3Query) -> Result<Plan, Rejection> {
     match route {
-        // SQL in InfluxDB 3 cannot reach across databases.
-        Route::V3QuerySql => Ok(Plan::Needs(vec![Need::read(db)])),
-        _ => plan_influxql(&query, Some(&db), false),
+        Route::V3QuerySql => Ok(Plan::Needs(vec![Need::read(query.db.as_str())])),
+        _ => influxql_plan(&query.q, Some(&query.db), Dialect::V3),
     }
 }
 
-/// The action a plan's admin check asks about: CREATE is never held by a
-/// database token, so the answer is "invalid token" (401) or "forbidden".
-pub fn admin_probe(params: &Params) -> Need {
+/// The need that tells a known token from an unknown one without granting
+/// anything data-related: CREATE on `database` (or `*`). The answer is
+/// "invalid token" (401) or, for any known token, allowed or forbidden.
+pub fn token_probe(database: Option<&str>) -> Need {
     Need {
-        database: params
-            .get("db")
-            .filter(|d| !d.is_empty())
-            .unwrap_or("*")
-            .to_owned(),
+        database: database.filter(|d| !d.is_empty()).unwrap_or("*").to_owned(),
         action: Action::Create,
     }
 }

@@ -1,9 +1,12 @@
 //! Tests of request classification: every route's needs, and the refusals.
 
+use http::{HeaderMap, Method};
+
 use super::*;
 use crate::authz::Need;
+use crate::proxy::read::{self, params::Params};
 
-fn params(q: &str) -> Params {
+fn url(q: &str) -> Params {
     Params::parse(Some(q)).unwrap()
 }
 
@@ -14,158 +17,134 @@ fn needs(plan: Result<Plan, Rejection>) -> Vec<Need> {
     }
 }
 
+fn v1(q: &str) -> Result<Plan, Rejection> {
+    let r = read::influxql(&Method::GET, &url(q), &HeaderMap::new(), Default::default())?;
+    v1_query(&r)
+}
+
 #[test]
 fn writes_need_write_on_their_database() {
+    let w = |route, q| write(route, &Write::read(route, &url(q)));
     assert_eq!(
-        needs(plan(Route::V1Write, &params("db=a&rp=x"), QueryBody::None)),
+        needs(w(Route::V1Write, "db=a&rp=x")),
         vec![Need::write("a")]
     );
+    assert_eq!(needs(w(Route::V3Write, "db=a")), vec![Need::write("a")]);
+    // A bucket db/rp is database db to 1.8 and bucket db/rp to 2.x: both.
     assert_eq!(
-        needs(plan(Route::V3Write, &params("db=a"), QueryBody::None)),
-        vec![Need::write("a")]
+        needs(w(Route::V2Write, "bucket=a/autogen&org=o")),
+        vec![Need::write("a/autogen"), Need::write("a")]
     );
-    assert_eq!(
-        needs(plan(
-            Route::V2Write,
-            &params("bucket=a/autogen&org=o"),
-            QueryBody::None
-        )),
-        vec![Need::write("a")]
-    );
-    assert!(plan(Route::V1Write, &params(""), QueryBody::None).is_err());
-    assert!(plan(Route::V1Write, &params("db="), QueryBody::None).is_err());
-    assert!(plan(Route::V2Write, &params("org=o"), QueryBody::None).is_err());
+    assert!(w(Route::V1Write, "").is_err());
+    assert!(w(Route::V1Write, "db=").is_err());
+    assert!(w(Route::V2Write, "org=o").is_err());
 }
 
 #[test]
 fn v1_queries_need_every_database_named() {
-    let p = params("db=a&q=SELECT+*+FROM+m%3B+SELECT+*+INTO+c..x+FROM+b..m");
     assert_eq!(
-        needs(plan(Route::V1Query, &p, QueryBody::None)),
+        needs(v1("db=a&q=SELECT+*+FROM+m%3B+SELECT+*+INTO+c..x+FROM+b..m")),
         vec![Need::read("a"), Need::read("b"), Need::write("c")]
     );
-    // No db parameter and a statement naming none: refused, not guessed.
-    assert!(
-        plan(
-            Route::V1Query,
-            &params("q=SELECT+*+FROM+m"),
-            QueryBody::None
-        )
-        .is_err()
-    );
-    assert!(plan(Route::V1Query, &params("db=a"), QueryBody::None).is_err());
-}
-
-#[test]
-fn admin_and_show_databases() {
-    match plan(
-        Route::V1Query,
-        &params("q=CREATE+DATABASE+x"),
-        QueryBody::None,
-    ) {
-        Ok(Plan::Admin(m)) => assert!(m.contains("skip_database_creation")),
-        other => panic!("{other:?}"),
-    }
-    match plan(
-        Route::V1Query,
-        &params("db=a&q=SELECT+*+FROM+m%3BDROP+SERIES+FROM+m"),
-        QueryBody::None,
-    ) {
-        Ok(Plan::Admin(m)) => assert!(!m.contains("skip_database_creation")),
-        other => panic!("{other:?}"),
-    }
+    // The request database is needed only where a statement uses it.
     assert_eq!(
-        plan(Route::V1Query, &params("q=SHOW+DATABASES"), QueryBody::None),
-        Ok(Plan::ShowDatabases)
-    );
-    assert!(
-        plan(
-            Route::V1Query,
-            &params("db=a&q=SHOW+DATABASES%3BSELECT+*+FROM+m"),
-            QueryBody::None
-        )
-        .is_err()
-    );
-    assert!(
-        plan(
-            Route::V3QueryInfluxQl,
-            &params("db=a&q=SHOW+DATABASES"),
-            QueryBody::None
-        )
-        .is_err()
-    );
-}
-
-#[test]
-fn v1_query_bodies() {
-    let form = QueryBody::Form(Params::parse_form(b"q=SELECT+*+FROM+m&db=a").unwrap());
-    assert_eq!(
-        needs(plan(Route::V1Query, &params(""), form)),
-        vec![Need::read("a")]
-    );
-    let creds = QueryBody::Form(Params::parse_form(b"q=SELECT+*+FROM+m&db=a&p=secret").unwrap());
-    assert!(plan(Route::V1Query, &params(""), creds).is_err());
-    let text = QueryBody::Text("SELECT * FROM b..m".into());
-    assert_eq!(
-        needs(plan(Route::V1Query, &params("db=a"), text)),
+        needs(v1("db=a&q=SELECT+*+FROM+b..m")),
         vec![Need::read("b")]
     );
-    let both = QueryBody::Text("SELECT * FROM m".into());
-    assert!(plan(Route::V1Query, &params("db=a&q=SELECT+1"), both).is_err());
+    // No db parameter and a statement naming none: refused, not guessed.
+    assert!(v1("q=SELECT+*+FROM+m").is_err());
+    assert!(v1("db=a").is_err());
+}
+
+#[test]
+fn admin_statements_need_admin_actions_on_their_database() {
+    let admin = |database: &str, action| Need {
+        database: database.into(),
+        action,
+    };
+    assert_eq!(
+        needs(v1("q=CREATE+DATABASE+x")),
+        vec![admin("x", Action::Create)]
+    );
+    // Mixed with data statements, every permission is needed.
+    assert_eq!(
+        needs(v1("db=a&q=SELECT+*+FROM+m%3BDROP+SERIES+FROM+m")),
+        vec![Need::read("a"), admin("a", Action::Delete)]
+    );
+    assert!(v1("q=DROP+MEASUREMENT+m").is_err(), "no database to act on");
+    match v1("db=a&q=SELECT+*+FROM+m%3BCREATE+USER+u+WITH+PASSWORD+%27p%27") {
+        Ok(Plan::Refused(m)) => assert!(m.contains("replace database users"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn show_databases() {
+    assert_eq!(v1("q=SHOW+DATABASES"), Ok(Plan::ShowDatabases));
+    assert!(v1("db=a&q=SHOW+DATABASES%3BSELECT+*+FROM+m").is_err());
+    let v3 = V3Query {
+        db: "a".into(),
+        q: "SHOW DATABASES".into(),
+        format: None,
+        params: None,
+    };
+    assert!(matches!(
+        v3_query(Route::V3QueryInfluxQl, &v3),
+        Ok(Plan::Refused(_))
+    ));
 }
 
 #[test]
 fn flux_queries_need_their_buckets() {
-    let body = QueryBody::Json(serde_json::json!({
-        "query": "from(bucket: \"telegraf/autogen\") |> range(start: -1h) |> to(bucket: \"copy\")",
-        "type": "flux"
-    }));
+    let f = |q: &str| flux(&FluxRequest::from_text(q.to_owned()).unwrap());
     assert_eq!(
-        needs(plan(Route::V2Query, &params("org=o"), body)),
-        vec![Need::write("copy"), Need::read("telegraf")]
+        needs(f(
+            "from(bucket: \"telegraf/autogen\") |> range(start: -1h) |> to(bucket: \"copy\")"
+        )),
+        vec![
+            Need::write("copy"),
+            Need::read("telegraf"),
+            Need::read("telegraf/autogen")
+        ]
     );
-    let text = QueryBody::Text("from(bucket: \"b\") |> range(start: -1h)".into());
     assert_eq!(
-        needs(plan(Route::V2Query, &params(""), text)),
+        needs(f("from(bucket: \"b\") |> range(start: -1h)")),
         vec![Need::read("b")]
     );
-    let dynamic = QueryBody::Text("b = \"x\"\nfrom(bucket: b)".into());
-    assert!(plan(Route::V2Query, &params(""), dynamic).is_err());
-    let influxql = QueryBody::Json(serde_json::json!({"query": "SELECT 1", "type": "influxql"}));
-    assert!(plan(Route::V2Query, &params(""), influxql).is_err());
-    assert!(plan(Route::V2Query, &params(""), QueryBody::None).is_err());
+    assert!(f("b = \"x\"\nfrom(bucket: b)").is_err());
 }
 
 #[test]
 fn v3_queries() {
+    let q = |db: &str, q: &str| V3Query {
+        db: db.into(),
+        q: q.into(),
+        format: None,
+        params: None,
+    };
     assert_eq!(
-        needs(plan(
-            Route::V3QuerySql,
-            &params("db=a&q=SELECT+1"),
-            QueryBody::None
-        )),
+        needs(v3_query(Route::V3QuerySql, &q("a", "SELECT 1"))),
         vec![Need::read("a")]
     );
-    let json = QueryBody::Json(serde_json::json!({"db": "a", "q": "SELECT * FROM b..m"}));
+    // InfluxQL on v3: the request's database scopes the query.
     assert_eq!(
-        needs(plan(Route::V3QueryInfluxQl, &params(""), json)),
-        vec![Need::read("b")]
+        needs(v3_query(
+            Route::V3QueryInfluxQl,
+            &q("a", "SELECT * FROM b..m")
+        )),
+        vec![Need::read("a"), Need::read("b")]
     );
-    let json = QueryBody::Json(serde_json::json!({"db": "a", "q": "SELECT 1"}));
-    assert!(plan(Route::V3QuerySql, &params("db=b"), json).is_err());
-    let no_db = QueryBody::Json(serde_json::json!({"q": "SELECT 1"}));
-    assert!(plan(Route::V3QuerySql, &params(""), no_db).is_err());
-    assert!(plan(Route::V3QuerySql, &params("q=SELECT+1"), QueryBody::None).is_err());
 }
 
 #[test]
-fn admin_probe_asks_for_create() {
+fn the_probe_asks_for_create() {
     assert_eq!(
-        admin_probe(&params("db=a")),
+        token_probe(Some("a")),
         Need {
             database: "a".into(),
             action: Action::Create
         }
     );
-    assert_eq!(admin_probe(&params("")).database, "*");
+    assert_eq!(token_probe(None).database, "*");
+    assert_eq!(token_probe(Some("")).database, "*");
 }

@@ -1,31 +1,20 @@
-//! gRPC message framing on the request side: reading the first
-//! length-prefixed message of a streaming request body (bounded, so a huge
-//! or never-ending prefix cannot make the proxy buffer without limit), and
-//! re-emitting exactly the bytes read, followed by the rest of the body
-//! untouched, so the upstream receives the caller's request byte for byte.
+//! gRPC message framing on the request side: the one message of a unary
+//! request read from its whole body (bounded by the caller), decompressed
+//! when it was compressed, and the uncompressed framing of the message the
+//! proxy forwards instead.
 //!
 //! A gRPC message is `compressed-flag (1 byte) | length (4 bytes, big
-//! endian) | message`. Only the first message is ever buffered; everything
-//! after it streams through with HTTP/2 flow control intact.
+//! endian) | message`.
 
 use std::io::Read as _;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut as _, Bytes, BytesMut};
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
 
-use crate::proxy::body::{BoxError, ProxyBody};
 use crate::proxy::reject::Rejection;
 
 /// Length of the message prefix.
 const PREFIX: usize = 5;
-
-/// Most bytes reserved up front while reading a message: the declared length
-/// is the caller's claim, so memory grows with what actually arrives.
-const INITIAL_CAPACITY: usize = 16 << 10;
 
 /// How a compressed message is encoded (`grpc-encoding`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,78 +42,53 @@ impl Encoding {
     }
 }
 
-/// The first message of a request body.
-#[derive(Debug)]
-pub struct FirstMessage {
-    /// Every byte read from the body so far, unchanged: the frame itself
-    /// and any bytes of later messages that arrived in the same chunk.
-    pub raw: Bytes,
-    /// Bytes in `raw` after the first frame.
-    pub excess: usize,
-    /// The message, decompressed if it was compressed.
-    pub message: Bytes,
-}
-
-/// Reads the first message of `body` (at most `limit` bytes, compressed or
-/// decompressed). Bad framing, an unreadable compression and a body that
-/// ends early are `BadRequest`; a message over the limit is `TooLarge`.
-pub async fn read_first(
-    body: &mut ProxyBody,
-    limit: u64,
-    encoding: &Encoding,
-) -> Result<FirstMessage, Rejection> {
-    let mut buf = BytesMut::new();
-    let mut declared: Option<(bool, usize)> = None;
-    loop {
-        if declared.is_none() && buf.len() >= PREFIX {
-            let (compressed, length) = parse_prefix(&buf)?;
-            if u64::try_from(length).map_or(true, |l| l > limit) {
-                return Err(Rejection::TooLarge(limit));
+/// The one message of a whole gRPC request body `buf` (at most `limit`
+/// bytes, compressed or decompressed). Bad framing, an unreadable
+/// compression, no message or more than one are `BadRequest`.
+pub fn single(buf: &[u8], encoding: &Encoding, limit: u64) -> Result<Bytes, Rejection> {
+    if buf.is_empty() {
+        return Err(Rejection::BadRequest(
+            "the request carries no gRPC message".to_owned(),
+        ));
+    }
+    if buf.len() < PREFIX {
+        return Err(Rejection::BadRequest(
+            "the request body ends inside a gRPC message".to_owned(),
+        ));
+    }
+    let (compressed, length) = parse_prefix(buf)?;
+    if u64::try_from(length).map_or(true, |l| l > limit) {
+        return Err(Rejection::TooLarge(limit));
+    }
+    let end = PREFIX.saturating_add(length);
+    match buf.len().cmp(&end) {
+        std::cmp::Ordering::Less => Err(Rejection::BadRequest(
+            "the request body ends inside a gRPC message".to_owned(),
+        )),
+        std::cmp::Ordering::Greater => Err(Rejection::BadRequest(
+            "this call takes exactly one request message".to_owned(),
+        )),
+        std::cmp::Ordering::Equal => {
+            let payload = &buf[PREFIX..end];
+            if compressed {
+                decompress(payload, encoding, limit)
+            } else {
+                Ok(Bytes::copy_from_slice(payload))
             }
-            buf.reserve(length.min(INITIAL_CAPACITY));
-            declared = Some((compressed, length));
-        }
-        if let Some((compressed, length)) = declared {
-            let end = PREFIX + length;
-            if buf.len() >= end {
-                let raw = buf.freeze();
-                let payload = raw.slice(PREFIX..end);
-                let message = if compressed {
-                    decompress(&payload, encoding, limit)?
-                } else {
-                    payload
-                };
-                return Ok(FirstMessage {
-                    excess: raw.len() - end,
-                    raw,
-                    message,
-                });
-            }
-        }
-        match body.frame().await {
-            None => {
-                return Err(Rejection::BadRequest(if buf.is_empty() {
-                    "the request carries no gRPC message".to_owned()
-                } else {
-                    "the request body ends inside a gRPC message".to_owned()
-                }));
-            }
-            Some(Err(e)) => {
-                return Err(Rejection::BadRequest(format!(
-                    "cannot read the request body: {e}"
-                )));
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => buf.extend_from_slice(&data),
-                Err(_) => {
-                    return Err(Rejection::BadRequest(
-                        "request trailers arrived before the first gRPC message was complete"
-                            .to_owned(),
-                    ));
-                }
-            },
         }
     }
+}
+
+/// `message` framed uncompressed: what the proxy forwards in place of the
+/// caller's framing.
+pub fn encode(message: &[u8]) -> Result<Bytes, Rejection> {
+    let length = u32::try_from(message.len())
+        .map_err(|_| Rejection::BadRequest("gRPC message too large".to_owned()))?;
+    let mut out = BytesMut::with_capacity(PREFIX + message.len());
+    out.put_u8(0);
+    out.put_u32(length);
+    out.extend_from_slice(message);
+    Ok(out.freeze())
 }
 
 /// The compressed flag and the declared length of the message at the start
@@ -177,80 +141,10 @@ fn decompress(payload: &[u8], encoding: &Encoding, limit: u64) -> Result<Bytes, 
     Ok(Bytes::from(out))
 }
 
-/// A request body that yields `prefix` (the bytes already read) and then the
-/// rest of the original body, data and trailers, unchanged.
-///
-/// With `single_message` set (methods whose request is one message, like
-/// DoGet) any further data is an error, which resets the upstream stream:
-/// the upstream must never see a message the proxy did not authorize.
-#[derive(Debug)]
-pub struct Replay {
-    prefix: Option<Bytes>,
-    rest: ProxyBody,
-    single_message: bool,
-}
-
-impl Replay {
-    /// `prefix` followed by `rest`.
-    pub fn new(prefix: Bytes, rest: ProxyBody, single_message: bool) -> Self {
-        Self {
-            prefix: (!prefix.is_empty()).then_some(prefix),
-            rest,
-            single_message,
-        }
-    }
-}
-
-impl Body for Replay {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(prefix) = self.prefix.take() {
-            return Poll::Ready(Some(Ok(Frame::data(prefix))));
-        }
-        let single_message = self.single_message;
-        match Pin::new(&mut self.rest).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame)))
-                if single_message && frame.data_ref().is_some_and(|d| !d.is_empty()) =>
-            {
-                Poll::Ready(Some(Err(
-                    "more than one message on a single-message gRPC call".into(),
-                )))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_none() && self.rest.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let rest = self.rest.size_hint();
-        let Some(prefix) = &self.prefix else {
-            return rest;
-        };
-        // Built afresh: `set_lower` on an exact hint would exceed its upper
-        // bound (and `SizeHint` asserts), so lower goes first on an open one.
-        let len = u64::try_from(prefix.len()).unwrap_or(u64::MAX);
-        let mut hint = SizeHint::new();
-        hint.set_lower(rest.lower().saturating_add(len));
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper.saturating_add(len));
-        }
-        hint
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use http_body_util::StreamBody;
 
     fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![flag];
@@ -259,104 +153,63 @@ mod tests {
         v
     }
 
-    /// A body delivering `chunks` one frame at a time.
-    fn chunked(chunks: Vec<Vec<u8>>) -> ProxyBody {
-        let frames = chunks
-            .into_iter()
-            .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(c))));
-        ProxyBody::new(StreamBody::new(futures_util::stream::iter(frames)))
-    }
-
-    #[tokio::test]
-    async fn reads_across_chunks_and_replays_byte_for_byte() {
+    #[test]
+    fn one_message_exactly() {
         let wire = frame(0, b"hello ticket");
-        let chunks: Vec<Vec<u8>> = wire.chunks(3).map(<[u8]>::to_vec).collect();
-        let mut body = chunked(chunks);
-        let first = read_first(&mut body, 1024, &Encoding::Identity)
-            .await
-            .unwrap();
-        assert_eq!(&first.message[..], b"hello ticket");
-        assert_eq!(first.excess, 0);
-        let replay = Replay::new(first.raw, body, true);
-        let all = replay.collect().await.unwrap().to_bytes();
-        assert_eq!(&all[..], &wire[..]);
-    }
-
-    #[tokio::test]
-    async fn framing_errors() {
-        let mut body = chunked(vec![vec![0, 0, 0]]);
-        assert!(matches!(
-            read_first(&mut body, 10, &Encoding::Identity).await,
-            Err(Rejection::BadRequest(_))
-        ));
-        let mut body = chunked(vec![]);
-        assert!(matches!(
-            read_first(&mut body, 10, &Encoding::Identity).await,
-            Err(Rejection::BadRequest(_))
-        ));
-        let mut body = chunked(vec![frame(2, b"x")]);
-        assert!(matches!(
-            read_first(&mut body, 10, &Encoding::Identity).await,
-            Err(Rejection::BadRequest(_))
-        ));
-        let mut body = chunked(vec![frame(1, b"x")]);
-        assert!(matches!(
-            read_first(&mut body, 10, &Encoding::Identity).await,
-            Err(Rejection::BadRequest(_))
-        ));
-        // Declared length over the limit: refused before the message arrives.
-        let mut body = chunked(vec![vec![0, 0xff, 0xff, 0xff, 0xff]]);
         assert_eq!(
-            read_first(&mut body, 1 << 20, &Encoding::Identity)
-                .await
-                .unwrap_err(),
+            &single(&wire, &Encoding::Identity, 1024).unwrap()[..],
+            b"hello ticket"
+        );
+        assert_eq!(encode(b"hello ticket").unwrap(), wire);
+        let mut two = wire.clone();
+        two.extend_from_slice(&frame(0, b"again"));
+        assert!(matches!(
+            single(&two, &Encoding::Identity, 1024),
+            Err(Rejection::BadRequest(_))
+        ));
+        assert!(matches!(
+            single(&[0, 0, 0], &Encoding::Identity, 10),
+            Err(Rejection::BadRequest(_))
+        ));
+        assert!(matches!(
+            single(&[], &Encoding::Identity, 10),
+            Err(Rejection::BadRequest(_))
+        ));
+        assert!(matches!(
+            single(&frame(2, b"x"), &Encoding::Identity, 10),
+            Err(Rejection::BadRequest(_))
+        ));
+        assert!(matches!(
+            single(&frame(1, b"x"), &Encoding::Identity, 10),
+            Err(Rejection::BadRequest(_))
+        ));
+        assert!(matches!(
+            single(&wire[..8], &Encoding::Identity, 1024),
+            Err(Rejection::BadRequest(_))
+        ));
+        assert_eq!(
+            single(&[0, 0xff, 0xff, 0xff, 0xff], &Encoding::Identity, 1 << 20).unwrap_err(),
             Rejection::TooLarge(1 << 20)
         );
     }
 
-    #[tokio::test]
-    async fn gzip_messages_are_decoded_and_bounded() {
+    #[test]
+    fn gzip_messages_are_decoded_and_bounded() {
         use std::io::Write as _;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&[b'a'; 4096]).unwrap();
-        let compressed = gz.finish().unwrap();
-        let mut body = chunked(vec![frame(1, &compressed)]);
-        let first = read_first(&mut body, 8192, &Encoding::Gzip).await.unwrap();
-        assert_eq!(first.message.len(), 4096);
-        let mut body = chunked(vec![frame(1, &compressed)]);
+        let compressed = frame(1, &gz.finish().unwrap());
         assert_eq!(
-            read_first(&mut body, 1000, &Encoding::Gzip)
-                .await
-                .unwrap_err(),
+            single(&compressed, &Encoding::Gzip, 8192).unwrap().len(),
+            4096
+        );
+        assert_eq!(
+            single(&compressed, &Encoding::Gzip, 1000).unwrap_err(),
             Rejection::TooLarge(1000)
         );
-        let mut body = chunked(vec![frame(1, &compressed)]);
         assert!(matches!(
-            read_first(&mut body, 8192, &Encoding::Other("zstd".into())).await,
+            single(&compressed, &Encoding::Other("zstd".into()), 8192),
             Err(Rejection::BadRequest(_))
         ));
-    }
-
-    #[test]
-    fn size_hint_adds_the_prefix_to_an_exact_hint() {
-        let replay = Replay::new(
-            Bytes::from_static(b"12345"),
-            ProxyBody::full(Bytes::from_static(b"678")),
-            false,
-        );
-        assert_eq!(replay.size_hint().exact(), Some(8));
-        let replay = Replay::new(Bytes::from_static(b"12345"), ProxyBody::empty(), false);
-        assert_eq!(replay.size_hint().exact(), Some(5));
-    }
-
-    #[tokio::test]
-    async fn single_message_calls_refuse_more_data() {
-        let mut body = chunked(vec![frame(0, b"one"), frame(0, b"two")]);
-        let first = read_first(&mut body, 100, &Encoding::Identity)
-            .await
-            .unwrap();
-        assert_eq!(first.excess, 0);
-        let replay = Replay::new(first.raw, body, true);
-        assert!(replay.collect().await.is_err());
     }
 }

@@ -1,11 +1,16 @@
 //! The Flight (gRPC) request path, in the same order as the HTTP one:
-//! method → credentials → read what must be read (the DoGet ticket, i.e.
-//! the first request message only) → needs → decide → forward over h2c.
-//! Every refusal is a [`Rejection`] answered as a trailers-only gRPC status
-//! by [`Rejection::into_response`]; nothing is forwarded without an allow
-//! decision except `Handshake`, which carries no database. Decisions go
-//! through the HTTP path's [`ProxyService`] (same authorizer, timeout,
-//! `--max-body` and audit trail), so both paths decide alike.
+//! method → credentials → read what must be read (a unary call's one
+//! message, with its trailers) → needs → decide → forward its canonical
+//! form over h2c. Every refusal is a [`Rejection`]; the [`Gate`] (shared
+//! with HTTP: same authorizer, timeout, limits, throttle, metrics and audit
+//! trail) answers it as a trailers-only gRPC status. Nothing is forwarded
+//! without an allow decision except `Handshake`, which carries no database.
+//!
+//! Request trailers never reach the upstream: tonic servers (InfluxDB 3's
+//! Flight service among them) merge them into the request metadata,
+//! replacing header values the proxy authorized. A unary call whose
+//! trailers carry anything is refused before anything is forwarded; a
+//! streaming call's upstream stream is reset if they come.
 //!
 //! | method | needs |
 //! |---|---|
@@ -30,8 +35,9 @@
 //!   as safe as the upstream's binding of its tickets to the database they
 //!   were issued for (InfluxDB 3 accepts no opaque ticket, so with it the
 //!   fallback never runs a query);
-//! - reading the ticket is bounded in size, not in time, as HTTP bodies are;
-//!   HTTP/2 keep-alive and the caller's own deadline end a stalled call.
+//! - reading a unary request is bounded in size (`--max-body`), in time
+//!   (`--body-read-timeout`) and in memory across requests
+//!   (`--max-buffered-bytes`), as HTTP bodies are.
 
 pub mod frame;
 pub mod methods;
@@ -39,26 +45,28 @@ pub mod plan;
 pub mod ticket;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Version, header};
-use http_body::Body;
 use prost::Message as _;
 
-use self::frame::{Encoding, Replay};
+use self::frame::Encoding;
 use self::methods::{AllowList, FlightMethod};
 use self::ticket::{FlightTicket, TicketError};
-use super::body::{BoxError, ProxyBody};
-use super::classify::params::Params;
+use super::Peer;
+use super::body::{ProxyBody, Streamed, Trailers};
+use super::classify::token_probe;
 use super::credentials;
 use super::forward::Upstream;
+use super::gate::{Finished, Gate, Trail};
+use super::read::params::Params;
 use super::reject::{Api, Rejection};
-use super::service::{InFlight, Outcome, Peer, ProxyService, Trail};
-use crate::authz::{Action, Need};
+use crate::authz::Need;
 use crate::credentials::Token;
 
-/// Settings of the Flight request path beyond those it shares with HTTP.
+/// Settings of the Flight request path beyond the gate's.
 #[derive(Debug, Clone, Default)]
 pub struct FlightSettings {
     /// Flight methods allowed beyond Handshake, DoGet and GetFlightInfo.
@@ -73,20 +81,19 @@ pub struct FlightService {
 
 #[derive(Debug)]
 struct Inner {
-    /// Decides (authorizer, timeout), bounds reads (`max_body`) and audits.
-    http: ProxyService,
+    gate: Gate,
     /// The gRPC upstream (HTTP/2).
     upstream: Upstream,
     settings: FlightSettings,
 }
 
 impl FlightService {
-    /// A Flight handler deciding through `http` and forwarding to
-    /// `upstream` (an HTTP/2 [`Upstream`]).
-    pub fn new(http: ProxyService, upstream: Upstream, settings: FlightSettings) -> Self {
+    /// A Flight handler deciding through `gate` and forwarding to `upstream`
+    /// (an HTTP/2 [`Upstream`]).
+    pub fn new(gate: Gate, upstream: Upstream, settings: FlightSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                http,
+                gate,
                 upstream,
                 settings,
             }),
@@ -94,53 +101,31 @@ impl FlightService {
     }
 
     /// Handles one gRPC request.
-    pub async fn handle<B>(&self, request: Request<B>, peer: Peer) -> Response<ProxyBody>
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub async fn handle(&self, request: Request<ProxyBody>, peer: Peer) -> Response<ProxyBody> {
         let started = Instant::now();
-        let _in_flight = InFlight::enter();
+        let gate = &self.inner.gate;
         let method = FlightMethod::from_path(request.uri().path());
-        let audited = self.inner.http.audit().enabled();
-        let path = if audited {
+        let path = if gate.audited() {
             request.uri().path().to_owned()
         } else {
             String::new()
         };
-        let mut trail = Trail::new(audited);
-        let result = self
-            .handle_call(method, request.map(ProxyBody::new), &peer, &mut trail)
-            .await;
-        let reason = result.as_ref().err().map(ToString::to_string);
-        let route = method.map_or("unknown", FlightMethod::name);
-        let response = result.unwrap_or_else(|rejection| {
-            tracing::debug!(
-                api = Api::Grpc.as_str(),
-                method = route,
-                grpc_status = rejection.grpc_code() as i32,
-                reason = %rejection,
-                "flight call refused"
-            );
-            rejection.into_response(Api::Grpc)
-        });
-        let outcome = Outcome {
+        let mut trail = gate.trail();
+        let result = self.call(method, request, &peer, &mut trail).await;
+        let finished = Finished {
             api: Api::Grpc,
-            route,
+            route: method.map_or("unknown", FlightMethod::name),
             method: "POST",
             path: &path,
-            status: response.status(),
-            grpc_status: grpc_status_of(&response),
             // Like the HTTP path's public routes, the unchecked Handshake
             // leaves no audit event.
             public: method == Some(FlightMethod::Handshake),
-            reason,
+            started,
         };
-        self.inner.http.record(&peer, &trail, outcome, started);
-        response
+        gate.finish(&finished, &peer, &trail, result)
     }
 
-    async fn handle_call(
+    async fn call(
         &self,
         method: Option<FlightMethod>,
         request: Request<ProxyBody>,
@@ -151,15 +136,22 @@ impl FlightService {
         let Some(method) = method else {
             return Err(Rejection::NotFound);
         };
-        let (parts, body) = request.into_parts();
-        let body = match method {
+        let gate = &self.inner.gate;
+        let (mut parts, body) = request.into_parts();
+        // The one message forwarded in place of a unary call's, or the
+        // caller's stream forwarded as it comes.
+        let forwarded = match method {
             // JDBC and others handshake before they know a database; the
             // answer carries no data.
-            FlightMethod::Handshake => body,
+            FlightMethod::Handshake => Forward::Stream(body),
             FlightMethod::DoGet => {
                 let token = token(&parts.headers)?;
-                self.authorize_do_get(&token, &parts.headers, body, trail)
-                    .await?
+                let message = self
+                    .unary_message(&token, &parts.headers, body, trail, peer)
+                    .await?;
+                let ticket = do_get_ticket(&parts.headers, &message)?;
+                gate.authorize(&token, &ticket.needs, trail, peer).await?;
+                Forward::Rebuilt(ticket.forwarded)
             }
             FlightMethod::GetFlightInfo => {
                 let token = token(&parts.headers)?;
@@ -168,17 +160,20 @@ impl FlightService {
                         "GetFlightInfo needs the database in the request metadata (\"database\", \"bucket\", \"bucket-name\" or \"iox-namespace-name\")".to_owned(),
                     )
                 })?;
-                self.inner
-                    .http
-                    .authorize(&token, &[Need::read(database)], trail)
+                // The descriptor does not decide anything; it is re-framed
+                // whole, and its trailers, if any, refused.
+                let message = self
+                    .unary_message(&token, &parts.headers, body, trail, peer)
                     .await?;
-                body
+                gate.authorize(&token, &[Need::read(database)], trail, peer)
+                    .await?;
+                Forward::Rebuilt(message)
             }
             other if self.inner.settings.allow.allows(other) => {
                 let token = token(&parts.headers)?;
-                self.authorize_allow_listed(other, &token, &parts.headers, trail)
+                self.authorize_allow_listed(other, &token, &parts.headers, trail, peer)
                     .await?;
-                body
+                Forward::Stream(body)
             }
             other => {
                 return Err(Rejection::Admin(format!(
@@ -186,35 +181,51 @@ impl FlightService {
                 )));
             }
         };
-        self.inner
+        let stalled = Arc::new(AtomicBool::new(false));
+        let body = match forwarded {
+            Forward::Rebuilt(message) => {
+                // Sent uncompressed: the caller's message encoding no
+                // longer applies.
+                parts.headers.remove("grpc-encoding");
+                parts.headers.remove(header::CONTENT_LENGTH);
+                ProxyBody::full(frame::encode(&message)?)
+            }
+            Forward::Stream(body) => ProxyBody::new(Streamed::new(
+                body,
+                Trailers::Refuse,
+                gate.limits().timeout,
+                Arc::clone(&stalled),
+            )),
+        };
+        let result = self
+            .inner
             .upstream
-            .forward(parts, body, peer.addr, peer.scheme)
-            .await
+            .forward_grpc(parts, body, peer.addr, peer.scheme)
+            .await;
+        match result {
+            Err(_) if stalled.load(Ordering::Acquire) => Err(Rejection::BodyTimeout),
+            other => other,
+        }
     }
 
-    /// Reads and authorizes the ticket; returns the body to forward: the
-    /// bytes read, unchanged, then the rest of the caller's stream.
-    async fn authorize_do_get(
+    /// The one request message of a unary call, read whole (its trailers
+    /// refused) after checking the token is known.
+    async fn unary_message(
         &self,
         token: &Token,
         headers: &HeaderMap,
-        mut body: ProxyBody,
+        body: ProxyBody,
         trail: &mut Trail,
-    ) -> Result<ProxyBody, Rejection> {
-        let first = frame::read_first(
-            &mut body,
-            self.inner.http.settings().max_body,
+        peer: &Peer,
+    ) -> Result<Bytes, Rejection> {
+        let gate = &self.inner.gate;
+        gate.validate(token, token_probe(None), trail, peer).await?;
+        let buffered = gate.read_grpc(body).await?;
+        frame::single(
+            &buffered.bytes,
             &Encoding::of(headers),
+            gate.limits().max_body,
         )
-        .await?;
-        if first.excess > 0 {
-            return Err(Rejection::BadRequest(
-                "DoGet takes exactly one request message".to_owned(),
-            ));
-        }
-        let needs = do_get_needs(headers, &first.message)?;
-        self.inner.http.authorize(token, &needs, trail).await?;
-        Ok(ProxyBody::new(Replay::new(first.raw, body, true)))
     }
 
     /// An allow-listed method: the metadata database's permissions when one
@@ -225,27 +236,27 @@ impl FlightService {
         token: &Token,
         headers: &HeaderMap,
         trail: &mut Trail,
+        peer: &Peer,
     ) -> Result<(), Rejection> {
-        let http = &self.inner.http;
+        let gate = &self.inner.gate;
         if let Some(database) = plan::metadata_database(headers)? {
             let mut needs = vec![Need::read(database.clone())];
             if method.can_write() {
                 needs.push(Need::write(database));
             }
-            http.authorize(token, &needs, trail).await?;
+            gate.authorize(token, &needs, trail, peer).await?;
             return Ok(());
         }
-        // CREATE is never held by a database token: the answer tells a
-        // known token (forbidden) from an unknown one without granting.
-        let probe = [Need {
-            database: "*".to_owned(),
-            action: Action::Create,
-        }];
-        match http.authorize(token, &probe, trail).await {
-            Ok(_) | Err(Rejection::Forbidden(_)) => Ok(()),
-            Err(other) => Err(other),
-        }
+        gate.validate(token, token_probe(None), trail, peer).await
     }
+}
+
+/// What goes upstream after the decision.
+enum Forward {
+    /// A unary call's one message, rebuilt from what was decided.
+    Rebuilt(Bytes),
+    /// A streaming call's request stream, as it comes (trailers refused).
+    Stream(ProxyBody),
 }
 
 /// The caller's token, from the `authorization` metadata (BRIEF §5 schemes).
@@ -271,18 +282,31 @@ fn check_transport(request: &Request<ProxyBody>) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// The permissions a DoGet whose first message is `message` needs.
-fn do_get_needs(headers: &HeaderMap, message: &[u8]) -> Result<Vec<Need>, Rejection> {
+/// What a DoGet needs, and the message forwarded in its place.
+#[derive(Debug)]
+struct DoGet {
+    needs: Vec<Need>,
+    forwarded: Bytes,
+}
+
+/// The permissions a DoGet whose one message is `message` needs, and the
+/// canonical message (an opaque ticket goes as it came: it was not read).
+fn do_get_ticket(headers: &HeaderMap, message: &[u8]) -> Result<DoGet, Rejection> {
     let ticket = FlightTicket::decode(message).map_err(|_| {
         Rejection::BadRequest("the DoGet message is not a Flight Ticket".to_owned())
     })?;
     let metadata = plan::metadata_database(headers)?;
-    let mut needs = match ticket::decode(&ticket.ticket) {
-        Ok(decoded) => plan::ticket_needs(&decoded)?,
+    let (mut needs, forwarded) = match ticket::decode(&ticket.ticket) {
+        Ok(decoded) => {
+            let canonical = decoded
+                .canonical()
+                .map_err(|e| Rejection::BadRequest(e.to_string()))?;
+            (plan::ticket_needs(&decoded)?, canonical)
+        }
         // Flight SQL servers may hand out opaque tickets; the database is
         // then the one the metadata names, as for GetFlightInfo.
         Err(TicketError::Opaque) => match &metadata {
-            Some(database) => vec![Need::read(database.clone())],
+            Some(database) => (vec![Need::read(database.clone())], ticket.ticket.clone()),
             None => {
                 return Err(Rejection::BadRequest(format!(
                     "{}, and no database metadata was sent",
@@ -300,14 +324,9 @@ fn do_get_needs(headers: &HeaderMap, message: &[u8]) -> Result<Vec<Need>, Reject
             needs.push(need);
         }
     }
-    Ok(needs)
-}
-
-/// The `grpc-status` a response carries in its headers (trailers-only).
-fn grpc_status_of(response: &Response<ProxyBody>) -> Option<i32> {
-    response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+    let forwarded = FlightTicket { ticket: forwarded }.encode_to_vec();
+    Ok(DoGet {
+        needs,
+        forwarded: Bytes::from(forwarded),
+    })
 }

@@ -1,16 +1,13 @@
 //! What a Flight call needs: the database named by the request metadata
 //! (Flight SQL), and the permissions a decoded DoGet ticket requires —
-//! read on its database, and for InfluxQL read (or write, for `SELECT …
-//! INTO`) on every database its statements name, with admin statements
-//! refused as on the HTTP `/query` path.
-
-use std::collections::BTreeSet;
+//! read on its database, and for InfluxQL what the one InfluxQL rule
+//! ([`influxql_plan`]) says, admin statements refused as on `/query`.
 
 use http::HeaderMap;
 
 use super::ticket::{Query, Ticket};
 use crate::authz::Need;
-use crate::proxy::classify::influxql::{self, DbRef, Statement};
+use crate::proxy::classify::{Dialect, Plan, influxql_plan};
 use crate::proxy::reject::Rejection;
 
 /// Metadata keys naming the database, as InfluxDB 3 reads them.
@@ -50,43 +47,20 @@ pub fn ticket_needs(ticket: &Ticket) -> Result<Vec<Need>, Rejection> {
         // SQL (and Flight SQL commands) in InfluxDB 3 cannot reach across
         // databases: the ticket's database is all they read.
         Query::Sql | Query::FlightSql => Ok(vec![Need::read(ticket.database.clone())]),
-        Query::InfluxQl(text) => influxql_needs(text, &ticket.database),
-    }
-}
-
-/// The permissions an InfluxQL query run against `database` needs.
-fn influxql_needs(query: &str, database: &str) -> Result<Vec<Need>, Rejection> {
-    let statements = influxql::parse_statements(query)
-        .map_err(|e| Rejection::BadRequest(format!("error parsing InfluxQL query: {e}")))?;
-    let resolve = |r: &DbRef| match r {
-        DbRef::Named(name) => name.clone(),
-        DbRef::Default => database.to_owned(),
-    };
-    let mut needs = BTreeSet::new();
-    // The ticket's database is always queried (InfluxDB checks it exists
-    // and scopes the query to it), whatever the statements name.
-    needs.insert(Need::read(database));
-    for statement in &statements {
-        match statement {
-            Statement::Admin { what } => {
-                return Err(Rejection::Admin(format!(
-                    "{what} is an admin statement; database tokens cannot run it"
-                )));
-            }
-            // The answer is an Arrow stream the proxy cannot filter to the
-            // databases the token may see (the HTTP /query path can).
-            Statement::ShowDatabases => {
-                return Err(Rejection::Admin(
+        // The ticket's database scopes the query (InfluxDB checks it
+        // exists and runs against it), whatever the statements name.
+        Query::InfluxQl(text) => {
+            match influxql_plan(text, Some(&ticket.database), Dialect::V3)? {
+                Plan::Needs(needs) => Ok(needs),
+                Plan::Refused(message) => Err(Rejection::Admin(message)),
+                // Refused by `influxql_plan` (SHOW DATABASES is answered only on
+                // /query, where the answer can be filtered); kept total.
+                Plan::ShowDatabases => Err(Rejection::Admin(
                     "SHOW DATABASES is not allowed over Flight; use /query".to_owned(),
-                ));
-            }
-            Statement::Data { reads, writes } => {
-                needs.extend(reads.iter().map(|r| Need::read(resolve(r))));
-                needs.extend(writes.iter().map(|w| Need::write(resolve(w))));
+                )),
             }
         }
     }
-    Ok(needs.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -129,7 +103,7 @@ mod tests {
 
     fn ticket(db: &str, query: Query) -> Ticket {
         Ticket {
-            form: Form::Json,
+            form: Form::Json(Default::default()),
             database: db.to_owned(),
             query,
         }
@@ -150,16 +124,13 @@ mod tests {
             ticket_needs(&ticket("a", Query::Sql)).unwrap(),
             vec![Need::read("a")]
         );
-        for refused in [
-            "DROP DATABASE a",
-            "SHOW DATABASES",
-            "CREATE USER x WITH PASSWORD 'y'",
-        ] {
+        for refused in ["DROP DATABASE a", "CREATE USER x WITH PASSWORD 'y'"] {
             assert!(matches!(
                 ticket_needs(&ticket("a", Query::InfluxQl(refused.into()))),
                 Err(Rejection::Admin(_))
             ));
         }
+        assert!(ticket_needs(&ticket("a", Query::InfluxQl("SHOW DATABASES".into()))).is_err());
         assert!(matches!(
             ticket_needs(&ticket("a", Query::InfluxQl("SELEKT".into()))),
             Err(Rejection::BadRequest(_))

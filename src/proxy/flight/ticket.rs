@@ -1,32 +1,37 @@
-//! DoGet tickets: which database (and which query) a Flight ticket asks for.
+//! DoGet tickets: which database (and which query) a Flight ticket asks for,
+//! and the canonical ticket forwarded in its place.
 //!
-//! InfluxDB 3 accepts three ticket forms (BRIEF §4), tried in this order:
+//! InfluxDB 3 (`service_grpc_flight/src/request.rs`, `IoxGetRequest::
+//! try_decode`) tries three forms in order, and so does [`decode`]:
 //!
 //! 1. a protobuf `google.protobuf.Any` whose `type_url` is
-//!    [`READ_INFO_TYPE_URL`], wrapping a `ReadInfo`. As in InfluxDB, a
-//!    recognised Any whose value is not a valid `ReadInfo` is invalid; it
-//!    does not fall through to the other forms;
-//! 2. a raw protobuf `ReadInfo`;
-//! 3. JSON `{"database": …, "sql_query": …, "query_type": "sql"|"influxql"}`
-//!    (`database` also spelled `namespace_name`, `bucket`, `bucket-name`).
+//!    [`READ_INFO_TYPE_URL`], wrapping a `ReadInfo`: a recognised Any whose
+//!    value is not a `ReadInfo` is invalid, it does not fall through;
+//! 2. a raw protobuf `ReadInfo` — prost reads leniently (unknown fields and
+//!    groups skipped, the last of a repeated field wins), and so does this,
+//!    with the same prost, so both read the same database;
+//! 3. JSON `{"database": …, "sql_query": …, "query_type": "sql"|"influxql",
+//!    "params": {…}, "is_debug": …}` (`database` also spelled
+//!    `namespace_name`, `bucket`, `bucket-name`), only when neither protobuf
+//!    reading succeeds. Here the JSON must be strict: exact keys, no
+//!    repeats, nothing after the object, no byte-order mark.
 //!
-//! Protobuf is decoded strictly here: a field encoded as a group (which no
-//! field of these proto3 messages is, and which is how a JSON `{` reads as
-//! protobuf) or an empty database make a form not match. Because the
-//! upstream decodes protobuf leniently (prost skips unknown fields and
-//! groups), the same bytes are also decoded leniently in every other form:
-//! when a second form also yields a database, the ticket is refused as
-//! ambiguous, so no crafted ticket can be authorized as one database and
-//! run by the upstream against another. The only expected overlap — an
-//! Any-wrapped ticket also reads as a raw `ReadInfo` whose "database" is the
-//! type URL — is the wrapper itself and is not a conflict.
+//! Bytes that read as protobuf *and* as JSON are refused (a server trying
+//! JSON first would see another ticket). Bytes that look like JSON (their
+//! first non-blank byte is `{`) but are not strictly valid are refused, not
+//! taken as opaque. Anything else is [`TicketError::Opaque`]: Flight SQL
+//! servers issue opaque tickets, and the caller authorizes the metadata's
+//! database and forwards the ticket as it came.
 //!
-//! A ticket that matches no form is [`TicketError::Opaque`]: Flight SQL
-//! servers may issue opaque tickets, and the caller falls back to the
-//! request metadata for the database.
+//! A decoded ticket is never forwarded as sent: [`Ticket::canonical`]
+//! re-encodes it from the values decoded (protobuf for protobuf forms, JSON
+//! for JSON), and checks that the result decodes back to the same ticket.
 
-use bytes::{Buf as _, Bytes};
+use bytes::Bytes;
 use prost::Message as _;
+use serde_json::{Map, Value};
+
+use crate::proxy::read::json::parse_strict;
 
 /// `type_url` of an Any-wrapped `ReadInfo`.
 pub const READ_INFO_TYPE_URL: &str = "type.googleapis.com/influxdata.iox.querier.v1.ReadInfo";
@@ -39,9 +44,9 @@ pub struct FlightTicket {
     pub ticket: Bytes,
 }
 
-/// `influxdata.iox.querier.v1.ReadInfo`, the fields the proxy reads.
-/// `params = 6` (query parameters) is not needed to authorize and is skipped
-/// as an unknown field, like any field added in later revisions.
+/// `influxdata.iox.querier.v1.ReadInfo`. `params` (repeated `QueryParam`:
+/// a name and a value, never an identifier) is kept as the encoded
+/// messages, re-encoded as they are.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ReadInfo {
     /// The database (formerly `namespace_name`).
@@ -60,6 +65,9 @@ pub struct ReadInfo {
     /// Debug flag.
     #[prost(bool, tag = "5")]
     pub is_debug: bool,
+    /// Query parameters (encoded `QueryParam` messages).
+    #[prost(bytes = "bytes", repeated, tag = "6")]
+    pub params: Vec<Bytes>,
 }
 
 /// `ReadInfo.query_type` values.
@@ -74,15 +82,15 @@ pub mod query_type {
     pub const FLIGHT_SQL_MESSAGE: i32 = 3;
 }
 
-/// Which form a ticket was decoded from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which form a ticket was decoded from, with what re-encoding it needs.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Form {
     /// Protobuf Any wrapping a ReadInfo.
-    Any,
+    Any(ReadInfo),
     /// Raw protobuf ReadInfo.
-    ReadInfo,
-    /// JSON.
-    Json,
+    ReadInfo(ReadInfo),
+    /// JSON, as its (strictly parsed) object.
+    Json(Map<String, Value>),
 }
 
 /// What a ticket asks to run.
@@ -97,7 +105,7 @@ pub enum Query {
 }
 
 /// A decoded ticket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Ticket {
     /// The form it was written in.
     pub form: Form,
@@ -122,42 +130,38 @@ fn invalid(message: impl Into<String>) -> TicketError {
     TicketError::Invalid(message.into())
 }
 
+/// Keys of the JSON form, exactly as InfluxDB 3 reads them.
+const JSON_KEYS: &[&str] = &[
+    "database",
+    "namespace_name",
+    "bucket",
+    "bucket-name",
+    "sql_query",
+    "query_type",
+    "params",
+    "is_debug",
+];
+const JSON_DATABASE_KEYS: &[&str] = &["database", "namespace_name", "bucket", "bucket-name"];
+
 /// Decodes a DoGet ticket (the `ticket` bytes of the Flight `Ticket`).
 pub fn decode(ticket: &[u8]) -> Result<Ticket, TicketError> {
-    let any = lenient_any(ticket);
-    let raw = lenient_read_info(ticket);
-    let json = json(ticket);
-
-    let chosen = if let Some(value) = &any {
-        // A recognised Any: its value must be a valid ReadInfo; no fallback.
-        if has_group(ticket) || has_group(value) {
-            return Err(invalid("malformed Any-wrapped ReadInfo"));
-        }
-        let info = ReadInfo::decode(value.as_slice())
+    let json = looks_like_json(ticket).then(|| json(ticket));
+    let chosen = if let Some(any) = prost_types::Any::decode(ticket)
+        .ok()
+        .filter(|any| any.type_url == READ_INFO_TYPE_URL)
+    {
+        let info = ReadInfo::decode(any.value.as_slice())
             .map_err(|_| invalid("the Any-wrapped value is not a ReadInfo"))?;
-        from_read_info(Form::Any, info)?
-    } else if let Some(info) = raw.clone().filter(|_| !has_group(ticket)) {
-        from_read_info(Form::ReadInfo, info)?
+        from_read_info(info, true)?
+    } else if let Ok(info) = ReadInfo::decode(ticket) {
+        from_read_info(info, false)?
     } else {
-        match &json {
-            Some(parsed) => parsed.clone()?,
-            None => return Err(TicketError::Opaque),
-        }
+        return match json {
+            Some(result) => result,
+            None => Err(TicketError::Opaque),
+        };
     };
-
-    // Every other reading that yields a database is a conflict.
-    let json_database = matches!(&json, Some(Ok(_)));
-    let any_database = any
-        .as_deref()
-        .and_then(|v| ReadInfo::decode(v).ok())
-        .is_some_and(|i| !i.database.is_empty());
-    let raw_database = raw.is_some();
-    let conflict = match chosen.form {
-        Form::Any => json_database,
-        Form::ReadInfo => json_database,
-        Form::Json => any_database || raw_database,
-    };
-    if conflict {
+    if json.is_some_and(|j| j.is_ok()) {
         return Err(invalid(
             "the ticket reads both as protobuf and as JSON; refusing the ambiguity",
         ));
@@ -165,136 +169,120 @@ pub fn decode(ticket: &[u8]) -> Result<Ticket, TicketError> {
     Ok(chosen)
 }
 
-/// The value of `ticket` read leniently as an Any with the ReadInfo type URL.
-fn lenient_any(ticket: &[u8]) -> Option<Vec<u8>> {
-    prost_types::Any::decode(ticket)
-        .ok()
-        .filter(|any| any.type_url == READ_INFO_TYPE_URL)
-        .map(|any| any.value)
+/// True when the first byte that is not JSON white space (after an
+/// optional byte-order mark) opens an object.
+fn looks_like_json(ticket: &[u8]) -> bool {
+    let t = ticket.strip_prefix(b"\xef\xbb\xbf").unwrap_or(ticket);
+    t.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{')
 }
 
-/// `ticket` read leniently as a raw ReadInfo naming a database.
-fn lenient_read_info(ticket: &[u8]) -> Option<ReadInfo> {
-    ReadInfo::decode(ticket)
-        .ok()
-        .filter(|info| !info.database.is_empty())
-}
-
-fn from_read_info(form: Form, info: ReadInfo) -> Result<Ticket, TicketError> {
+fn from_read_info(info: ReadInfo, wrapped: bool) -> Result<Ticket, TicketError> {
     if info.database.is_empty() {
         return Err(invalid("the ReadInfo names no database"));
     }
     let query = match info.query_type {
         query_type::UNSPECIFIED | query_type::SQL => Query::Sql,
-        query_type::INFLUX_QL => Query::InfluxQl(info.sql_query),
+        query_type::INFLUX_QL => Query::InfluxQl(info.sql_query.clone()),
         query_type::FLIGHT_SQL_MESSAGE => Query::FlightSql,
-        // InfluxDB would run an unknown type as SQL; a newer server might
-        // not, and the proxy must not guess what it would read.
+        // InfluxDB reads an unknown type as unspecified (SQL); a newer
+        // server might not, and the proxy must not guess what it would read.
         other => return Err(invalid(format!("unknown query_type {other}"))),
+    };
+    let database = info.database.clone();
+    let form = if wrapped {
+        Form::Any(info)
+    } else {
+        Form::ReadInfo(info)
     };
     Ok(Ticket {
         form,
-        database: info.database,
+        database,
         query,
     })
 }
 
-/// True when a top-level field of `message` is a group (or the bytes are not
-/// protobuf at all). No field of these proto3 messages is a group, and a
-/// JSON `{` reads as the start of group 15.
-fn has_group(mut message: &[u8]) -> bool {
-    while message.has_remaining() {
-        let Ok(key) = prost::encoding::decode_varint(&mut message) else {
-            return true;
-        };
-        let skip = match key & 7 {
-            0 => match prost::encoding::decode_varint(&mut message) {
-                Ok(_) => 0,
-                Err(_) => return true,
-            },
-            1 => 8,
-            2 => match prost::encoding::decode_varint(&mut message)
-                .ok()
-                .and_then(|l| usize::try_from(l).ok())
-            {
-                Some(len) => len,
-                None => return true,
-            },
-            5 => 4,
-            _ => return true,
-        };
-        if skip > message.remaining() {
-            return true;
-        }
-        message.advance(skip);
-    }
-    false
-}
-
-/// The JSON form. The keys are those InfluxDB 3 reads; a duplicated key is
-/// an error (as in InfluxDB), so no two parsers can pick different values.
-#[derive(serde::Deserialize)]
-struct JsonTicket {
-    database: Option<String>,
-    namespace_name: Option<String>,
-    bucket: Option<String>,
-    #[serde(rename = "bucket-name")]
-    bucket_name: Option<String>,
-    sql_query: Option<String>,
-    query_type: Option<String>,
-}
-
-/// `None` when `ticket` is not a JSON object naming a database (an opaque
-/// ticket); otherwise the decoded ticket or why it is invalid.
-fn json(ticket: &[u8]) -> Option<Result<Ticket, TicketError>> {
-    let value: serde_json::Value = serde_json::from_slice(ticket).ok()?;
-    let object = value.as_object()?;
-    if !["database", "namespace_name", "bucket", "bucket-name"]
-        .iter()
-        .any(|k| object.contains_key(*k))
-    {
-        return None;
-    }
-    Some(json_ticket(ticket))
-}
-
-fn json_ticket(ticket: &[u8]) -> Result<Ticket, TicketError> {
-    let parsed: JsonTicket =
-        serde_json::from_slice(ticket).map_err(|e| invalid(format!("JSON ticket: {e}")))?;
-    let names: Vec<String> = [
-        parsed.database,
-        parsed.namespace_name,
-        parsed.bucket,
-        parsed.bucket_name,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let Some(database) = names.first().cloned() else {
-        return Err(invalid("JSON ticket names no database"));
+/// The strict JSON form.
+fn json(ticket: &[u8]) -> Result<Ticket, TicketError> {
+    let value = parse_strict(ticket).map_err(|e| invalid(format!("JSON ticket: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(invalid("a JSON ticket must be an object"));
     };
-    if names.iter().any(|n| *n != database) {
-        return Err(invalid("JSON ticket names more than one database"));
+    if let Some(key) = object.keys().find(|k| !JSON_KEYS.contains(&k.as_str())) {
+        return Err(invalid(format!("JSON ticket: unknown key {key:?}")));
     }
-    if database.is_empty() {
-        return Err(invalid("JSON ticket names an empty database"));
+    let string = |key: &str| -> Result<Option<&str>, TicketError> {
+        match object.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(invalid(format!("JSON ticket: {key:?} must be a string"))),
+        }
+    };
+    let mut names = Vec::new();
+    for key in JSON_DATABASE_KEYS {
+        names.extend(string(key)?);
     }
-    let query = match parsed.query_type.as_deref() {
+    let database = match names.as_slice() {
+        [one] if !one.is_empty() => (*one).to_owned(),
+        [] => return Err(invalid("JSON ticket names no database")),
+        [_] => return Err(invalid("JSON ticket names an empty database")),
+        _ => return Err(invalid("JSON ticket names the database more than once")),
+    };
+    let sql_query = string("sql_query")?.ok_or_else(|| invalid("JSON ticket has no sql_query"))?;
+    let query = match string("query_type")? {
         None | Some("sql") => Query::Sql,
-        Some("influxql") => Query::InfluxQl(
-            parsed
-                .sql_query
-                .ok_or_else(|| invalid("JSON ticket has no sql_query"))?,
-        ),
+        Some("influxql") => Query::InfluxQl(sql_query.to_owned()),
         // InfluxDB refuses other types too; refusing here means the proxy
         // never has to guess what "InfluxQL" or "flightsql" would run.
         Some(other) => return Err(invalid(format!("unknown query_type {other:?}"))),
     };
+    match object.get("params") {
+        None | Some(Value::Object(_)) => {}
+        Some(_) => return Err(invalid("JSON ticket: \"params\" must be an object")),
+    }
+    match object.get("is_debug") {
+        None | Some(Value::Bool(_)) => {}
+        Some(_) => return Err(invalid("JSON ticket: \"is_debug\" must be a boolean")),
+    }
     Ok(Ticket {
-        form: Form::Json,
+        form: Form::Json(object),
         database,
         query,
     })
+}
+
+impl Ticket {
+    /// The ticket re-encoded from what was decoded: what the upstream gets.
+    /// Refused if the re-encoding would not decode to this same ticket.
+    pub fn canonical(&self) -> Result<Bytes, TicketError> {
+        let bytes = match &self.form {
+            Form::Any(info) => prost_types::Any {
+                type_url: READ_INFO_TYPE_URL.to_owned(),
+                value: info.encode_to_vec(),
+            }
+            .encode_to_vec(),
+            Form::ReadInfo(info) => info.encode_to_vec(),
+            Form::Json(object) => {
+                let mut canonical = Map::new();
+                canonical.insert("database".into(), Value::String(self.database.clone()));
+                for key in ["sql_query", "query_type", "params", "is_debug"] {
+                    if let Some(value) = object.get(key) {
+                        canonical.insert(key.into(), value.clone());
+                    }
+                }
+                Value::Object(canonical).to_string().into_bytes()
+            }
+        };
+        let again = decode(&bytes)?;
+        let same = again.database == self.database
+            && again.query == self.query
+            && std::mem::discriminant(&again.form) == std::mem::discriminant(&self.form);
+        if !same {
+            return Err(invalid("the ticket cannot be re-encoded unambiguously"));
+        }
+        Ok(Bytes::from(bytes))
+    }
 }
 
 #[cfg(test)]
@@ -320,30 +308,30 @@ mod tests {
     }
 
     #[test]
-    fn three_forms() {
+    fn three_forms_and_their_canonical_encodings() {
         let info = read_info("mydb", "SELECT 1", query_type::SQL);
         let t = decode(&any(&info)).unwrap();
-        assert_eq!(
-            (t.form, t.database.as_str(), t.query),
-            (Form::Any, "mydb", Query::Sql)
-        );
+        assert!(matches!(t.form, Form::Any(_)));
+        assert_eq!((t.database.as_str(), &t.query), ("mydb", &Query::Sql));
+        assert_eq!(t.canonical().unwrap(), any(&info));
 
         let t = decode(&info.encode_to_vec()).unwrap();
-        assert_eq!((t.form, t.database.as_str()), (Form::ReadInfo, "mydb"));
+        assert!(matches!(t.form, Form::ReadInfo(_)));
+        assert_eq!(t.canonical().unwrap(), info.encode_to_vec());
 
         let t = decode(
-            br#"{"database": "mydb", "sql_query": "SHOW MEASUREMENTS", "query_type": "influxql"}"#,
+            br#"{"namespace_name": "mydb", "sql_query": "SHOW MEASUREMENTS", "query_type": "influxql", "params": {"a": 1}}"#,
         )
         .unwrap();
-        assert_eq!(t.form, Form::Json);
         assert_eq!(t.query, Query::InfluxQl("SHOW MEASUREMENTS".into()));
-        for key in ["namespace_name", "bucket", "bucket-name"] {
+        assert_eq!(
+            t.canonical().unwrap(),
+            &br#"{"database":"mydb","params":{"a":1},"query_type":"influxql","sql_query":"SHOW MEASUREMENTS"}"#[..]
+        );
+        for key in ["bucket", "bucket-name"] {
             let json = format!(r#"{{"{key}": "b", "sql_query": "SELECT 1"}}"#);
             assert_eq!(decode(json.as_bytes()).unwrap().database, "b");
         }
-        let t = decode(&read_info("db", "SHOW DATABASES", query_type::INFLUX_QL).encode_to_vec())
-            .unwrap();
-        assert_eq!(t.query, Query::InfluxQl("SHOW DATABASES".into()));
     }
 
     #[test]
@@ -351,15 +339,32 @@ mod tests {
         // What influxdb3-python sends (json.dumps), with parameters.
         let ticket = br#"{"database": "my-db", "sql_query": "SELECT * FROM cpu WHERE host = $host", "query_type": "sql", "params": {"host": "a"}}"#;
         let t = decode(ticket).unwrap();
-        assert_eq!((t.form, t.database.as_str()), (Form::Json, "my-db"));
+        assert!(matches!(t.form, Form::Json(_)));
+        assert_eq!(t.database, "my-db");
+    }
+
+    #[test]
+    fn unknown_fields_and_groups_read_as_prost_reads_them() {
+        // Field 1 = "a", then group 15: prost (and so InfluxDB) skips the
+        // group and reads database "a"; so does the proxy, and the
+        // canonical ticket drops the group.
+        let bytes = [0x0a, 0x01, b'a', 0x7b, 0x7c];
+        let t = decode(&bytes).unwrap();
+        assert_eq!(t.database, "a");
+        assert_eq!(t.canonical().unwrap(), &[0x0a, 0x01, b'a'][..]);
+        // A repeated field: the last one wins, in prost and here.
+        let bytes = [0x0a, 0x01, b'x', 0x0a, 0x01, b's'];
+        assert_eq!(decode(&bytes).unwrap().database, "s");
     }
 
     #[test]
     fn invalid_and_opaque() {
-        assert_eq!(decode(b""), Err(TicketError::Opaque));
+        assert!(
+            matches!(decode(b""), Err(TicketError::Invalid(_))),
+            "empty ReadInfo: no database"
+        );
         assert_eq!(decode(b"opaque-handle-17"), Err(TicketError::Opaque));
         assert_eq!(decode(b"\xff\xfe\x00garbage"), Err(TicketError::Opaque));
-        assert_eq!(decode(br#"{"handle": "x"}"#), Err(TicketError::Opaque));
         for bad in [
             r#"{"database": "a", "bucket": "b", "sql_query": "x"}"#,
             r#"{"database": "a", "database": "b", "sql_query": "x"}"#,
@@ -367,6 +372,11 @@ mod tests {
             r#"{"database": 7, "sql_query": "x"}"#,
             r#"{"database": "a", "sql_query": "x", "query_type": "InfluxQL"}"#,
             r#"{"database": "a", "query_type": "influxql"}"#,
+            r#"{"Database": "a", "sql_query": "x"}"#,
+            r#"{"handle": "x"}"#,
+            r#"{"database": "a", "sql_query": "x"} trailing"#,
+            "\u{feff}{\"database\": \"a\", \"sql_query\": \"x\"}",
+            r#"  {"database": "a", "sql_query": "x", "params": [1]}"#,
         ] {
             assert!(
                 matches!(decode(bad.as_bytes()), Err(TicketError::Invalid(_))),
@@ -386,22 +396,13 @@ mod tests {
             Err(TicketError::Invalid(_))
         ));
         // An Any for another type is read as a raw ReadInfo, whose field 1
-        // is then the type URL (harmless: no such database is granted).
+        // is then the type URL (as InfluxDB reads it).
         let other = prost_types::Any {
             type_url: "type.googleapis.com/x.Y".into(),
             value: vec![],
         }
         .encode_to_vec();
         assert_eq!(decode(&other).unwrap().database, "type.googleapis.com/x.Y");
-    }
-
-    #[test]
-    fn protobuf_with_a_group_is_not_read_info() {
-        // Field 1 = "a", then group 15 (start 0x7b, end 0x7c): prost skips
-        // the group; the strict reading refuses it.
-        let bytes = [0x0a, 0x01, b'a', 0x7b, 0x7c];
-        assert!(ReadInfo::decode(&bytes[..]).is_ok());
-        assert_eq!(decode(&bytes), Err(TicketError::Opaque));
     }
 
     /// A polyglot: JSON whitespace `\n` and ` ` read as protobuf field 1
@@ -414,35 +415,15 @@ mod tests {
         b
     }
 
-    fn assert_both_readings(bytes: &[u8]) {
-        let json: serde_json::Value = serde_json::from_slice(bytes).unwrap();
-        assert_eq!(json["database"], "mine");
-        let info = ReadInfo::decode(bytes).unwrap();
-        assert!(info.database.starts_with(" {\"database\""));
-    }
-
     #[test]
     fn json_that_is_also_protobuf_is_refused() {
-        // Strict protobuf matches (no group): field 4 skips 40 bytes of the
-        // string, `}` is field 15 fixed32 over four trailing spaces.
         let mut b = polyglot_prefix();
         b.extend_from_slice(b"\"(");
         b.extend_from_slice(&[b'x'; 39]);
         b.extend_from_slice(b"\"}    ");
-        assert_both_readings(&b);
-        assert!(!has_group(&b));
-        assert!(matches!(decode(&b), Err(TicketError::Invalid(_))));
-
-        // With an (empty) group in the string, strict protobuf does not
-        // match, JSON is chosen, and the lenient protobuf reading conflicts.
-        let mut b = polyglot_prefix();
-        b.extend_from_slice(b"\"!");
-        b.extend_from_slice(&[b'x'; 33]);
-        b.extend_from_slice(b"{|2 ");
-        b.extend_from_slice(&[b'y'; 30]);
-        b.extend_from_slice(b"\"}");
-        assert_both_readings(&b);
-        assert!(has_group(&b));
+        let json: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(json["database"], "mine");
+        assert!(ReadInfo::decode(&b[..]).is_ok());
         assert!(matches!(decode(&b), Err(TicketError::Invalid(_))));
     }
 }

@@ -7,6 +7,11 @@ use std::collections::BTreeSet;
 use super::lexer::{Lexer, Tok};
 use super::{DbRef, ScanError, Statement};
 
+mod admin;
+
+use self::admin::{QUERIES, SERVER, SUBSCRIPTIONS, USERS, every};
+use crate::authz::Action;
+
 /// Subqueries and parenthesised expressions recurse; bound it so hostile
 /// input cannot overflow the stack.
 const MAX_DEPTH: usize = 64;
@@ -403,8 +408,18 @@ impl<'a> Parser<'a> {
         };
         match word.as_str() {
             "DATABASES" => return Ok(Statement::ShowDatabases),
-            "MEASUREMENTS" | "RETENTION"
-                if word == "MEASUREMENTS" || self.eat_kw("POLICIES")? => {}
+            "RETENTION" => {
+                self.expect_kw("POLICIES")?;
+                // Schema, not data: database tokens that read, and
+                // management tokens, may list them.
+                let db = if self.eat_kw("ON")? {
+                    DbRef::Named(self.database()?)
+                } else {
+                    DbRef::Default
+                };
+                return self.admin_rest("SHOW RETENTION POLICIES", vec![(db, Action::ReadSchema)]);
+            }
+            "MEASUREMENTS" => {}
             "MEASUREMENT" => {
                 self.eat_kw("EXACT")?;
                 self.expect_kw("CARDINALITY")?;
@@ -427,17 +442,19 @@ impl<'a> Parser<'a> {
                     self.expect_kw("KEYS")?;
                 }
             }
-            "USERS" | "QUERIES" | "SHARDS" | "SUBSCRIPTIONS" | "STATS" | "DIAGNOSTICS"
-            | "GRANTS" => {
-                return self.admin_rest(format!("SHOW {word}"));
-            }
+            "USERS" | "GRANTS" => return self.refused(&format!("SHOW {word}"), USERS),
+            "QUERIES" => return self.refused("SHOW QUERIES", QUERIES),
+            "SUBSCRIPTIONS" => return self.refused("SHOW SUBSCRIPTIONS", SUBSCRIPTIONS),
+            "STATS" | "DIAGNOSTICS" => return self.refused(&format!("SHOW {word}"), SERVER),
+            // Every database's layout: schema of them all.
+            "SHARDS" => return self.admin_rest("SHOW SHARDS", every(Action::ReadSchema)),
             "SHARD" => {
                 self.expect_kw("GROUPS")?;
-                return self.admin_rest("SHOW SHARD GROUPS".into());
+                return self.admin_rest("SHOW SHARD GROUPS", every(Action::ReadSchema));
             }
             "CONTINUOUS" => {
                 self.expect_kw("QUERIES")?;
-                return self.admin_rest("SHOW CONTINUOUS QUERIES".into());
+                return self.admin_rest("SHOW CONTINUOUS QUERIES", every(Action::ReadSchema));
             }
             _ => return Err(ScanError::Unsupported(format!("SHOW {word}"))),
         }
@@ -500,95 +517,6 @@ impl<'a> Parser<'a> {
             Tok::Op("=" | "!=") => self.ident().map(drop),
             Tok::Op("=~" | "!~") => self.regex_operand(),
             other => Err(unexpected(&other, "IN, '=', '!=', '=~' or '!~'")),
-        }
-    }
-
-    fn admin(&mut self, first: &str) -> Result<Statement, ScanError> {
-        let second = |p: &mut Self, options: &'static str| -> Result<&'static str, ScanError> {
-            let got = p.bump()?;
-            options
-                .split(' ')
-                .find(|o| got.is_kw(o))
-                .ok_or_else(|| ScanError::Unsupported(format!("{first} {}", got.describe())))
-        };
-        let what = match first {
-            "GRANT" | "REVOKE" => first.to_owned(),
-            "CREATE" | "DROP" => {
-                let objects = if first == "CREATE" {
-                    "DATABASE USER SUBSCRIPTION RETENTION CONTINUOUS"
-                } else {
-                    "DATABASE USER SUBSCRIPTION RETENTION CONTINUOUS MEASUREMENT SERIES SHARD"
-                };
-                match second(self, objects)? {
-                    "RETENTION" => {
-                        self.expect_kw("POLICY")?;
-                        format!("{first} RETENTION POLICY")
-                    }
-                    "CONTINUOUS" => {
-                        self.expect_kw("QUERY")?;
-                        if first == "CREATE" {
-                            self.continuous_query()?;
-                        }
-                        format!("{first} CONTINUOUS QUERY")
-                    }
-                    "SERIES" => {
-                        self.delete_clauses()?;
-                        "DROP SERIES".to_owned()
-                    }
-                    object => format!("{first} {object}"),
-                }
-            }
-            "DELETE" => {
-                self.delete_clauses()?;
-                "DELETE".to_owned()
-            }
-            "ALTER" => {
-                second(self, "RETENTION")?;
-                self.expect_kw("POLICY")?;
-                "ALTER RETENTION POLICY".to_owned()
-            }
-            "SET" => format!("SET {}", second(self, "PASSWORD")?),
-            "KILL" => format!("KILL {}", second(self, "QUERY")?),
-            other => return Err(ScanError::Unsupported(other.to_owned())),
-        };
-        self.admin_rest(what)
-    }
-
-    fn delete_clauses(&mut self) -> Result<(), ScanError> {
-        if self.eat_kw("FROM")? {
-            self.sources(false)?;
-        }
-        self.where_clause()
-    }
-
-    /// `CREATE CONTINUOUS QUERY name ON db [RESAMPLE ...] BEGIN SELECT ... END`:
-    /// the embedded SELECT has regex positions, so it is parsed, not skipped.
-    fn continuous_query(&mut self) -> Result<(), ScanError> {
-        loop {
-            let got = self.bump()?;
-            if got.is_kw("BEGIN") {
-                break;
-            }
-            if matches!(got, Tok::Semi | Tok::Eof) {
-                return Err(unexpected(&got, "BEGIN"));
-            }
-        }
-        self.expect_kw("SELECT")?;
-        self.select(true)?;
-        self.expect_kw("END")
-    }
-
-    /// The remaining admin grammars hold only names, strings, numbers and
-    /// keywords, so plain tokens up to `;` lex them the way InfluxDB does. A
-    /// `/` has no place there; refusing it means no other parser (InfluxDB 3
-    /// reads some admin forms differently) can see a regex we skipped as code.
-    fn admin_rest(&mut self, what: String) -> Result<Statement, ScanError> {
-        loop {
-            match self.peek()? {
-                Tok::Semi | Tok::Eof => return Ok(Statement::Admin { what }),
-                slash @ Tok::Op("/") => return Err(unexpected(&slash, "end of statement")),
-                _ => self.bump()?,
-            };
         }
     }
 }

@@ -1,0 +1,254 @@
+//! Query strings and `application/x-www-form-urlencoded` bodies, read
+//! strictly: only what Go's `url.ParseQuery` (InfluxDB 1.x and 2.x) and the
+//! proxy are certain to read alike is accepted.
+//!
+//! Go and the WHATWG parser most Rust code uses disagree at the edges, and
+//! every disagreement is a way to make the proxy authorize one value while
+//! the database uses another. So:
+//! - a `;` anywhere is refused (Go before 1.17 splits on it, later Go drops
+//!   the pair, WHATWG keeps it in the value);
+//! - a `%` not followed by two hex digits is refused (Go drops the whole
+//!   pair, WHATWG keeps the `%`);
+//! - a value or key that does not decode to UTF-8 is refused (Go keeps the
+//!   bytes, InfluxQL reads one U+FFFD per invalid byte, and a lossy decoder
+//!   makes one U+FFFD per invalid sequence);
+//! - a parameter that decides what is authorized may appear only once.
+//!
+//! What is forwarded is never the original string: it is rebuilt from the
+//! decoded pairs ([`Params::encode`]).
+
+use crate::proxy::reject::Rejection;
+
+/// Parameters whose value decides what is authorized or who is asking: each
+/// may appear at most once.
+pub const SINGLE_VALUED: &[&str] = &[
+    "db", "rp", "bucket", "q", "p", "u", "org", "orgID", "bucketID", "database", "params",
+];
+
+/// Decoded `key=value` pairs of a query string or form body, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses a URL's query string.
+    pub fn parse(query: Option<&str>) -> Result<Self, Rejection> {
+        Self::parse_bytes(query.unwrap_or("").as_bytes(), "the query string")
+    }
+
+    /// Parses an `application/x-www-form-urlencoded` body.
+    pub fn parse_form(body: &[u8]) -> Result<Self, Rejection> {
+        Self::parse_bytes(body, "the form body")
+    }
+
+    fn parse_bytes(input: &[u8], what: &str) -> Result<Self, Rejection> {
+        if input.contains(&b';') {
+            return Err(Rejection::BadRequest(format!(
+                "';' in {what} is ambiguous; percent-encode it as %3B"
+            )));
+        }
+        let mut pairs = Vec::new();
+        for pair in input.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let (key, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            pairs.push((unescape(key, what)?, unescape(value, what)?));
+        }
+        let params = Self(pairs);
+        params.check_single()?;
+        Ok(params)
+    }
+
+    /// Builds from already decoded pairs (multipart forms).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, Rejection> {
+        let params = Self(pairs);
+        params.check_single()?;
+        Ok(params)
+    }
+
+    fn check_single(&self) -> Result<(), Rejection> {
+        for key in SINGLE_VALUED {
+            if self.0.iter().filter(|(k, _)| k == key).count() > 1 {
+                return Err(Rejection::BadRequest(format!(
+                    "parameter {key:?} given more than once"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `key` when present and not empty.
+    pub fn non_empty(&self, key: &str) -> Option<&str> {
+        self.get(key).filter(|v| !v.is_empty())
+    }
+
+    /// True when `key` is present.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    /// The keys, in order (for messages about unexpected ones).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Merges a form body's parameters into the URL's. A single-valued key
+    /// in both must agree: Go reads the body's first for a urlencoded form
+    /// and the URL's first for a multipart one, and the proxy must not care
+    /// which.
+    pub fn merge(mut self, body: Params) -> Result<Self, Rejection> {
+        for (k, v) in body.0 {
+            if let Some(existing) = self.get(&k)
+                && SINGLE_VALUED.contains(&k.as_str())
+            {
+                if existing != v {
+                    return Err(Rejection::BadRequest(format!(
+                        "parameter {k:?} differs between the URL and the body"
+                    )));
+                }
+                continue;
+            }
+            self.0.push((k, v));
+        }
+        Ok(self)
+    }
+
+    /// The canonical encoding of `pairs`: `application/x-www-form-urlencoded`
+    /// as every reader decodes it alike (only unreserved bytes left as they
+    /// are, space as `+`, everything else `%XX`).
+    pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            out.append_pair(k, v);
+        }
+        out.finish()
+    }
+}
+
+/// Decodes `+` and `%XX` strictly, into UTF-8.
+fn unescape(input: &[u8], what: &str) -> Result<String, Rejection> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = input
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    // `from_str_radix` takes a sign; `%+1` is not an escape.
+                    .filter(|_| input[i + 1].is_ascii_hexdigit());
+                let Some(byte) = hex else {
+                    return Err(Rejection::BadRequest(format!(
+                        "invalid percent-encoding in {what}"
+                    )));
+                };
+                out.push(byte);
+                i += 2;
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map_err(|_| Rejection::BadRequest(format!("{what} is not valid UTF-8 once decoded")))
+}
+
+/// The query string with every pair whose decoded key is in `drop` removed;
+/// the other pairs are kept byte for byte. Only for requests the proxy does
+/// not decide (public routes): decided requests are rebuilt instead.
+pub fn strip_query(query: &str, drop: &[&str]) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            if pair.is_empty() {
+                return false;
+            }
+            let key = pair.split('=').next().unwrap_or("");
+            let decoded: String = form_urlencoded::parse(key.as_bytes())
+                .map(|(k, _)| k.into_owned())
+                .collect();
+            !drop.contains(&decoded.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_sensitive_params_are_refused() {
+        assert!(Params::parse(Some("db=a&db=b")).is_err());
+        assert!(Params::parse(Some("db=a&d%62=b")).is_err());
+        assert!(Params::parse(Some("q=1&q=2")).is_err());
+        assert!(Params::parse(Some("bucket=a&bucket=a")).is_err());
+        assert!(Params::parse(Some("params=a&params=b")).is_err());
+        assert!(Params::parse(Some("db=a;db=b")).is_err());
+        let p = Params::parse(Some("db=a&precision=s&x=1&x=2")).unwrap();
+        assert_eq!(p.get("db"), Some("a"));
+    }
+
+    #[test]
+    fn decoding_is_strict() {
+        let p = Params::parse(Some("q=SELECT+*+FROM+%22m%22&db=%C3%A9&e=&&k")).unwrap();
+        assert_eq!(p.get("q"), Some("SELECT * FROM \"m\""));
+        assert_eq!(p.get("db"), Some("é"));
+        assert_eq!(p.get("e"), Some(""));
+        assert_eq!(p.get("k"), Some(""));
+        assert_eq!(p.get("a=b"), None);
+        assert_eq!(Params::parse(Some("q=a=b")).unwrap().get("q"), Some("a=b"));
+        for bad in [
+            "db=%zz", "db=%", "db=%4", "db=%+1", "db=%FF", "db=%C3", "d%zzb=x", "db=a;b",
+        ] {
+            assert!(Params::parse(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(Params::parse_form(b"db=\xff").is_err());
+        assert!(Params::parse_form(b"q=x;").is_err());
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let pairs = [
+            ("q", "SELECT * FROM \"a b\"..m WHERE t = 'x&y=z;%'"),
+            ("db", "é ☃+"),
+        ];
+        let encoded = Params::encode(pairs);
+        assert!(!encoded.contains(';'));
+        let back = Params::parse_form(encoded.as_bytes()).unwrap();
+        assert_eq!(back.get("q"), Some(pairs[0].1));
+        assert_eq!(back.get("db"), Some(pairs[1].1));
+    }
+
+    #[test]
+    fn merge_requires_agreement() {
+        let url = Params::parse(Some("db=a")).unwrap();
+        assert!(
+            url.clone()
+                .merge(Params::parse_form(b"db=b&q=x").unwrap())
+                .is_err()
+        );
+        let merged = url.merge(Params::parse_form(b"db=a&q=x").unwrap()).unwrap();
+        assert_eq!(merged.get("q"), Some("x"));
+    }
+
+    #[test]
+    fn strip_keeps_other_pairs_verbatim() {
+        assert_eq!(
+            strip_query("db=a%20b&u=me&p=secret&precision=s", &["u", "p"]),
+            "db=a%20b&precision=s"
+        );
+        assert_eq!(strip_query("%70=secret&db=x", &["p"]), "db=x");
+        assert_eq!(strip_query("", &["p"]), "");
+    }
+}

@@ -1,0 +1,198 @@
+//! Tests of reading decided requests and of their canonical forms.
+
+use http::HeaderValue;
+
+use super::*;
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(*k, HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+fn url(q: &str) -> Params {
+    Params::parse(Some(q)).unwrap()
+}
+
+fn post_form(query: &str, body: &str) -> Result<InfluxQl, Rejection> {
+    influxql(
+        &Method::POST,
+        &url(query),
+        &headers(&[("content-type", FORM)]),
+        Bytes::from(body.to_owned()),
+    )
+}
+
+#[test]
+fn influxql_get_is_rebuilt_in_the_query_string() {
+    let r = influxql(
+        &Method::GET,
+        &url("db=x&q=+SELECT+*+FROM+m+&epoch=ms&u=me&p=secret&junk=1"),
+        &HeaderMap::new(),
+        Bytes::from_static(b"q=ignored"),
+    )
+    .unwrap();
+    assert_eq!(r.q, "SELECT * FROM m");
+    assert_eq!(r.get("db"), Some("x"));
+    let c = r.canonical();
+    assert_eq!(c.query, "q=SELECT+*+FROM+m&db=x&epoch=ms");
+    assert_eq!(c.body, None);
+}
+
+#[test]
+fn influxql_post_is_rebuilt_as_a_form_body() {
+    let r = post_form("db=x", "q=SELECT+1+FROM+m&rp=autogen").unwrap();
+    let c = r.canonical();
+    assert_eq!(c.query, "");
+    assert_eq!(
+        c.body,
+        Some((
+            Bytes::from_static(b"q=SELECT+1+FROM+m&db=x&rp=autogen"),
+            FORM
+        ))
+    );
+    // Empty body (the Python client with gzip=True): the URL's values.
+    let r = influxql(
+        &Method::POST,
+        &url("db=x&q=SELECT+1+FROM+m"),
+        &headers(&[("content-encoding", "gzip")]),
+        Bytes::new(),
+    )
+    .unwrap();
+    assert_eq!(r.q, "SELECT 1 FROM m");
+}
+
+#[test]
+fn influxql_ambiguities_are_refused() {
+    // q in both places, even equal; differing db; credentials in the body.
+    assert!(post_form("q=SELECT+1", "q=SELECT+1").is_err());
+    assert!(post_form("db=x", "db=y&q=SELECT+1").is_err());
+    assert!(post_form("", "q=SELECT+1&p=t").is_err());
+    assert!(post_form("", "q=SELECT+1&q=SELECT+2").is_err());
+    assert!(post_form("", "q=SELECT+1&db=%ff").is_err());
+    assert!(post_form("", "q=%20%20").is_err(), "blank q");
+    // A multipart value and a file both naming q.
+    let body = "--B\r\nContent-Disposition: form-data; name=q\r\n\r\n \r\n--B\r\nContent-Disposition: form-data; name=q; filename=q.iql\r\n\r\nSELECT * FROM secret..m\r\n--B--";
+    let r = influxql(
+        &Method::POST,
+        &url("db=x"),
+        &headers(&[("content-type", "multipart/form-data; boundary=B")]),
+        Bytes::from(body),
+    );
+    assert!(r.is_err());
+    // A multipart file q alone is the query.
+    let body = "--B\r\nContent-Disposition: form-data; name=q; filename=q.iql\r\n\r\nSELECT * FROM m\r\n--B\r\nContent-Disposition: form-data; name=db\r\n\r\nx\r\n--B--";
+    let r = influxql(
+        &Method::POST,
+        &url(""),
+        &headers(&[("content-type", "multipart/form-data; boundary=B")]),
+        Bytes::from(body),
+    )
+    .unwrap();
+    assert_eq!((r.q.as_str(), r.get("db")), ("SELECT * FROM m", Some("x")));
+    // Unknown media types, JSON, and a body without a type.
+    for ct in ["application/json", "text/csv"] {
+        assert!(
+            influxql(
+                &Method::POST,
+                &url(""),
+                &headers(&[("content-type", ct)]),
+                Bytes::from_static(b"{}")
+            )
+            .is_err()
+        );
+    }
+    assert!(
+        influxql(
+            &Method::POST,
+            &url(""),
+            &HeaderMap::new(),
+            Bytes::from_static(b"q=1")
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn flux_requests() {
+    let r = flux(
+        &headers(&[("content-type", "application/vnd.flux")]),
+        Bytes::from_static(b"from(bucket: \"x\")"),
+    )
+    .unwrap();
+    let c = flux_canonical(&url("org=o&bucket=ignored"), &r);
+    assert_eq!(c.query, "org=o");
+    assert_eq!(
+        c.body,
+        Some((
+            Bytes::from_static(br#"{"query":"from(bucket: \"x\")","type":"flux"}"#),
+            JSON
+        ))
+    );
+    assert!(flux(&HeaderMap::new(), Bytes::new()).is_err());
+    assert!(
+        flux(
+            &headers(&[("content-type", "text/csv")]),
+            Bytes::from_static(b"x")
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn v3_queries() {
+    let get = v3(
+        &Method::GET,
+        &url("db=x&q=SELECT+1&format=csv&params=%7B%22a%22%3A1%7D"),
+        &HeaderMap::new(),
+        Bytes::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        v3_canonical(&Method::GET, &get).query,
+        "db=x&q=SELECT+1&format=csv&params=%7B%22a%22%3A1%7D"
+    );
+    let post = v3(
+        &Method::POST,
+        &url("db=x"),
+        &headers(&[("content-type", "application/json")]),
+        Bytes::from_static(br#"{"q": "SELECT 1", "db": "x"}"#),
+    )
+    .unwrap();
+    assert_eq!(
+        v3_canonical(&Method::POST, &post).body,
+        Some((Bytes::from_static(br#"{"db":"x","q":"SELECT 1"}"#), JSON))
+    );
+    assert!(
+        v3(
+            &Method::POST,
+            &url("db=y"),
+            &HeaderMap::new(),
+            Bytes::from_static(br#"{"q": "SELECT 1", "db": "x"}"#)
+        )
+        .is_err()
+    );
+    assert!(
+        v3(
+            &Method::GET,
+            &url("db=x&q=1&params=%5B%5D"),
+            &HeaderMap::new(),
+            Bytes::new()
+        )
+        .is_err()
+    );
+    assert!(v3(&Method::GET, &url("q=1"), &HeaderMap::new(), Bytes::new()).is_err());
+}
+
+#[test]
+fn writes_keep_only_their_parameters() {
+    let w = Write::read(
+        Route::V1Write,
+        &url("db=a+b&rp=autogen&precision=ns&u=me&p=secret&junk=1&consistency="),
+    );
+    assert_eq!(w.canonical().query, "db=a+b&rp=autogen&precision=ns");
+    let w = Write::read(Route::V2Write, &url("org=o&bucket=x%2Fr&precision=s"));
+    assert_eq!(w.canonical().query, "bucket=x%2Fr&org=o&precision=s");
+}

@@ -1,0 +1,3 @@
+module fluxgate.test/oracle
+
+go 1.19
