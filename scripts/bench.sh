@@ -5,7 +5,8 @@
 #   micro.txt      criterion micro-benchmarks (credentials, classification, InfluxQL)
 #   cache_hit.txt  the decision cache's hit path and memory per entry (benches/cache_hit.rs)
 #   load.txt       direct vs fluxgate vs nginx vs bare hyper, + load-raw.csv (every round)
-#   authorize.txt  Authorize vs a trivial tonic service, tonic client and h2load
+#   authorize.txt  Authorize (SQLite- and PostgreSQL-backed) vs a trivial tonic service
+#   store.txt      token creations per second (group commit), cross-replica revocation latency
 #   machine.txt    nproc, CPU model, load before and after, tool versions
 #
 # The bench profile is built once (`cargo bench --no-run`); the benchmark
@@ -16,7 +17,7 @@
 # FLUXGATE_BENCH_CONCURRENCY, FLUXGATE_BENCH_SCENARIOS, FLUXGATE_BENCH_PERF=1,
 # …; see the benches' headers).
 #
-# Usage: scripts/bench.sh [micro|cache|load|authorize]...   (default: all)
+# Usage: scripts/bench.sh [micro|cache|load|authorize|store]...   (default: all)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ FLUXGATE_BENCH_RESULTS="$(cd "$results" && pwd)"
 export FLUXGATE_BENCH_RESULTS
 
 what=("$@")
-[ ${#what[@]} -eq 0 ] && what=(micro cache load authorize)
+[ ${#what[@]} -eq 0 ] && what=(micro cache load authorize store)
 want() { local w; for w in "${what[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 
 machine() {
@@ -46,6 +47,7 @@ want micro && names+=(micro)
 want cache && [ -f benches/cache_hit.rs ] && names+=(cache_hit)
 want load && names+=(load)
 want authorize && names+=(authorize)
+want store && names+=(store)
 [ ${#names[@]} -eq 0 ] && { echo "nothing to run: $*" >&2; exit 2; }
 
 args=()
@@ -82,6 +84,7 @@ for n in "${names[@]}"; do
     cache_hit) run cache_hit cache_hit.txt ;;
     load) run load load.log ;;
     authorize) run authorize authorize.log ;;
+    store) run store store.log ;;
   esac
 done
 

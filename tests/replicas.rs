@@ -339,16 +339,25 @@ async fn log_of(
     count: usize,
 ) -> Vec<(u64, String, i32)> {
     let mut client = replica.tokens().await;
-    let mut stream = client
-        .watch_token_changes(bearer(
-            pb::WatchTokenChangesRequest {
-                after_revision: Some(after),
-            },
-            proxy,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    // The proxy token may have been created on another replica a moment ago.
+    let deadline = Instant::now() + DEADLINE;
+    let mut stream = loop {
+        match client
+            .watch_token_changes(bearer(
+                pb::WatchTokenChangesRequest {
+                    after_revision: Some(after),
+                },
+                proxy,
+            ))
+            .await
+        {
+            Ok(s) => break s.into_inner(),
+            Err(s) if s.code() == Code::Unauthenticated && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(s) => panic!("cannot follow the change stream: {s:?}"),
+        }
+    };
     let first = stream.message().await.unwrap().unwrap();
     let Some(Event::Sync(sync)) = first.event else {
         panic!("sync first")
@@ -563,6 +572,71 @@ async fn a_proxy_moves_to_another_replica_without_flushing_its_cache() {
     );
     assert_eq!(cache.watch_status().flushes, 1);
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_uses_the_first_replica_that_answers() {
+    let cluster = PgCluster::shared();
+    let root = tempfile::tempdir().unwrap();
+    let (mut replicas, admin) = three_replicas(cluster, root.path(), &[]).await;
+    let token_file = root.path().join("admin-token");
+    std::fs::write(&token_file, format!("{admin}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    replicas[0].kill();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let list = format!("{dead},{},{}", replicas[0].url(), replicas[1].url());
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::binary::binary())
+            .args(args)
+            .args([
+                "--authz",
+                &list,
+                "--token-file",
+                token_file.to_str().unwrap(),
+            ])
+            .env_remove("FLUXGATE_AUTHZ")
+            .env_remove("FLUXGATE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let created = cli(&[
+        "token",
+        "create",
+        "--write-database",
+        "db",
+        "--format",
+        "json",
+        "via the list",
+    ]);
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(created.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert!(json["token"].as_str().unwrap().starts_with("fgdb_"));
+    // Every replica is down: one message naming each.
+    replicas[1].kill();
+    replicas[2].kill();
+    let list = format!("{dead},{}", replicas[1].url());
+    let failed = std::process::Command::new(common::binary::binary())
+        .args([
+            "token",
+            "list",
+            "--authz",
+            &list,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ])
+        .env_remove("FLUXGATE_AUTHZ")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(5), "unavailable: {stderr}");
+    assert!(
+        stderr.contains("cannot reach any token service replica")
+            && stderr.contains(&dead)
+            && stderr.contains(&replicas[1].url()),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -20,8 +20,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::model::{DatabasePermission, TokenRecord};
 use super::rows::{self, encode_permissions, revision_i64};
 use super::store::{
-    Change, ChangeListener, Snapshot, StoreError, StoredToken, TokenStore, Write, WriteOutcome,
-    WriteTx, apply_writes, classify,
+    Change, ChangeListener, Snapshot, StoreError, StoredToken, TokenStore, Wake, Write,
+    WriteOutcome, WriteTx, apply_writes, classify,
 };
 use super::time::to_millis;
 
@@ -484,15 +484,19 @@ impl std::fmt::Debug for Listener {
 
 #[async_trait]
 impl ChangeListener for Listener {
-    async fn next(&mut self) -> Result<bool, StoreError> {
+    async fn next(&mut self) -> Result<Wake, StoreError> {
         match self.listener.try_recv().await {
-            Ok(Some(_)) => {
+            Ok(Some(first)) => {
                 // Several writes may have announced themselves: one catch-up
-                // reads them all.
-                while self.listener.next_buffered().is_some() {}
-                Ok(true)
+                // reads them all, up to the newest head announced.
+                let mut head = first.payload().parse::<u64>().ok();
+                while let Some(next) = self.listener.next_buffered() {
+                    let announced = next.payload().parse::<u64>().ok();
+                    head = head.zip(announced).map(|(a, b)| a.max(b));
+                }
+                Ok(Wake::Announced(head))
             }
-            Ok(None) => Ok(false),
+            Ok(None) => Ok(Wake::Reconnected),
             Err(e) => Err(classify(&self.describe, e)),
         }
     }

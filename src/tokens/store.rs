@@ -281,13 +281,22 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug + 'static {
     async fn close(&self);
 }
 
+/// What woke a [`ChangeListener`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Changes were committed; the newest announced head, when the
+    /// announcement said (a reader already at or past it has nothing to do).
+    Announced(Option<u64>),
+    /// The connection was lost and re-established: announcements may have
+    /// been missed.
+    Reconnected,
+}
+
 /// Wake-ups from a store shared with other processes.
 #[async_trait]
 pub trait ChangeListener: Send + std::fmt::Debug {
-    /// Waits for the next wake-up. `Ok(true)`: a change was announced;
-    /// `Ok(false)`: the connection was lost and re-established, so
-    /// announcements may have been missed. An error ends the listener.
-    async fn next(&mut self) -> Result<bool, StoreError>;
+    /// Waits for the next wake-up. An error ends the listener.
+    async fn next(&mut self) -> Result<Wake, StoreError>;
 }
 
 /// The statements a backend provides inside a write transaction; the rules

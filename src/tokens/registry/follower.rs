@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Live, Shared};
-use crate::tokens::store::{ChangeListener, StoreError, StoredToken};
+use crate::tokens::store::{ChangeListener, StoreError, StoredToken, Wake};
 
 /// Changes read per page when catching up.
 const PAGE: u32 = 1000;
@@ -204,7 +204,7 @@ impl Shared {
 }
 
 /// The next wake-up of `listener`; never resolves without one.
-async fn wake(listener: &mut Option<Box<dyn ChangeListener>>) -> Result<bool, StoreError> {
+async fn wake(listener: &mut Option<Box<dyn ChangeListener>>) -> Result<Wake, StoreError> {
     match listener {
         Some(l) => l.next().await,
         None => std::future::pending().await,
@@ -221,16 +221,23 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(shared.options.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Whatever woke us, the log decides: a lost connection may have
-        // lost announcements, and a tick covers announcements never sent.
+        // Apart from announcements of what this replica already applied,
+        // the log decides whatever woke us: a lost connection may have lost
+        // announcements, and a tick covers announcements never sent.
         let woke = tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => None,
             r = wake(&mut listener) => Some(r),
         };
-        if let Some(Err(e)) = woke {
-            tracing::debug!(error = %e, "stopped listening for token changes; polling until listening again");
-            listener = None;
+        match woke {
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "stopped listening for token changes; polling until listening again");
+                listener = None;
+            }
+            // This replica's own writes, already applied, announce
+            // themselves too: nothing to read.
+            Some(Ok(Wake::Announced(Some(head)))) if head <= shared.state.read().head => continue,
+            _ => {}
         }
         let read = tokio::select! {
             () = cancel.cancelled() => return,
