@@ -234,7 +234,7 @@ pub fn gate_settings(options: &ProxyOptions) -> GateSettings {
         max_body: options.max_body.0,
         body_read_timeout: options.body_read_timeout.0,
         max_buffered_bytes: options.max_buffered_bytes.0,
-        invalid_token_rate: options.invalid_token_rate,
+        invalid_token_rate: u32::try_from(options.invalid_token_rate).unwrap_or(u32::MAX),
     }
 }
 

@@ -186,14 +186,15 @@ pub struct ProxyOptions {
         value_name = "SIZE"
     )]
     pub max_buffered_bytes: ByteSize,
-    /// Invalid tokens per client address per minute before its requests get 429 without an authorization call (0: no limit).
+    /// Invalid tokens a client address (IPv4, or IPv6 /64) may present per minute before its requests get 429 without an authorization call (1 to 1000000).
     #[arg(
         long,
         env = "FLUXGATE_INVALID_TOKEN_RATE",
-        default_value_t = 20,
-        value_name = "N"
+        default_value = "20",
+        value_parser = count_between::<1, 1_000_000>,
+        value_name = "PER_MINUTE"
     )]
-    pub invalid_token_rate: u32,
+    pub invalid_token_rate: u64,
     /// Longest wait for the database's response head (→ 504, DEADLINE_EXCEEDED on gRPC; 100ms to 1h).
     #[arg(
         long,
