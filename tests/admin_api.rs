@@ -49,6 +49,7 @@ async fn env() -> Env {
         AllowedPaths {
             public: vec![],
             admin: vec!["/api/v3/configure/processing_engine_trigger".to_owned()],
+            org: None,
         },
     );
     let proxy = ProxyServer::serve(Proxy::new(http)).await;

@@ -38,7 +38,7 @@ use super::reject::{Api, Rejection};
 use crate::authz::{Action, Need, NeedDecision};
 use crate::credentials::Token;
 
-/// Extra exact paths an operator opened.
+/// What an operator configured for the HTTP path.
 #[derive(Debug, Clone, Default)]
 pub struct AllowedPaths {
     /// Forwarded without a token (`--allow-path`).
@@ -46,6 +46,9 @@ pub struct AllowedPaths {
     /// InfluxDB 3 routes that run code on the server, forwarded for
     /// management tokens (`--allow-admin-path`).
     pub admin: Vec<String>,
+    /// The InfluxDB 2 organization every v2 request is sent for
+    /// (`--upstream-org`); the caller's own `org`/`orgID` never are.
+    pub org: Option<String>,
 }
 
 /// The authorizing proxy's HTTP handler.
@@ -149,7 +152,8 @@ impl HttpService {
                 } else {
                     Shape::V3Json
                 };
-                let canonical = read::admin::listing(route, &url)?;
+                let canonical =
+                    read::admin::listing(route, &url, self.inner.allowed.org.as_deref())?;
                 self.listing(shape, parts, canonical, &token, peer, trail)
                     .await
             }
@@ -197,7 +201,7 @@ impl HttpService {
         trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let gate = &self.inner.gate;
-        let write = read::Write::read(route, url);
+        let write = read::Write::read(route, url, self.inner.allowed.org.as_deref());
         let Plan::Needs(needs) = classify::write(route, &write)? else {
             return Err(Rejection::BadRequest("not a write".to_owned()));
         };
@@ -260,7 +264,7 @@ impl HttpService {
                 let query = read::flux(&parts.headers, decoded)?;
                 (
                     classify::flux(&query)?,
-                    read::flux_canonical(url, &query),
+                    read::flux_canonical(self.inner.allowed.org.as_deref(), &query),
                     None,
                 )
             }

@@ -24,7 +24,7 @@ fn v1(q: &str) -> Result<Plan, Rejection> {
 
 #[test]
 fn writes_need_write_on_their_database() {
-    let w = |route, q| write(route, &Write::read(route, &url(q)));
+    let w = |route, q| write(route, &Write::read(route, &url(q), None));
     assert_eq!(
         needs(w(Route::V1Write, "db=a&rp=autogen")),
         vec![Need::write("a")]
@@ -43,7 +43,7 @@ fn writes_need_write_on_their_database() {
 #[test]
 fn retention_policies_reach_other_databases_in_influxdb_3() {
     // InfluxDB 3 reads db + rp (not autogen/default) as database "db/rp".
-    let w = |q| write(Route::V1Write, &Write::read(Route::V1Write, &url(q)));
+    let w = |q| write(Route::V1Write, &Write::read(Route::V1Write, &url(q), None));
     assert_eq!(
         needs(w("db=x&rp=Foo")),
         vec![Need::write("x"), Need::write("x/foo")]
