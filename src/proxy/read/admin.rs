@@ -346,13 +346,19 @@ mod tests {
     #[test]
     fn listings_are_rebuilt_and_json_only() {
         let q = |route, query, org| listing(route, &url(query), org).map(|c| c.query);
-        assert_eq!(q(Route::V3Database, "format=json&x=1", None).unwrap(), "format=json");
+        assert_eq!(
+            q(Route::V3Database, "format=json&x=1", None).unwrap(),
+            "format=json"
+        );
         assert!(q(Route::V3Database, "format=csv", None).is_err());
         assert!(q(Route::V3Database, "", None).is_err());
         assert_eq!(
             q(Route::V2Buckets, "org=theirs&name=b", Some("ours")).unwrap(),
             "name=b&org=ours"
         );
-        assert_eq!(q(Route::V2Buckets, "orgID=1&name=b", None).unwrap(), "name=b");
+        assert_eq!(
+            q(Route::V2Buckets, "orgID=1&name=b", None).unwrap(),
+            "name=b"
+        );
     }
 }
