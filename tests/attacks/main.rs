@@ -1,0 +1,18 @@
+//! Attacks on the proxy, one module per finding of the security review
+//! (issues 13 and 15): each test sends what an attacker would and asserts
+//! what a correct proxy does, so it fails while the hole is open.
+//!
+//! - [`handshake`]: Flight `Handshake` and the upstream credential;
+//! - [`retention`]: InfluxDB 3 names a v1 database/retention policy pair
+//!   `db/rp`, a database of its own;
+//! - [`public`]: what an unauthenticated client can hold through the
+//!   public routes.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod handshake;
+mod public;
+mod retention;
+mod support;
