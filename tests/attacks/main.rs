@@ -6,7 +6,8 @@
 //! - [`retention`]: InfluxDB 3 names a v1 database/retention policy pair
 //!   `db/rp`, a database of its own;
 //! - [`public`]: what an unauthenticated client can hold through the
-//!   public routes.
+//!   public routes;
+//! - [`system_tables`]: InfluxDB 3 SQL reaching server-wide tables.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 #[path = "../common/mod.rs"]
@@ -16,3 +17,4 @@ mod handshake;
 mod public;
 mod retention;
 mod support;
+mod system_tables;
