@@ -2,6 +2,7 @@
 //! (issues 13 and 15): each test sends what an attacker would and asserts
 //! what a correct proxy does, so it fails while the hole is open.
 //!
+//! - [`flux`]: Flux programs the analyzer misreads;
 //! - [`handshake`]: Flight `Handshake` and the upstream credential;
 //! - [`retention`]: InfluxDB 3 names a v1 database/retention policy pair
 //!   `db/rp`, a database of its own;
@@ -13,6 +14,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod flux;
 mod handshake;
 mod public;
 mod retention;
