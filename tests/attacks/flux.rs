@@ -14,7 +14,9 @@
 //!   `influxdb["wideTo"]` are the write functions, `influxdb["buckets"]` and
 //!   `v1["databases"]` the listings, with no identifier `to`/`buckets` for
 //!   the analyzer to catch: a write through them is authorized as a read
-//!   of its bucket, a listing not at all.
+//!   of its bucket, a listing not at all. The same through a variable
+//!   holding the package (`r = influxdb; r.buckets()`, `w = r.to`): the
+//!   analyzer only knows import aliases as packages.
 
 use crate::common::proxy::{request, send};
 
@@ -76,6 +78,9 @@ async fn write_functions_reached_by_index_need_write() {
         "import \"influxdata/influxdb\"\nfrom(bucket: \"x\") |> range(start: -1h) |> influxdb[\"to\"](bucket: \"secret\")",
         "import \"influxdata/influxdb\"\nfrom(bucket: \"x\") |> range(start: -1h) |> influxdb[\"wideTo\"](bucket: \"secret\")",
         "import \"influxdata/influxdb\"\nf = influxdb[\"to\"]\nfrom(bucket: \"x\") |> range(start: -1h) |> f(bucket: \"secret\")",
+        // A package is a value too: through a variable, `to` is a plain field.
+        "import \"influxdata/influxdb\"\nr = influxdb\nw = r.to\nfrom(bucket: \"x\") |> range(start: -1h) |> w(bucket: \"secret\")",
+        "import \"experimental\"\nr = experimental\nw = r.to\nfrom(bucket: \"x\") |> range(start: -1h) |> w(bucket: \"secret\")",
     ] {
         let status = flux(&env, &reader, query).await;
         assert_eq!(
@@ -92,6 +97,9 @@ async fn listings_reached_by_index_are_refused() {
     for query in [
         "import \"influxdata/influxdb\"\nb = influxdb[\"buckets\"]() |> map(fn: (r) => ({_value: r.name}))\nfrom(bucket: \"x\") |> range(start: -1h) |> yield(name: \"ok\")\nb |> yield(name: \"leak\")",
         "import \"influxdata/influxdb/v1\"\nd = v1[\"databases\"]()\nfrom(bucket: \"x\") |> range(start: -1h) |> yield(name: \"ok\")\nd |> yield(name: \"leak\")",
+        "import \"influxdata/influxdb\"\nr = influxdb\nb = r.buckets()\nfrom(bucket: \"x\") |> range(start: -1h) |> yield(name: \"ok\")\nb |> yield(name: \"leak\")",
+        "import \"influxdata/influxdb/v1\"\nr = v1\nd = r.databases()\nfrom(bucket: \"x\") |> range(start: -1h) |> yield(name: \"ok\")\nd |> yield(name: \"leak\")",
+        "import \"influxdata/influxdb\"\nr = {p: influxdb}\nb = r.p.buckets()\nfrom(bucket: \"x\") |> range(start: -1h) |> yield(name: \"ok\")\nb |> yield(name: \"leak\")",
     ] {
         let status = flux(&env, &env.x, query).await;
         assert_eq!(
