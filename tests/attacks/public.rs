@@ -78,3 +78,55 @@ async fn public_routes_do_not_forward_request_bodies() {
         reply.status
     );
 }
+
+/// A proxy with a 1 s header timeout and the default 60 s idle timeout.
+async fn serve_with_header_timeout(
+    env: &Env,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    use fluxgate::proxy::Proxy;
+    use fluxgate::proxy::forward::{Protocol, Upstream};
+    use fluxgate::proxy::http::HttpService;
+    use fluxgate::proxy::listener::{self, ListenerSettings};
+    let gate = crate::common::proxy::gate(
+        std::sync::Arc::new(fluxgate::authz::client::AuthzClient::for_uri(
+            env.tokens.url().parse().unwrap(),
+            Duration::from_secs(2),
+        )),
+        &crate::common::proxy::settings(),
+    );
+    let upstream = Upstream::new(env.upstream.url().parse().unwrap(), None, Protocol::Http1);
+    let proxy = Proxy::new(HttpService::new(gate, upstream, Default::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let settings = ListenerSettings {
+        header_read_timeout: Duration::from_secs(1),
+        ..ListenerSettings::default()
+    };
+    let shutdown = stop.clone();
+    tokio::spawn(async move {
+        listener::serve(listener, proxy, settings, shutdown.cancelled_owned()).await;
+    });
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_by_the_header_timeout() {
+    // `--header-read-timeout` is documented as the slowloris bound, but a
+    // connection that never sends its first byte is only closed by the idle
+    // timeout (60 s): 10 000 silent connections refreshed once a minute hold
+    // every `--max-connections` slot, and every other client waits in the
+    // kernel's backlog.
+    let env = Env::start(None).await;
+    let (addr, stop) = serve_with_header_timeout(&env).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+    stop.cancel();
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection was still open after {:?} with a 1 s header timeout",
+        started.elapsed()
+    );
+}
