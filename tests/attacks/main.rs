@@ -6,6 +6,7 @@
 //! - [`handshake`]: Flight `Handshake` and the upstream credential;
 //! - [`retention`]: InfluxDB 3 names a v1 database/retention policy pair
 //!   `db/rp`, a database of its own;
+//! - [`organizations`]: InfluxDB 2.x organizations chosen by the caller;
 //! - [`public`]: what an unauthenticated client can hold through the
 //!   public routes;
 //! - [`system_tables`]: InfluxDB 3 SQL reaching server-wide tables.
@@ -16,6 +17,7 @@ mod common;
 
 mod flux;
 mod handshake;
+mod organizations;
 mod public;
 mod retention;
 mod support;
