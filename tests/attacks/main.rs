@@ -2,6 +2,7 @@
 //! (issues 13 and 15): each test sends what an attacker would and asserts
 //! what a correct proxy does, so it fails while the hole is open.
 //!
+//! - [`buckets`]: v2 bucket deletion reveals bucket names;
 //! - [`flux`]: Flux programs the analyzer misreads;
 //! - [`handshake`]: Flight `Handshake` and the upstream credential;
 //! - [`retention`]: InfluxDB 3 names a v1 database/retention policy pair
@@ -15,6 +16,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod buckets;
 mod flux;
 mod handshake;
 mod organizations;
