@@ -10,7 +10,8 @@
 //! - [`organizations`]: InfluxDB 2.x organizations chosen by the caller;
 //! - [`public`]: what an unauthenticated client can hold through the
 //!   public routes;
-//! - [`system_tables`]: InfluxDB 3 SQL reaching server-wide tables.
+//! - [`system_tables`]: InfluxDB 3 SQL reaching server-wide tables;
+//! - [`throttle`]: the brute-force throttle and Telegraf's v1 output.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 #[path = "../common/mod.rs"]
@@ -24,3 +25,4 @@ mod public;
 mod retention;
 mod support;
 mod system_tables;
+mod throttle;
