@@ -691,6 +691,7 @@ fn start_fluxgate(
     upstream: SocketAddr,
     flight: SocketAddr,
     authz: SocketAddr,
+    proxy_token_file: &Path,
 ) -> ProcessGuard {
     let log_path = dir.join("fluxgate-proxy.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -706,6 +707,8 @@ fn start_fluxgate(
         &format!("http://{flight}"),
         "--authz",
         &format!("http://{authz}"),
+        "--authz-token-file",
+        &proxy_token_file.display().to_string(),
         "--admin-listen",
         &format!("127.0.0.1:{admin}"),
         "--log-level",
@@ -1460,6 +1463,23 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
         .await
         .unwrap();
     let token = token.into_string();
+    // What the proxy presents to follow the change stream (as deployed).
+    let (_, proxy_token) = registry
+        .create(
+            TokenKind::Proxy,
+            "load benchmark proxy".into(),
+            vec![],
+            None,
+        )
+        .await
+        .unwrap();
+    let proxy_token_file = dir.join("proxy-token");
+    std::fs::write(&proxy_token_file, proxy_token.into_string()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&proxy_token_file, std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
     let (listener, authz) = bind().await;
     let stop_tokens = CancellationToken::new();
     {
@@ -1482,7 +1502,14 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
 
     // fluxgate, as its own process.
     let fluxgate_port = free_port();
-    let fluxgate = start_fluxgate(dir, fluxgate_port, upstream_http, upstream_flight, authz);
+    let fluxgate = start_fluxgate(
+        dir,
+        fluxgate_port,
+        upstream_http,
+        upstream_flight,
+        authz,
+        &proxy_token_file,
+    );
 
     // nginx, when installed.
     let nginx_binary = match std::env::var("FLUXGATE_BENCH_NGINX") {

@@ -11,10 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, ReadyCheck, always_ready};
-use crate::audit::{Audit, Destination};
+use crate::audit::{Audit, AuditOptions, Destination};
 use crate::authz::Authorizer;
 use crate::authz::cache::{self, CacheConfig, CachedAuthorizer};
-use crate::authz::client::AuthzClient;
+use crate::authz::client::{AuthzClient, ProxyCredential};
+use crate::authz::invalidation::FollowOptions;
 use crate::authz::local::LocalAuthorizer;
 use crate::config::{
     AuthzArgs, ProxyArgs, ProxyOptions, ServeArgs, TokenServiceOptions, UpstreamScheme,
@@ -28,6 +29,7 @@ use crate::proxy::http::{AllowedPaths, HttpService};
 use crate::proxy::listener::{self, ListenerSettings};
 use crate::telemetry;
 use crate::tls::{self, ServerTls};
+use crate::tokens::throttle::InvalidTokenThrottle;
 use crate::tokens::{SqliteStore, TokenRegistry, server};
 
 /// Binds `addr`, naming it (and what it is for) in the error.
@@ -100,6 +102,15 @@ pub async fn open_registry(options: &TokenServiceOptions) -> anyhow::Result<Arc<
     Ok(registry)
 }
 
+/// Authorize's invalid-token throttle of `--authorize-invalid-rate`.
+fn authorize_throttle(options: &TokenServiceOptions) -> Arc<InvalidTokenThrottle> {
+    let rate = u32::try_from(options.authorize_invalid_rate)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    Arc::new(InvalidTokenThrottle::per_minute(rate))
+}
+
 /// `fluxgate authz`: the token service alone.
 pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics();
@@ -117,12 +128,13 @@ pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::
 
     let closing = Arc::clone(&registry);
     let stop = shutdown.clone();
+    let throttle = authorize_throttle(&args.service);
     let serving = async move {
         let signal = async move {
             stop.cancelled().await;
             closing.close();
         };
-        server::serve_tls(listener, registry, tls, signal)
+        server::serve_with(listener, registry, tls, throttle, signal)
             .await
             .context("token service failed")
     };
@@ -134,15 +146,10 @@ pub fn upstream_credential(options: &ProxyOptions) -> anyhow::Result<Option<http
     let Some(path) = &options.upstream_token_file else {
         return Ok(None);
     };
-    let secret = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --upstream-token-file {}", path.display()))?;
-    let secret = secret.trim();
-    anyhow::ensure!(
-        !secret.is_empty(),
-        "--upstream-token-file {} is empty",
-        path.display()
-    );
-    let value = match options.upstream_auth_scheme {
+    // Warns when group or others can read it; zeroed when dropped.
+    let secret = crate::hardening::read_secret_file(path, "--upstream-token-file")?;
+    let secret = secret.as_str();
+    let value = zeroize::Zeroizing::new(match options.upstream_auth_scheme {
         UpstreamScheme::Token => format!("Token {secret}"),
         UpstreamScheme::Bearer => format!("Bearer {secret}"),
         UpstreamScheme::Basic => {
@@ -157,7 +164,7 @@ pub fn upstream_credential(options: &ProxyOptions) -> anyhow::Result<Option<http
                 base64::engine::general_purpose::STANDARD.encode(secret)
             )
         }
-    };
+    });
     let mut value = http::HeaderValue::from_str(&value).map_err(|_| {
         anyhow::anyhow!(
             "--upstream-token-file {} holds characters not allowed in a header",
@@ -227,14 +234,123 @@ pub fn gate_settings(options: &ProxyOptions) -> GateSettings {
         max_body: options.max_body.0,
         body_read_timeout: options.body_read_timeout.0,
         max_buffered_bytes: options.max_buffered_bytes.0,
-        invalid_token_rate: options.invalid_token_rate,
+        invalid_token_rate: u32::try_from(options.invalid_token_rate).unwrap_or(u32::MAX),
     }
 }
 
-/// Starts the audit writer for `--audit-log`.
-pub async fn start_audit(options: &ProxyOptions) -> anyhow::Result<Audit> {
+/// An authorizer that never decides: [`build_proxy`] needs one to check a
+/// configuration without serving it.
+#[derive(Debug)]
+struct NoAuthorizer;
+
+#[async_trait::async_trait]
+impl Authorizer for NoAuthorizer {
+    async fn check(
+        &self,
+        _token: &crate::credentials::Token,
+        _needs: &[crate::authz::Need],
+    ) -> Result<crate::authz::Verdict, crate::authz::AuthzError> {
+        Err(crate::authz::AuthzError::Unavailable(
+            "configuration check".to_owned(),
+        ))
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        Err("configuration check".to_owned())
+    }
+}
+
+/// What `check-config` verifies beyond parsing: everything the command
+/// would refuse at start that can be checked without side effects (TLS
+/// files, URLs, secret files, the audit destination, the data directory).
+/// Uses the same functions the command uses at start. `offline`: only
+/// what needs no file.
+pub async fn preflight(command: &crate::config::Command, offline: bool) -> anyhow::Result<()> {
+    use crate::config::Command;
+    if offline {
+        return match command {
+            Command::Serve(a) => check_audit_required(&a.proxy),
+            Command::Proxy(a) => check_audit_required(&a.proxy),
+            _ => Ok(()),
+        };
+    }
+    match command {
+        Command::Serve(a) => {
+            tls::options::proxy_listener(&a.proxy)?;
+            tls::options::serve_token_service_listener(&a.authz_tls)?;
+            check_audit_destination(&a.proxy)?;
+            build_proxy(&a.proxy, Arc::new(NoAuthorizer), Audit::off())?;
+            check_data_dir(&a.service)
+        }
+        Command::Proxy(a) => {
+            tls::options::proxy_listener(&a.proxy)?;
+            tls::options::authz_endpoint(&a.authz)?;
+            if let Some(path) = &a.authz.authz_token_file {
+                ProxyCredential::from_file(path)?;
+            }
+            check_audit_destination(&a.proxy)?;
+            build_proxy(&a.proxy, Arc::new(NoAuthorizer), Audit::off())?;
+            Ok(())
+        }
+        Command::Authz(a) => {
+            tls::options::token_service_listener(&a.tls)?;
+            check_data_dir(&a.service)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_audit_required(options: &ProxyOptions) -> anyhow::Result<()> {
     let destination: Destination = options.audit_log.parse().unwrap_or(Destination::Off);
-    Ok(Audit::start(&destination).await?)
+    anyhow::ensure!(
+        !(options.audit_required && destination == Destination::Off),
+        "--audit-required needs an --audit-log destination (a file or stdout)"
+    );
+    Ok(())
+}
+
+fn check_audit_destination(options: &ProxyOptions) -> anyhow::Result<()> {
+    check_audit_required(options)?;
+    let destination: Destination = options.audit_log.parse().unwrap_or(Destination::Off);
+    if let Destination::File(path) = &destination {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        anyhow::ensure!(
+            parent.is_dir(),
+            "--audit-log {}: the directory {} does not exist",
+            path.display(),
+            parent.display()
+        );
+        anyhow::ensure!(
+            !path.is_dir(),
+            "--audit-log {} is a directory",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn check_data_dir(options: &TokenServiceOptions) -> anyhow::Result<()> {
+    let dir = &options.data_dir;
+    anyhow::ensure!(
+        !dir.exists() || dir.is_dir(),
+        "--data-dir {} exists and is not a directory",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Starts the audit writer for `--audit-log` (and `--audit-required`).
+pub async fn start_audit(options: &ProxyOptions) -> anyhow::Result<Audit> {
+    crate::audit::describe_metrics();
+    check_audit_destination(options)?;
+    let destination: Destination = options.audit_log.parse().unwrap_or(Destination::Off);
+    let audit_options = AuditOptions {
+        required: options.audit_required,
+    };
+    Ok(Audit::start_with(&destination, audit_options).await?)
 }
 
 fn authorizer_ready(authorizer: Arc<dyn Authorizer>) -> ReadyCheck {
@@ -279,13 +395,24 @@ pub async fn run_proxy(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::
     // TLS files are checked before anything listens.
     let proxy_tls = tls::options::proxy_listener(&args.proxy)?;
     let authz_endpoint = tls::options::authz_endpoint(&args.authz)?;
-    let client = AuthzClient::new(authz_endpoint.clone(), call_budget);
+    let credential = args
+        .authz
+        .authz_token_file
+        .as_deref()
+        .map(ProxyCredential::from_file)
+        .transpose()?;
+    let client =
+        AuthzClient::new(authz_endpoint.clone(), call_budget).with_credential(credential.clone());
     let cached = CachedAuthorizer::new(
         Arc::new(client),
         CacheConfig::from_options(&args.cache, call_budget),
     );
+    let follow = FollowOptions {
+        mode: args.authz.authz_watch,
+        credential,
+    };
     // Ends with `shutdown`.
-    drop(cached.follow(authz_endpoint, shutdown.clone()));
+    drop(cached.follow_with(authz_endpoint, follow, shutdown.clone()));
     let authorizer: Arc<dyn Authorizer> = Arc::new(cached);
     let audit = start_audit(&args.proxy).await?;
     let proxy = build_proxy(&args.proxy, Arc::clone(&authorizer), audit)?;
@@ -325,12 +452,13 @@ pub async fn run_serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::
 
     let closing = Arc::clone(&registry);
     let stop = shutdown.clone();
+    let throttle = authorize_throttle(&args.service);
     let serving_tokens = async move {
         let signal = async move {
             stop.cancelled().await;
             closing.close();
         };
-        server::serve_tls(token_listener, registry, token_tls, signal)
+        server::serve_with(token_listener, registry, token_tls, throttle, signal)
             .await
             .context("token service failed")
     };

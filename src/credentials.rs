@@ -3,10 +3,13 @@
 //! headers and gRPC metadata alike.
 //!
 //! [`Token`] is the only type that holds a caller's secret. It has no
-//! `Display`, its `Debug` is redacted, and errors about it never echo it.
+//! `Display`, its `Debug` is redacted, errors about it never echo it, and
+//! its bytes are zeroed when it is dropped (as are the decoded bytes of
+//! Basic credentials), so they do not linger in freed memory.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::tokens::secret::TokenHash;
 
@@ -29,6 +32,12 @@ impl Token {
     /// The SHA-512 hash: the only form that may be kept.
     pub fn hash(&self) -> TokenHash {
         TokenHash::of(&self.0)
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -70,9 +79,11 @@ pub fn from_authorization(value: &[u8]) -> Result<Token, CredentialError> {
         return Err(CredentialError::UnknownScheme);
     }
     if scheme.eq_ignore_ascii_case(b"basic") {
-        let decoded = STANDARD
-            .decode(rest)
-            .map_err(|_| CredentialError::BadBasic)?;
+        let decoded = Zeroizing::new(
+            STANDARD
+                .decode(rest)
+                .map_err(|_| CredentialError::BadBasic)?,
+        );
         let colon = decoded
             .iter()
             .position(|b| *b == b':')

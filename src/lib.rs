@@ -17,6 +17,7 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod hardening;
 pub mod proto;
 pub mod proxy;
 pub mod telemetry;
@@ -46,33 +47,49 @@ pub async fn run(cli: config::Cli) -> ExitCode {
         }
         Command::Token(command) => cli::run_token(command).await,
         Command::Management(command) => cli::run_management(command).await,
+        Command::ProxyToken(command) => cli::run_proxy_token(command).await,
         Command::Database(command) => cli::run_database(command).await,
         Command::Login(args) => cli::run_login(args).await,
-        Command::CheckConfig(args) => match config::check(&args) {
-            Ok(summary) => {
-                println!("configuration OK — {summary}");
-                ExitCode::SUCCESS
-            }
-            Err(config::ConfigError::Usage(e)) => {
-                // clap's message without its usage footer, on one line.
-                let text = e.to_string();
-                let message: Vec<&str> = text
-                    .lines()
-                    .take_while(|l| !l.is_empty())
-                    .map(str::trim)
-                    .collect();
-                eprintln!(
-                    "fluxgate: {}",
-                    message.join(" ").trim_start_matches("error: ")
-                );
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("fluxgate: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig(args) => check_config(&args).await,
     }
+}
+
+/// `fluxgate check-config`: parses the file as the command would, runs
+/// the command's start-up checks, and prints every setting it takes.
+async fn check_config(args: &config::CheckConfigArgs) -> ExitCode {
+    // Warnings (a secret file others can read) go to stderr.
+    let _ = telemetry::init_logging(config::LogFormat::Text, Some("warn"));
+    let checked = match config::check(args) {
+        Ok(checked) => checked,
+        Err(config::ConfigError::Usage(e)) => {
+            // clap's message without its usage footer, on one line.
+            let text = e.to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!(
+                "fluxgate: {}",
+                message.join(" ").trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("fluxgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = app::preflight(&checked.command, args.offline).await {
+        eprintln!("fluxgate: {e:#}");
+        return ExitCode::from(2);
+    }
+    print!("{}", checked.report);
+    println!(
+        "configuration OK for `fluxgate {}`",
+        args.target.command_name()
+    );
+    ExitCode::SUCCESS
 }
 
 /// Sets up logging and signals for a long-running command and runs it.
@@ -84,6 +101,12 @@ where
     if let Err(e) = telemetry::init_logging(common.log_format, common.log_level.as_deref()) {
         eprintln!("fluxgate: {e:#}");
         return ExitCode::from(2);
+    }
+    // Before any secret is read: no core file, no ptrace by the same user.
+    if common.allow_core_dumps {
+        tracing::info!("--allow-core-dumps: the process may be core-dumped and traced");
+    } else if let Err(e) = hardening::forbid_core_dumps() {
+        tracing::warn!(error = %e, "cannot mark the process not dumpable; tokens in memory may reach a core dump");
     }
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

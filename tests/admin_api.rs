@@ -64,12 +64,21 @@ async fn env() -> Env {
 }
 
 impl Env {
-    async fn call(&self, method: &str, path: &str, token: &str, body: &str) -> common::proxy::Reply {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> common::proxy::Reply {
         let auth = format!("Token {token}");
         send(request(
             method,
             &self.proxy.url(path),
-            &[("authorization", &auth), ("content-type", "application/json")],
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
             body.to_owned(),
         ))
         .await
@@ -144,19 +153,34 @@ async fn database_tokens_never_administer() {
     for (method, path, body) in [
         ("POST", "/api/v3/configure/database", r#"{"db": "db"}"#),
         ("DELETE", "/api/v3/configure/database?db=db", ""),
-        ("POST", "/api/v3/configure/table", r#"{"db": "db", "table": "t", "tags": [], "fields": []}"#),
-        ("POST", "/api/v2/buckets", r#"{"name": "db", "orgID": "0123456789abcdef"}"#),
+        (
+            "POST",
+            "/api/v3/configure/table",
+            r#"{"db": "db", "table": "t", "tags": [], "fields": []}"#,
+        ),
+        (
+            "POST",
+            "/api/v2/buckets",
+            r#"{"name": "db", "orgID": "0123456789abcdef"}"#,
+        ),
     ] {
         let r = e.call(method, path, &e.user, body).await;
         assert_eq!(r.status, 403, "{method} {path}: {:?}", r.body);
         let json = r.json();
         let message = json.get("error").or_else(|| json.get("message")).unwrap();
-        assert!(message.as_str().unwrap().contains("management tokens"), "{message}");
+        assert!(
+            message.as_str().unwrap().contains("management tokens"),
+            "{message}"
+        );
     }
     // And management tokens never read or write data.
-    let r = e.call("POST", "/api/v3/write_lp?db=db", &e.admin, "m v=1").await;
+    let r = e
+        .call("POST", "/api/v3/write_lp?db=db", &e.admin, "m v=1")
+        .await;
     assert_eq!(r.status, 403);
-    let r = e.call("GET", "/api/v3/query_sql?db=db&q=SELECT+1", &e.admin, "").await;
+    let r = e
+        .call("GET", "/api/v3/query_sql?db=db&q=SELECT+1", &e.admin, "")
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(e.upstream.count(), 0);
 }
@@ -166,13 +190,26 @@ async fn token_routes_and_unlisted_code_routes_never_arrive() {
     let e = env().await;
     for (method, path, token) in [
         ("POST", "/api/v3/configure/token/admin", None),
-        ("POST", "/api/v3/configure/token/admin/regenerate", Some(&e.admin)),
-        ("DELETE", "/api/v3/configure/token?token_name=x", Some(&e.admin)),
-        ("POST", "/api/v3/configure/token/named_admin", Some(&e.admin)),
+        (
+            "POST",
+            "/api/v3/configure/token/admin/regenerate",
+            Some(&e.admin),
+        ),
+        (
+            "DELETE",
+            "/api/v3/configure/token?token_name=x",
+            Some(&e.admin),
+        ),
+        (
+            "POST",
+            "/api/v3/configure/token/named_admin",
+            Some(&e.admin),
+        ),
         ("POST", "/api/v3/enterprise/configure/token", Some(&e.admin)),
     ] {
         let auth = token.map(|t| format!("Token {t}"));
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
         let r = send(request(method, &e.proxy.url(path), &headers, "{}")).await;
         assert_eq!(r.status, 403, "{path}");
         assert!(r.json()["error"].as_str().unwrap().contains("own tokens"));
@@ -229,7 +266,9 @@ async fn listings_show_only_what_the_token_may_see() {
     );
     let r = e.call("GET", path, &e.admin, "").await;
     assert_eq!(names(&r), ["_internal", "db", "secret"]);
-    let r = e.call("GET", "/api/v3/configure/database?format=csv", &e.admin, "").await;
+    let r = e
+        .call("GET", "/api/v3/configure/database?format=csv", &e.admin, "")
+        .await;
     assert_eq!(r.status, 400, "only JSON formats can be filtered");
     let r = e.call("GET", path, "nobody", "").await;
     assert_eq!(r.status, 401);

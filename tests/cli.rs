@@ -479,19 +479,39 @@ async fn token_file_beats_environment() {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_file_keys_apply_to_the_cli() {
     let f = Fixture::start().await;
-    let config = f.write_file(
-        "fluxgate.toml",
+    // A flat file holds the CLI's keys only: a server's key is named.
+    let flat = f.write_file(
+        "flat.toml",
         &format!(
             "authz = \"{}\"\ntoken-file = \"{}\"\nlisten = \"127.0.0.1:1\"\n",
             f.server.url(),
             f.token_file.display()
         ),
     );
-    let config = config.display().to_string();
-    Cmd::new(&["token", "list", "--config", &config])
+    let out = Cmd::new(&["token", "list", "--config", &flat.display().to_string()])
         .run()
-        .await
-        .ok();
+        .await;
+    out.code(2);
+    assert!(
+        out.stderr
+            .contains("`listen` is not an option of `fluxgate token`"),
+        "{}",
+        out.stderr
+    );
+    // One sectioned file for the CLI and a server: [cli] is read here.
+    let config = f.write_file(
+        "fluxgate.toml",
+        &format!(
+            "[cli]\nauthz = \"{}\"\ntoken-file = \"{}\"\nformat = \"json\"\n\n[serve]\nlisten = \"127.0.0.1:1\"\n",
+            f.server.url(),
+            f.token_file.display()
+        ),
+    );
+    let config = config.display().to_string();
+    let listed = Cmd::new(&["token", "list", "--config", &config])
+        .run()
+        .await;
+    assert!(listed.ok().json().is_array(), "format = json from [cli]");
     Cmd::new(&["management", "list"])
         .env("FLUXGATE_CONFIG", config.clone())
         .run()
@@ -606,4 +626,165 @@ async fn tables_fit_80_columns_with_long_content() {
         .next()
         .map(str::len);
     assert_eq!(id_len, Some(36));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_tokens_create_list_and_revoke() {
+    let f = Fixture::start().await;
+    let table = f
+        .cmd(&["proxy-token", "create", "sidecars of pool A"])
+        .run()
+        .await;
+    assert!(table.ok().stdout.contains("fgpx_"), "{}", table.stdout);
+    assert!(table.stdout.contains("proxy"));
+    let created = f
+        .cmd(&words(
+            "proxy-token create --expires-in 30d --format json pool-b",
+        ))
+        .run()
+        .await
+        .json();
+    let (id, secret) = (str_of(&created, "id"), str_of(&created, "token"));
+    assert_eq!(str_of(&created, "kind"), "proxy");
+    rfc3339(&created, "expires_at");
+    let list = f
+        .cmd(&["proxy-token", "list", "--format", "json"])
+        .run()
+        .await;
+    let list = list.ok().clean(&[secret, f.mgmt()]).json();
+    assert_eq!(list.as_array().expect("array").len(), 2);
+    // Not a management token: it cannot manage tokens.
+    f.bare(&["token", "list"])
+        .env("FLUXGATE_TOKEN", secret)
+        .run()
+        .await
+        .code(3)
+        .clean(&[secret]);
+    f.cmd(&["proxy-token", "revoke", "--force", id])
+        .run()
+        .await
+        .ok();
+    let table = f.cmd(&["proxy-token", "list"]).run().await;
+    assert!(!table.ok().stdout.contains(id));
+    // A management token id is not a proxy token.
+    let mgmt = f
+        .cmd(&["management", "list", "--format", "json"])
+        .run()
+        .await
+        .json();
+    let mgmt_id = mgmt[0]["id"].as_str().expect("id").to_owned();
+    f.cmd(&["proxy-token", "revoke", "--force", &mgmt_id])
+        .run()
+        .await
+        .code(4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_far_expiry_is_refused_before_anything_is_created() {
+    // Issue 18: `--expires-in 9000years` created a token, then the CLI
+    // panicked (exit 101) before printing it.
+    let f = Fixture::start().await;
+    let out = f
+        .cmd(&words(
+            "token create --read-database x --expires-in 9000years d",
+        ))
+        .run()
+        .await;
+    out.code(2);
+    assert!(
+        out.stderr.contains("9999-12-31T23:59:59Z"),
+        "{}",
+        out.stderr
+    );
+    let list = f.cmd(&["token", "list", "--format", "json"]).run().await;
+    assert_eq!(list.ok().json().as_array().expect("array").len(), 0);
+    // Descriptions the service would refuse are refused here first.
+    let out = f
+        .cmd(&["token", "create", "--read-database", "x", "two\nlines"])
+        .run()
+        .await;
+    out.code(2);
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    // The last accepted instant works and prints.
+    let created = f
+        .create(&[
+            "--read-database",
+            "x",
+            "--expires-at",
+            "9999-12-31T23:59:59Z",
+            "far",
+        ])
+        .await;
+    assert_eq!(str_of(&created, "expires_at"), "9999-12-31T23:59:59.000Z");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_stored_records_are_listed_escaped_and_never_crash_the_cli() {
+    use fluxgate::tokens::model::{DatabasePermission, TokenKind, TokenRecord};
+    use fluxgate::tokens::secret::TokenHash;
+    // Records as an older version (before the limits) may have stored them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let far = SystemTime::UNIX_EPOCH + Duration::from_secs(9000 * 366 * 86_400);
+    let record = TokenRecord {
+        id: "odd-1".into(),
+        kind: TokenKind::Database,
+        description: "line\n\u{1b}[2J\u{202e}evil".into(),
+        permissions: vec![DatabasePermission {
+            database: "x\u{200b}".into(),
+            read: true,
+            write: false,
+        }],
+        hash: TokenHash::of(b"fgdb_odd"),
+        created_at: SystemTime::now(),
+        expires_at: Some(far),
+        revoked_at: None,
+        updated_at: None,
+    };
+    common::seed_record(dir.path(), &record).await;
+    let f = Fixture::over(common::TokenServer::start_in(dir.path()).await);
+    for args in [
+        vec!["token", "list"],
+        vec!["token", "get", "odd-1"],
+        vec!["token", "list", "--format", "json"],
+        vec!["token", "get", "odd-1", "--format", "json"],
+    ] {
+        let out = f.cmd(&args).run().await;
+        out.ok();
+        assert!(
+            !out.stdout
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || fluxgate::tokens::unicode::is_format(c)),
+            "{args:?} prints raw control or format characters: {:?}",
+            out.stdout
+        );
+        if args.contains(&"json") {
+            let v = out.json();
+            let item = if v.is_array() { v[0].clone() } else { v };
+            assert_eq!(
+                item["description"], "line\n\u{1b}[2J\u{202e}evil",
+                "the same string once parsed"
+            );
+            assert_eq!(item["expires_at"], "after 9999-12-31T23:59:59Z");
+        } else {
+            assert!(out.stdout.contains("\\u{1b}"), "{}", out.stdout);
+            assert!(out.stdout.contains("x\\u{200b}"), "{}", out.stdout);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_file_others_can_read_is_used_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let f = Fixture::start().await;
+    std::fs::set_permissions(&f.token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = f.cmd(&["token", "list"]).run().await;
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("is readable by group or others (mode 644)")
+            && out.stderr.contains("chmod 600"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(f.mgmt()));
 }

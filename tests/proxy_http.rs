@@ -43,6 +43,66 @@ fn token_header(t: &str) -> String {
     format!("Token {t}")
 }
 
+/// One request of a table: what is sent, the status expected, and when
+/// given, a key of the JSON answer and what it must contain.
+struct Case<'a> {
+    method: &'a str,
+    path: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+    body: String,
+    status: u16,
+    answer: Option<(&'a str, &'a str)>,
+}
+
+fn case<'a>(
+    method: &'a str,
+    path: &'a str,
+    headers: &[(&'a str, &'a str)],
+    body: &str,
+    status: u16,
+) -> Case<'a> {
+    Case {
+        method,
+        path,
+        headers: headers.to_vec(),
+        body: body.to_owned(),
+        status,
+        answer: None,
+    }
+}
+
+impl<'a> Case<'a> {
+    /// The answer's `key` must contain `text`.
+    fn says(mut self, key: &'a str, text: &'a str) -> Self {
+        self.answer = Some((key, text));
+        self
+    }
+}
+
+/// Sends every case, checking each status and answer.
+async fn check(proxy: &ProxyServer, cases: &[Case<'_>]) {
+    for c in cases {
+        let r = send(request(
+            c.method,
+            &proxy.url(c.path),
+            &c.headers,
+            c.body.clone(),
+        ))
+        .await;
+        assert_eq!(r.status, c.status, "{} {}: {:?}", c.method, c.path, r.body);
+        if let Some((key, text)) = c.answer {
+            assert_eq!(r.headers["content-type"], "application/json");
+            let got = r.json()[key].as_str().unwrap_or_default().to_owned();
+            assert!(
+                got.contains(text),
+                "{} {}: {key} = {got:?}",
+                c.method,
+                c.path
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn v1_write_is_forwarded_byte_for_byte_without_credentials() {
     let e = env().await;
@@ -134,76 +194,32 @@ async fn refusals_have_influxdb_shapes() {
     let e = env().await;
     let (_, read_only) = e.tokens.database_token(&[("db", true, false)]).await;
     let ro = token_header(&read_only);
-
-    // v1: {"error": ...}
-    let r = send(request("POST", &e.proxy.url("/write?db=db"), &[], "m v=1")).await;
-    assert_eq!(
-        (r.status, r.headers["content-type"].to_str().unwrap()),
-        (401, "application/json")
-    );
-    assert!(r.json()["error"].as_str().unwrap().contains("token"));
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/write?db=db"),
-        &[("authorization", "Token fgdb_unknown")],
-        "m v=1",
-    ))
+    let ro = [("authorization", ro.as_str())];
+    let unknown = [("authorization", "Token fgdb_unknown")];
+    check(
+        &e.proxy,
+        &[
+            // v1: {"error": …}
+            case("POST", "/write?db=db", &[], "m v=1", 401).says("error", "token"),
+            case("POST", "/write?db=db", &unknown, "m v=1", 401).says("error", "unknown"),
+            case("POST", "/write?db=db", &ro, "m v=1", 403).says("error", "write"),
+            // v2: {"code", "message"}
+            case("POST", "/api/v2/write?bucket=db&org=x", &ro, "m v=1", 403)
+                .says("code", "forbidden"),
+            case("POST", "/api/v2/write?bucket=db", &[], "m v=1", 401).says("code", "unauthorized"),
+            case(
+                "POST",
+                "/api/v2/write?bucket=db",
+                &[("authorization", "Bearer")],
+                "m v=1",
+                400,
+            )
+            .says("code", "invalid"),
+            // v3: {"error": …}
+            case("POST", "/api/v3/write_lp?db=db", &ro, "m v=1", 403).says("error", "write"),
+        ],
+    )
     .await;
-    assert_eq!(r.status, 401);
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/write?db=db"),
-        &[("authorization", &ro)],
-        "m v=1",
-    ))
-    .await;
-    assert_eq!(r.status, 403);
-    assert!(r.json()["error"].as_str().unwrap().contains("write"));
-
-    // v2: {"code", "message"}
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/api/v2/write?bucket=db&org=x"),
-        &[("authorization", &ro)],
-        "m v=1",
-    ))
-    .await;
-    assert_eq!(r.status, 403);
-    assert_eq!(r.json()["code"], "forbidden");
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/api/v2/write?bucket=db"),
-        &[],
-        "m v=1",
-    ))
-    .await;
-    assert_eq!(
-        (r.status, r.json()["code"].as_str().unwrap().to_owned()),
-        (401, "unauthorized".to_owned())
-    );
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/api/v2/write?bucket=db"),
-        &[("authorization", "Bearer")],
-        "m v=1",
-    ))
-    .await;
-    assert_eq!(
-        (r.status, r.json()["code"].as_str().unwrap().to_owned()),
-        (400, "invalid".to_owned())
-    );
-
-    // v3: {"error": ...}
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/api/v3/write_lp?db=db"),
-        &[("authorization", &ro)],
-        "m v=1",
-    ))
-    .await;
-    assert_eq!(r.status, 403);
-    assert!(r.json()["error"].is_string());
-
     assert_eq!(
         e.upstream.count(),
         0,
@@ -310,67 +326,67 @@ async fn influxql_statements_are_all_authorized() {
     let e = env().await;
     let (_, t) = e.tokens.database_token(&[("mine", true, false)]).await;
     let auth = token_header(&t);
-    let get = |q: &str| {
+    let auth = [("authorization", auth.as_str())];
+    let paths: Vec<(String, u16, Option<&str>)> = [
+        ("SELECT * FROM cpu", 204, None),
+        ("SELECT * FROM \"mine\".\"autogen\".\"cpu\"", 204, None),
+        ("SELECT * FROM other..cpu", 403, None),
+        (
+            "SELECT * FROM cpu; SELECT * FROM other.autogen.cpu",
+            403,
+            None,
+        ),
+        // INTO needs write.
+        ("SELECT * INTO mine..copy FROM cpu", 403, None),
+        ("SELECT * FROM (SELECT * FROM secret..cpu)", 403, None),
+        ("SHOW MEASUREMENTS ON other", 403, None),
+        (
+            "CREATE DATABASE \"telegraf\"",
+            403,
+            Some("skip_database_creation"),
+        ),
+        ("DROP MEASUREMENT cpu", 403, Some("management tokens")),
+        (
+            "CREATE USER u WITH PASSWORD 'p' WITH ALL PRIVILEGES",
+            403,
+            Some("replace database users"),
+        ),
+        ("this is not influxql", 400, None),
+    ]
+    .into_iter()
+    .map(|(q, status, says)| {
         let q = form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>();
-        request(
-            "GET",
-            &e.proxy.url(&format!("/query?db=mine&q={q}")),
-            &[("authorization", &auth)],
-            "",
-        )
-    };
-    assert_eq!(send(get("SELECT * FROM cpu")).await.status, 204);
+        (format!("/query?db=mine&q={q}"), status, says)
+    })
+    .collect();
+    let cases: Vec<Case<'_>> = paths
+        .iter()
+        .map(|(path, status, says)| {
+            let c = case("GET", path, &auth, "", *status);
+            match says {
+                Some(text) => c.says("error", text),
+                None => c,
+            }
+        })
+        .collect();
+    check(&e.proxy, &cases).await;
     assert_eq!(
-        send(get("SELECT * FROM \"mine\".\"autogen\".\"cpu\""))
-            .await
-            .status,
-        204
-    );
-    assert_eq!(send(get("SELECT * FROM other..cpu")).await.status, 403);
-    assert_eq!(
-        send(get("SELECT * FROM cpu; SELECT * FROM other.autogen.cpu"))
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        send(get("SELECT * INTO mine..copy FROM cpu")).await.status,
-        403,
-        "INTO needs write"
-    );
-    assert_eq!(
-        send(get("SELECT * FROM (SELECT * FROM secret..cpu)"))
-            .await
-            .status,
-        403
-    );
-    assert_eq!(send(get("SHOW MEASUREMENTS ON other")).await.status, 403);
-    let r = send(get("CREATE DATABASE \"telegraf\"")).await;
-    assert_eq!(r.status, 403);
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("skip_database_creation")
-    );
-    assert_eq!(send(get("DROP MEASUREMENT cpu")).await.status, 403);
-    assert_eq!(send(get("this is not influxql")).await.status, 400);
-    let forwarded = e.upstream.count();
-    assert_eq!(
-        forwarded, 2,
+        e.upstream.count(),
+        2,
         "only the two allowed queries reach the upstream"
     );
-
     // Unknown token on an admin statement: 401, not 403.
-    let q = form_urlencoded::byte_serialize(b"CREATE DATABASE x").collect::<String>();
-    let r = send(request(
-        "GET",
-        &e.proxy.url(&format!("/query?q={q}")),
-        &[("authorization", "Token nope")],
-        "",
-    ))
+    check(
+        &e.proxy,
+        &[case(
+            "GET",
+            "/query?q=CREATE+DATABASE+x",
+            &[("authorization", "Token nope")],
+            "",
+            401,
+        )],
+    )
     .await;
-    assert_eq!(r.status, 401);
 }
 
 #[tokio::test]
@@ -378,108 +394,89 @@ async fn query_bodies_are_read_checked_and_forwarded_rebuilt() {
     let e = env().await;
     let (_, t) = e.tokens.database_token(&[("mine", true, false)]).await;
     let auth = token_header(&t);
-    let form = "q=SELECT+*+FROM+cpu&db=mine";
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/query"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        form,
-    ))
-    .await;
-    assert_eq!(r.status, 204);
-    assert_eq!(e.upstream.last().body, form.as_bytes());
-
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/query"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        "q=SELECT+*+FROM+secret..cpu&db=mine",
-    ))
-    .await;
-    assert_eq!(r.status, 403);
-
-    // The URL's db and the body's db must agree.
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/query?db=mine"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        "q=SELECT+*+FROM+cpu&db=secret",
-    ))
-    .await;
-    assert_eq!(r.status, 400);
-
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/query?db=mine"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/vnd.influxql"),
-        ],
-        "SELECT * FROM cpu",
-    ))
-    .await;
-    assert_eq!(r.status, 204);
-
-    // v3 JSON
-    let body = r#"{"db":"mine","q":"SELECT * FROM cpu","format":"json"}"#;
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/api/v3/query_sql"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        body,
-    ))
-    .await;
-    assert_eq!(r.status, 204);
-    // Forwarded re-serialized from the values decided on.
-    assert_eq!(
-        e.upstream.last().body,
-        r#"{"db":"mine","format":"json","q":"SELECT * FROM cpu"}"#.as_bytes()
-    );
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/api/v3/query_sql?db=secret"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        body,
-    ))
-    .await;
-    assert_eq!(r.status, 400, "URL db disagrees with body db");
-    let r = send(request(
-        "GET",
-        &e.proxy.url("/api/v3/query_sql?db=secret&q=SELECT+1"),
-        &[("authorization", &auth)],
-        "",
-    ))
-    .await;
-    assert_eq!(r.status, 403);
-
-    // Too large to authorize.
+    let form = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let json = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let influxql = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/vnd.influxql"),
+    ];
+    let v3 = r#"{"db":"mine","q":"SELECT * FROM cpu","format":"json"}"#;
     let big = format!("q=SELECT+*+FROM+cpu&db=mine&pad={}", "x".repeat(2 << 20));
-    let r = send(request(
-        "POST",
-        &e.proxy.url("/query"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        big,
-    ))
-    .await;
-    assert_eq!(r.status, 413);
+    // (case, what the upstream must then have received last, if forwarded)
+    let cases: Vec<(Case<'_>, Option<&str>)> = vec![
+        (
+            case("POST", "/query", &form, "q=SELECT+*+FROM+cpu&db=mine", 204),
+            Some("q=SELECT+*+FROM+cpu&db=mine"),
+        ),
+        (
+            case(
+                "POST",
+                "/query",
+                &form,
+                "q=SELECT+*+FROM+secret..cpu&db=mine",
+                403,
+            ),
+            None,
+        ),
+        // The URL's db and the body's db must agree.
+        (
+            case(
+                "POST",
+                "/query?db=mine",
+                &form,
+                "q=SELECT+*+FROM+cpu&db=secret",
+                400,
+            ),
+            None,
+        ),
+        // The query as the body: forwarded as a form.
+        (
+            case(
+                "POST",
+                "/query?db=mine",
+                &influxql,
+                "SELECT * FROM cpu",
+                204,
+            ),
+            Some("q=SELECT+*+FROM+cpu&db=mine"),
+        ),
+        // v3 JSON, re-serialized from the values decided on.
+        (
+            case("POST", "/api/v3/query_sql", &json, v3, 204),
+            Some(r#"{"db":"mine","format":"json","q":"SELECT * FROM cpu"}"#),
+        ),
+        // URL db disagrees with body db.
+        (
+            case("POST", "/api/v3/query_sql?db=secret", &json, v3, 400),
+            None,
+        ),
+        (
+            case(
+                "GET",
+                "/api/v3/query_sql?db=secret&q=SELECT+1",
+                &form,
+                "",
+                403,
+            ),
+            None,
+        ),
+        // Too large to authorize.
+        (case("POST", "/query", &form, &big, 413), None),
+    ];
+    for (c, forwarded) in cases {
+        let before = e.upstream.count();
+        check(&e.proxy, std::slice::from_ref(&c)).await;
+        match forwarded {
+            Some(body) => assert_eq!(e.upstream.last().body, body.as_bytes(), "{}", c.path),
+            None => assert_eq!(e.upstream.count(), before, "{} was forwarded", c.path),
+        }
+    }
 }
 
 #[tokio::test]

@@ -17,7 +17,8 @@ use common::capture::CaptureUpstream;
 use common::proxy::ProxyServer;
 use fluxgate::authz::Authorizer;
 use fluxgate::authz::cache::{CacheConfig, CachedAuthorizer};
-use fluxgate::authz::client::AuthzClient;
+use fluxgate::authz::client::{AuthzClient, ProxyCredential};
+use fluxgate::authz::invalidation::{FollowOptions, WatchMode};
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -77,11 +78,18 @@ async fn every_proxy_refuses_a_revoked_token_within_one_second_p99() {
     };
     let mut caches = Vec::new();
     let mut proxies = Vec::new();
+    // Each proxy follows the change stream with a proxy token of its own.
     for _ in 0..PROXIES {
-        let client = AuthzClient::for_uri(tokens.url().parse().unwrap(), Duration::from_secs(2));
+        let credential = ProxyCredential::new(&tokens.proxy_token().await);
+        let client = AuthzClient::for_uri(tokens.url().parse().unwrap(), Duration::from_secs(2))
+            .with_credential(credential.clone());
         let cache = CachedAuthorizer::new(Arc::new(client), config.clone());
-        cache.follow(
+        cache.follow_with(
             tonic::transport::Endpoint::from_shared(tokens.url()).unwrap(),
+            FollowOptions {
+                mode: WatchMode::Required,
+                credential,
+            },
             stop.clone(),
         );
         let authorizer: Arc<dyn Authorizer> = Arc::new(cache.clone());

@@ -98,9 +98,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def check_config(binary: Path | str, config: Path, command: str, **env: str) -> subprocess.CompletedProcess:
-    """Runs `fluxgate check-config --config FILE --for COMMAND`."""
+    """Runs `fluxgate check-config --offline --config FILE --for COMMAND`:
+    the files the configuration names live on the deployment's hosts, not
+    here, so only the values are checked."""
     return subprocess.run(
-        [str(binary), "check-config", "--config", str(config), "--for", command],
+        [str(binary), "check-config", "--offline", "--config", str(config), "--for", command],
         capture_output=True,
         text=True,
         timeout=30,

@@ -6,27 +6,34 @@
 //!   invalid token. The token itself is never stored.
 //! - Allows live `--cache-allow-ttl`, denies `--cache-deny-ttl`, both with
 //!   jitter so entries warmed together do not expire together. An allow
-//!   never outlives the token's expiry. While the change stream is down,
-//!   nothing lives longer than `--cache-disconnected-allow-ttl`.
+//!   never outlives the token's expiry. While the change stream is down
+//!   (or not followed at all), no decision older than
+//!   `--cache-disconnected-allow-ttl` is served: checked at lookup against
+//!   when it was fetched, so allows cached before the stream broke are
+//!   bound too. They are served again once the stream is back and caught
+//!   up (or asked again).
 //! - The needs a check misses are asked in one Authorize call; concurrent
 //!   misses of the same key share it (see the `flight` module).
 //!   Errors and timeouts are never cached.
 //! - Fail closed: without `--stale-grace`, an error is an error. With it,
 //!   an allow that went stale less than the grace ago is served while the
 //!   token service cannot answer — never for a token known to be revoked or
-//!   expired, never past the token's expiry.
+//!   expired, never past the token's expiry, and, while the change stream
+//!   is down, never later than the grace after it broke. What that trades:
+//!   a token revoked during the outage (the proxy cannot know) may be
+//!   served for up to the grace.
 //! - The invalidation follower ([`invalidation`](super::invalidation))
 //!   invalidates a token's entries on every change of it; the `epoch`
 //!   module makes that O(1) and also covers answers still in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use moka::Expiry;
 use moka::future::Cache;
 
+use super::entry::{Cached, Clock, EntryExpiry, jittered, millis};
 use super::epoch::{Epochs, Subject};
 use super::flight::{Flights, Join};
 use super::invalidation::WatchState;
@@ -93,133 +100,6 @@ impl CacheConfig {
         ttl + self.stale_grace.unwrap_or_default()
             + self.fetch_timeout * super::flight::FETCH_ATTEMPTS
             + Duration::from_secs(1)
-    }
-}
-
-/// Milliseconds since the cache was created: compact timestamps.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    base: Instant,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Self {
-            base: Instant::now(),
-        }
-    }
-
-    pub(crate) fn now(&self) -> u64 {
-        self.at(Instant::now())
-    }
-
-    fn at(&self, t: Instant) -> u64 {
-        millis(t.saturating_duration_since(self.base))
-    }
-
-    fn instant(&self, ms: u64) -> Instant {
-        self.base + Duration::from_millis(ms)
-    }
-}
-
-/// `ttl` scaled by a random factor in `1 ± jitter`.
-fn jittered(ttl: Duration, jitter: f64) -> Duration {
-    if jitter <= 0.0 || ttl.is_zero() {
-        return ttl;
-    }
-    let jitter = jitter.min(0.5);
-    ttl.mul_f64(rand::random_range((1.0 - jitter)..=(1.0 + jitter)))
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A cached decision: 32 bytes (moka adds its own ~400 per entry; see
-/// the memory figures in `benches/cache_hit.rs`).
-#[derive(Clone)]
-pub(crate) struct Cached {
-    /// The token's id; `None` for an invalid token.
-    subject: Option<Arc<Subject>>,
-    /// [`Epochs`] stamp of the fetch that produced it.
-    stamp: u64,
-    /// Served as a hit until then ([`Clock`] ms).
-    fresh_until: u64,
-    /// Kept that many ms longer, for stale grace; never past the token's
-    /// expiry.
-    grace: u32,
-    allowed: bool,
-}
-
-impl Cached {
-    fn new(
-        subject: Option<Arc<Subject>>,
-        allowed: bool,
-        stamp: u64,
-        fresh_until: u64,
-        evict_at: u64,
-    ) -> Self {
-        let grace = evict_at.saturating_sub(fresh_until);
-        Self {
-            subject,
-            stamp,
-            fresh_until,
-            grace: u32::try_from(grace).unwrap_or(u32::MAX),
-            allowed,
-        }
-    }
-
-    /// When the entry goes ([`Clock`] ms).
-    fn evict_at(&self) -> u64 {
-        self.fresh_until.saturating_add(u64::from(self.grace))
-    }
-
-    fn decision(&self) -> NeedDecision {
-        match &self.subject {
-            None => NeedDecision::InvalidToken,
-            Some(s) if self.allowed => NeedDecision::Allowed {
-                subject: Arc::clone(s.id()),
-            },
-            Some(s) => NeedDecision::Forbidden {
-                subject: Arc::clone(s.id()),
-            },
-        }
-    }
-}
-
-/// Evicts each entry at its own `evict_at`.
-struct EntryExpiry {
-    clock: Clock,
-}
-
-impl EntryExpiry {
-    fn remaining(&self, value: &Cached, from: Instant) -> Option<Duration> {
-        Some(
-            self.clock
-                .instant(value.evict_at())
-                .saturating_duration_since(from),
-        )
-    }
-}
-
-impl Expiry<DecisionKey, Cached> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &DecisionKey,
-        value: &Cached,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        self.remaining(value, created_at)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &DecisionKey,
-        value: &Cached,
-        updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        self.remaining(value, updated_at)
     }
 }
 
@@ -327,6 +207,21 @@ impl Shared {
         self.metrics.hits.increment(n);
     }
 
+    /// True when `cached` may be served as a hit at `now`: within its TTL
+    /// and, unless the change stream is followed and caught up, no older
+    /// than the disconnected TTL (nothing would have told the cache of a
+    /// revocation since).
+    fn is_fresh(&self, cached: &Cached, now: u64) -> bool {
+        if now >= cached.fresh_until() {
+            return false;
+        }
+        self.watch.is_connected()
+            || now
+                < cached
+                    .fetched_at
+                    .saturating_add(millis(self.config.disconnected_ttl))
+    }
+
     /// The cached decision for `key`, if fresh and current. Drops it when
     /// it is no longer current.
     async fn fresh(&self, key: &KeyRef<'_>, now: u64) -> Option<NeedDecision> {
@@ -338,7 +233,7 @@ impl Shared {
             self.cache.invalidate(key).await;
             return None;
         }
-        (now < cached.fresh_until).then(|| cached.decision())
+        self.is_fresh(&cached, now).then(|| cached.decision())
     }
 
     /// Fills `decisions[i]` from the cache for each `i` of `candidates`;
@@ -438,7 +333,7 @@ impl Shared {
                 continue;
             }
             token_invalid |= matches!(decision, NeedDecision::InvalidToken);
-            let value = Cached::new(subject.clone(), allowed, stamp, fresh_until, evict_at);
+            let value = Cached::new(subject.clone(), allowed, stamp, now, fresh_until, evict_at);
             self.cache.insert(key.clone(), value).await;
         }
         if token_invalid {
@@ -450,7 +345,7 @@ impl Shared {
             };
             let until = now.saturating_add(millis(ttl));
             let key = DecisionKey::new(fingerprint, self.databases.intern(""), ANY_ACTION);
-            let value = Cached::new(None, false, stamp, until, until);
+            let value = Cached::new(None, false, stamp, now, until, until);
             self.cache.insert(key, value).await;
         }
         self.publish_entries();
@@ -473,13 +368,21 @@ impl Shared {
         {
             return None;
         }
-        if now < cached.fresh_until {
+        if self.is_fresh(&cached, now) {
             // Refreshed by another call in the meantime.
             self.hit(1);
             return Some(cached.decision());
         }
         let subject = cached.subject.as_ref()?;
-        if !cached.allowed || subject.is_dead() || now >= cached.evict_at() {
+        if !cached.allowed() || subject.is_dead() || now >= cached.evict_at() {
+            return None;
+        }
+        let grace = self.config.stale_grace.map_or(0, millis);
+        if let Some(broke_at) = self.watch.broke_at()
+            && now >= broke_at.saturating_add(grace)
+        {
+            // The grace counts from the moment the stream broke: past it,
+            // revocations of the whole outage may be pending.
             return None;
         }
         self.counts.stale_served.fetch_add(1, Ordering::Relaxed);
@@ -488,7 +391,7 @@ impl Shared {
             subject = %subject.id(),
             database = %need.database,
             action = need.action.as_str(),
-            stale_ms = now - cached.fresh_until,
+            stale_ms = now.saturating_sub(cached.fresh_until()),
             error = %error,
             "token service unavailable; serving a stale allow within --stale-grace"
         );
@@ -586,7 +489,9 @@ impl Authorizer for CachedAuthorizer {
 
     async fn ready(&self) -> Result<(), String> {
         self.shared.inner.ready().await?;
-        if self.shared.watch.is_connected() || self.shared.config.stale_grace.is_some() {
+        let watch = &self.shared.watch;
+        if watch.is_connected() || watch.is_streamless() || self.shared.config.stale_grace.is_some()
+        {
             Ok(())
         } else {
             Err("not following the token service's change stream".to_owned())
@@ -597,26 +502,6 @@ impl Authorizer for CachedAuthorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_within_its_bounds() {
-        let ttl = Duration::from_secs(60);
-        assert_eq!(jittered(ttl, 0.0), ttl);
-        let samples: Vec<Duration> = (0..1000).map(|_| jittered(ttl, 0.1)).collect();
-        assert!(
-            samples
-                .iter()
-                .all(|d| *d >= Duration::from_secs(54) && *d <= Duration::from_secs(66))
-        );
-        assert!(samples.iter().any(|d| *d != samples[0]), "it varies");
-    }
-
-    #[test]
-    fn entries_are_compact() {
-        // Part of the ≤ 256 bytes per decision budget (see benches/).
-        assert!(std::mem::size_of::<Cached>() <= 32);
-        assert!(std::mem::size_of::<DecisionKey>() <= 40);
-    }
 
     #[test]
     fn options_map_to_the_config() {

@@ -1,11 +1,17 @@
 //! The gRPC client of `influxdata.iox.authz.v1.IoxAuthorizerService`: one
 //! Authorize call per uncached check, with a deadline. Works against
 //! fluxgate's token service or any service speaking the IOx contract.
+//!
+//! With a [`ProxyCredential`] (`--authz-token-file`), every call carries
+//! the proxy's own token in its `authorization` metadata (the caller's token
+//! stays in the request message): fluxgate's token service then knows the
+//! caller is a proxy and does not throttle its invalid-token answers.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::credentials::Token;
@@ -19,11 +25,55 @@ use crate::tokens::authorize::EXPIRES_AT_METADATA;
 
 use super::{Action, Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
 
+/// The proxy's own credential towards the token service: a proxy token,
+/// sent as `authorization: Bearer <token>`. Its `Debug` is redacted.
+#[derive(Clone)]
+pub struct ProxyCredential(MetadataValue<Ascii>);
+
+impl ProxyCredential {
+    /// The credential for `token`; `None` when it cannot be sent in a
+    /// header (spaces, control or non-ASCII characters).
+    pub fn new(token: &str) -> Option<Self> {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut value = MetadataValue::try_from(format!("Bearer {token}")).ok()?;
+        value.set_sensitive(true);
+        Some(Self(value))
+    }
+
+    /// Reads it from `path` (`--authz-token-file`), warning when group or
+    /// others can read the file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let secret = crate::hardening::read_secret_file(path, "--authz-token-file")?;
+        Self::new(&secret).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--authz-token-file {} holds spaces, control or non-ASCII characters; is it the right file?",
+                path.display()
+            )
+        })
+    }
+
+    /// Adds the credential to `request`.
+    pub fn attach<T>(&self, request: &mut tonic::Request<T>) {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+    }
+}
+
+impl std::fmt::Debug for ProxyCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyCredential(<redacted>)")
+    }
+}
+
 /// Authorize client over a lazily connected, multiplexed HTTP/2 channel.
 #[derive(Debug, Clone)]
 pub struct AuthzClient {
     client: IoxAuthorizerServiceClient<Channel>,
     timeout: Duration,
+    credential: Option<ProxyCredential>,
 }
 
 impl AuthzClient {
@@ -40,7 +90,14 @@ impl AuthzClient {
         Self {
             client: IoxAuthorizerServiceClient::new(channel),
             timeout,
+            credential: None,
         }
+    }
+
+    /// Sends `credential` with every call.
+    pub fn with_credential(mut self, credential: Option<ProxyCredential>) -> Self {
+        self.credential = credential;
+        self
     }
 
     /// A plaintext client for `uri`. For `https://` (TLS, mutual TLS) build
@@ -87,6 +144,9 @@ impl Authorizer for AuthzClient {
             permissions: permissions.clone(),
         });
         request.set_timeout(self.timeout);
+        if let Some(credential) = &self.credential {
+            credential.attach(&mut request);
+        }
         let mut client = self.client.clone();
         let response = match tokio::time::timeout(self.timeout, client.authorize(request)).await {
             Err(_) => return Err(AuthzError::Timeout),
@@ -136,6 +196,9 @@ impl Authorizer for AuthzClient {
             permissions: Vec::new(),
         });
         request.set_timeout(self.timeout);
+        if let Some(credential) = &self.credential {
+            credential.attach(&mut request);
+        }
         let mut client = self.client.clone();
         match tokio::time::timeout(self.timeout, client.authorize(request)).await {
             Ok(Ok(_)) => Ok(()),

@@ -4,13 +4,25 @@
 //!
 //! - The stream opens with a `sync`. `resumed = false` means changes may
 //!   have been missed (first connection, the token service lost or pruned
-//!   its history): the whole cache is flushed.
+//!   its history): the whole cache is flushed. So is it when the sync names
+//!   a different token store than the last one seen (`store_id`: a new data
+//!   directory, a restored backup, whose revisions mean nothing here),
+//!   whatever `resumed` says. An empty store id is "unknown".
 //! - Each change carries the next revision. On reconnect the follower asks
 //!   to resume after the last revision it applied, so an outage loses
-//!   nothing; a gap in the revisions flushes too.
+//!   nothing; a gap in the revisions flushes too. The cache counts as
+//!   connected only once the replay reached the sync's head revision.
 //! - Reconnects back off from 100 ms to 5 s (with jitter), reset once a
-//!   stream syncs. While disconnected the cache keeps nothing longer than
-//!   its disconnected TTL, and `/readyz` fails unless stale grace is on.
+//!   stream syncs. While disconnected the cache serves no allow older than
+//!   its disconnected TTL and no stale allow past `--stale-grace` after the
+//!   stream broke; `/readyz` fails unless stale grace is on.
+//! - The stream needs a caller credential: the proxy token of
+//!   `--authz-token-file`, or the client certificate of mutual TLS.
+//! - `--authz-watch`: `auto` follows the stream, and falls back to none
+//!   when the authorizer does not implement it (an IOx authorizer serving
+//!   Authorize only): the proxy is then ready when Authorize answers, and
+//!   every allow lives the disconnected TTL at most. `required` never falls
+//!   back; `off` never follows.
 //! - The stream carries token ids only; they are safe to log.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use super::cache::CachedAuthorizer;
+use super::client::ProxyCredential;
 use crate::proto::tokens::token_service_client::TokenServiceClient;
 use crate::proto::tokens::watch_token_changes_response::Event;
 use crate::proto::tokens::{ChangeKind, TokenChange, WatchTokenChangesRequest};
@@ -39,11 +52,42 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often expired entries are swept and the entry gauge updated.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+/// How often `auto` asks again whether an authorizer without the change
+/// stream has gained one (after an upgrade).
+const REPROBE_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether and how the proxy follows the token change stream
+/// (`--authz-watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WatchMode {
+    /// Follow it; fall back to none when the authorizer does not implement
+    /// it (answers UNIMPLEMENTED).
+    #[default]
+    Auto,
+    /// Follow it; without it the proxy is not ready (unless stale grace).
+    Required,
+    /// Do not follow it: every allow lives the disconnected TTL at most.
+    Off,
+}
+
+/// How a cache follows the change stream.
+#[derive(Debug, Clone, Default)]
+pub struct FollowOptions {
+    /// `--authz-watch`.
+    pub mode: WatchMode,
+    /// The proxy token presented on the stream (`--authz-token-file`).
+    pub credential: Option<ProxyCredential>,
+}
 
 /// Where the follower is, shared with the cache.
 #[derive(Debug)]
 pub(crate) struct WatchState {
     connected: AtomicBool,
+    /// No change stream is expected (`--authz-watch off`, or `auto` found
+    /// an authorizer without one): readiness needs only Authorize.
+    streamless: AtomicBool,
+    /// When the stream last broke (cache clock ms; 0: never connected).
+    broke_at: AtomicU64,
     /// Last applied revision plus one (0: none yet).
     revision: AtomicU64,
     syncs: AtomicU64,
@@ -56,6 +100,8 @@ impl WatchState {
     pub(crate) fn new() -> Self {
         Self {
             connected: AtomicBool::new(false),
+            streamless: AtomicBool::new(false),
+            broke_at: AtomicU64::new(0),
             revision: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -69,9 +115,29 @@ impl WatchState {
         self.connected.load(Ordering::SeqCst)
     }
 
-    fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::SeqCst);
+    /// True when no change stream is expected.
+    pub(crate) fn is_streamless(&self) -> bool {
+        self.streamless.load(Ordering::SeqCst)
+    }
+
+    /// When the stream broke ([`Clock`](super::cache) ms), while it is
+    /// expected and down.
+    pub(crate) fn broke_at(&self) -> Option<u64> {
+        (!self.is_connected() && !self.is_streamless())
+            .then(|| self.broke_at.load(Ordering::SeqCst))
+    }
+
+    /// Records the stream up or down at `now` (cache clock ms).
+    fn set_connected(&self, connected: bool, now: u64) {
+        let was = self.connected.swap(connected, Ordering::SeqCst);
+        if was && !connected {
+            self.broke_at.store(now, Ordering::SeqCst);
+        }
         self.gauge.set(if connected { 1.0 } else { 0.0 });
+    }
+
+    fn set_streamless(&self, streamless: bool) {
+        self.streamless.store(streamless, Ordering::SeqCst);
     }
 
     fn set_revision(&self, revision: u64) {
@@ -94,6 +160,9 @@ pub struct WatchStatus {
     pub flushes: u64,
     /// Changes that invalidated a token's decisions.
     pub invalidations: u64,
+    /// No change stream is followed on purpose (`--authz-watch off`, or
+    /// `auto` against an authorizer without one).
+    pub streamless: bool,
 }
 
 impl CachedAuthorizer {
@@ -106,16 +175,41 @@ impl CachedAuthorizer {
             syncs: w.syncs.load(Ordering::SeqCst),
             flushes: w.flushes.load(Ordering::SeqCst),
             invalidations: w.invalidations.load(Ordering::SeqCst),
+            streamless: w.is_streamless(),
         }
     }
 
     /// Follows the change stream of the token service at `endpoint` until
-    /// `shutdown`, and keeps the cache's housekeeping going meanwhile.
+    /// `shutdown` (mode `auto`, no credential), and keeps the cache's
+    /// housekeeping going meanwhile.
     pub fn follow(
         &self,
         endpoint: Endpoint,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        self.follow_with(endpoint, FollowOptions::default(), shutdown)
+    }
+
+    /// [`CachedAuthorizer::follow`] with `options`.
+    pub fn follow_with(
+        &self,
+        endpoint: Endpoint,
+        options: FollowOptions,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        if options.mode == WatchMode::Off {
+            self.shared.watch.set_streamless(true);
+            tracing::info!(
+                "not following the token change stream (--authz-watch off): allows live the disconnected TTL at most"
+            );
+            return tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = maintain(cache) => {}
+                }
+            });
+        }
         let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -128,9 +222,12 @@ impl CachedAuthorizer {
         let follower = Follower {
             cache: self.clone(),
             client: TokenServiceClient::new(channel),
+            mode: options.mode,
+            credential: options.credential,
             last: None,
+            store_id: None,
+            catching_up_to: None,
         };
-        let cache = self.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = follower.run(shutdown) => {}
@@ -167,79 +264,146 @@ struct Ended {
     /// It synced before ending (the connection worked: reset the backoff).
     synced: bool,
     why: String,
+    /// The call failed with this code before any message.
+    code: Option<tonic::Code>,
+}
+
+impl Ended {
+    fn before_sync(why: String) -> Self {
+        Self {
+            synced: false,
+            why,
+            code: None,
+        }
+    }
 }
 
 struct Follower {
     cache: CachedAuthorizer,
     client: TokenServiceClient<Channel>,
+    mode: WatchMode,
+    credential: Option<ProxyCredential>,
     last: Option<u64>,
+    /// The last non-empty store id seen.
+    store_id: Option<String>,
+    /// Set between a resuming sync and the replay reaching its head: the
+    /// cache is not connected until then.
+    catching_up_to: Option<u64>,
 }
 
 impl Follower {
     async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = BACKOFF_MIN;
+        let mut refused_logged = false;
         loop {
             let ended = tokio::select! {
                 () = shutdown.cancelled() => break,
                 ended = self.stream_once() => ended,
             };
-            let watch = &self.cache.shared.watch;
+            let shared = &self.cache.shared;
+            let watch = &shared.watch;
             let was_connected = watch.is_connected();
-            watch.set_connected(false);
+            watch.set_connected(false, shared.clock.now());
+            self.catching_up_to = None;
             if ended.synced {
                 backoff = BACKOFF_MIN;
+                refused_logged = false;
             }
-            if was_connected {
-                tracing::warn!(reason = %ended.why, "lost the token change stream; reconnecting (cached allows now expire early)");
-            } else {
-                tracing::debug!(reason = %ended.why, retry_in = ?backoff, "cannot follow the token change stream");
+            let mut delay = backoff.mul_f64(rand::random_range(0.5..=1.0));
+            match ended.code {
+                Some(tonic::Code::Unimplemented) if self.mode == WatchMode::Auto => {
+                    if !watch.is_streamless() {
+                        tracing::warn!(
+                            "the authorizer does not implement the token change stream; going on without it: allows live --cache-disconnected-allow-ttl at most, so a revocation takes up to that long to apply (--authz-watch required refuses this)"
+                        );
+                    }
+                    watch.set_streamless(true);
+                    delay = REPROBE_EVERY;
+                }
+                Some(tonic::Code::Unimplemented) => {
+                    // --authz-watch required: say it once, keep asking.
+                    if !refused_logged {
+                        tracing::error!(reason = %ended.why, "the authorizer does not implement the token change stream, which --authz-watch required needs; not ready until it does (--authz-watch auto goes on without it)");
+                        refused_logged = true;
+                    }
+                }
+                Some(code @ (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)) => {
+                    // A configuration error: say it loudly once, keep trying
+                    // (the token may be created or fixed meanwhile).
+                    if !refused_logged {
+                        tracing::error!(code = ?code, reason = %ended.why, "the token service refuses this proxy's change stream: give --authz-token-file a proxy token (`fluxgate proxy-token create`) or use mutual TLS");
+                        refused_logged = true;
+                    }
+                }
+                _ if was_connected => {
+                    tracing::warn!(reason = %ended.why, "lost the token change stream; reconnecting (allows older than --cache-disconnected-allow-ttl are not served meanwhile)");
+                }
+                _ => {
+                    tracing::debug!(reason = %ended.why, retry_in = ?backoff, "cannot follow the token change stream");
+                }
             }
-            let delay = backoff.mul_f64(rand::random_range(0.5..=1.0));
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
-        self.cache.shared.watch.set_connected(false);
+        let shared = &self.cache.shared;
+        shared.watch.set_connected(false, shared.clock.now());
     }
 
     /// Opens the stream, syncs, applies changes until it ends.
     async fn stream_once(&mut self) -> Ended {
-        let request = WatchTokenChangesRequest {
+        let mut request = tonic::Request::new(WatchTokenChangesRequest {
             after_revision: self.last,
-        };
+        });
+        if let Some(credential) = &self.credential {
+            credential.attach(&mut request);
+        }
         let mut stream = match self.client.watch_token_changes(request).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 return Ended {
                     synced: false,
                     why: format!("cannot open the stream: {status}"),
+                    code: Some(status.code()),
                 };
             }
         };
         let first = match stream.message().await {
             Ok(Some(m)) => m,
-            Ok(None) => {
-                return Ended {
-                    synced: false,
-                    why: "the stream ended before its sync".to_owned(),
-                };
-            }
+            Ok(None) => return Ended::before_sync("the stream ended before its sync".to_owned()),
             Err(status) => {
                 return Ended {
                     synced: false,
                     why: format!("the stream failed before its sync: {status}"),
+                    code: Some(status.code()),
                 };
             }
         };
         let Some(Event::Sync(sync)) = first.event else {
-            return Ended {
-                synced: false,
-                why: "the stream did not start with a sync".to_owned(),
-            };
+            return Ended::before_sync("the stream did not start with a sync".to_owned());
         };
-        if !sync.resumed {
+        let watch = &self.cache.shared.watch;
+        if watch.is_streamless() {
+            tracing::info!("the authorizer now serves the token change stream; following it");
+            watch.set_streamless(false);
+        }
+        let other_store = !sync.store_id.is_empty()
+            && self
+                .store_id
+                .as_deref()
+                .is_some_and(|seen| seen != sync.store_id);
+        if other_store {
+            // Its revisions say nothing about the old store's: drop all.
+            tracing::warn!(
+                was = self.store_id.as_deref().unwrap_or_default(),
+                now = %sync.store_id,
+                "the token service now serves a different token store"
+            );
+            self.cache
+                .record_flush("the token service serves a different token store", false);
+        } else if !sync.resumed {
             // Whatever happened before this point is unknown.
             match self.last {
                 Some(_) => self
@@ -250,11 +414,19 @@ impl Follower {
                     .record_flush("first sync with the token change stream", true),
             }
         }
+        if !sync.store_id.is_empty() {
+            self.store_id = Some(sync.store_id.clone());
+        }
         self.last = Some(first.revision);
-        let watch = &self.cache.shared.watch;
         watch.set_revision(first.revision);
         watch.syncs.fetch_add(1, Ordering::SeqCst);
-        watch.set_connected(true);
+        if first.revision >= sync.head_revision || other_store {
+            self.set_connected();
+        } else {
+            // Changes missed during the outage come first: until they are
+            // applied, the cache must not trust what it holds.
+            self.catching_up_to = Some(sync.head_revision);
+        }
         tracing::info!(
             revision = first.revision,
             head = sync.head_revision,
@@ -272,16 +444,24 @@ impl Follower {
                     return Ended {
                         synced: true,
                         why: "the token service ended the stream".to_owned(),
+                        code: None,
                     };
                 }
                 Err(status) => {
                     return Ended {
                         synced: true,
                         why: format!("the stream failed: {status}"),
+                        code: None,
                     };
                 }
             }
         }
+    }
+
+    fn set_connected(&mut self) {
+        self.catching_up_to = None;
+        let shared = &self.cache.shared;
+        shared.watch.set_connected(true, shared.clock.now());
     }
 
     /// Applies the change at `revision`.
@@ -302,6 +482,15 @@ impl Follower {
         }
         self.last = Some(revision);
         self.cache.shared.watch.set_revision(revision);
+        let caught_up = self.catching_up_to.is_some_and(|head| revision >= head);
+        self.invalidate(revision, change);
+        if caught_up {
+            self.set_connected();
+        }
+    }
+
+    /// Invalidates what `change` makes stale.
+    fn invalidate(&self, revision: u64, change: &TokenChange) {
         let (dead, reason) = match ChangeKind::try_from(change.kind) {
             Ok(ChangeKind::Created) => return,
             Ok(ChangeKind::Revoked) => (true, REASONS[0]),

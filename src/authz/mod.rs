@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod client;
+mod entry;
 mod epoch;
 mod flight;
 pub mod invalidation;

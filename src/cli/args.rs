@@ -20,7 +20,7 @@ pub enum Format {
 /// How every management command reaches the token service.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionOptions {
-    /// TOML configuration file; its keys are the long option names.
+    /// TOML configuration file: the long option names as keys, flat or in a [cli] section.
     #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// The token service's URL.
@@ -182,6 +182,52 @@ pub enum ManagementCommand {
     },
 }
 
+/// `fluxgate proxy-token …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ProxyTokenCommand {
+    /// Create a proxy token (for `fluxgate proxy --authz-token-file`); prints the token string once.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Create {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        expiry: ExpiryOptions,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Which proxies hold it (e.g. "sidecars of pool A").
+        description: String,
+    },
+    /// List proxy tokens (never their token strings).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    List {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Also list revoked tokens.
+        #[arg(long)]
+        include_revoked: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Revoke proxy tokens: change streams opened with them end.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Revoke {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: ConnectionOptions,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+        /// The tokens' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
 /// `fluxgate login`'s long help: where the token comes from and goes to.
 /// (The variant's doc comment sets the about text, so this goes after.)
 fn login_help() -> String {
@@ -219,7 +265,7 @@ pub enum ApiKind {
 /// How `fluxgate database` reaches the proxy.
 #[derive(Debug, Clone, Args)]
 pub struct HostOptions {
-    /// TOML configuration file; its keys are the long option names.
+    /// TOML configuration file: the long option names as keys, flat or in a [cli] section.
     #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// The fluxgate proxy's URL (databases are administered through it).

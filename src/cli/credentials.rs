@@ -8,12 +8,15 @@
 //!    user = the token service URL as `scheme://host:port`, so each token
 //!    service has its own entry.
 //!
-//! [`ManagementToken`] holds the secret: its `Debug` is redacted and no error
-//! built here contains it.
+//! [`ManagementToken`] holds the secret: its `Debug` is redacted, no error
+//! built here contains it, and it is zeroed when dropped. A token file that
+//! group or others can read is used with a warning on stderr.
 
 use std::fmt;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
 
 use super::client::AuthzUrl;
 use super::error::CliError;
@@ -52,7 +55,7 @@ impl fmt::Display for Source {
 /// A management token and where it came from.
 #[derive(Clone)]
 pub struct ManagementToken {
-    secret: String,
+    secret: Zeroizing<String>,
     source: Source,
 }
 
@@ -72,7 +75,7 @@ impl ManagementToken {
             )));
         }
         Ok(Self {
-            secret: secret.to_owned(),
+            secret: Zeroizing::new(secret.to_owned()),
             source,
         })
     }
@@ -112,7 +115,10 @@ pub fn load(token_file: Option<&Path>, url: &AuthzUrl) -> Result<ManagementToken
         }
     }
     let keyring_note = match read_keyring(url) {
-        Ok(Some(secret)) => return ManagementToken::new(&secret, Source::Keyring),
+        Ok(Some(secret)) => {
+            let secret = Zeroizing::new(secret);
+            return ManagementToken::new(&secret, Source::Keyring);
+        }
         Ok(None) => String::new(),
         Err(why) => format!(" (the OS keyring could not be read: {why})"),
     };
@@ -130,7 +136,10 @@ pub fn read_token_file(path: &Path) -> Result<ManagementToken, CliError> {
         ))
     };
     let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
-    let mut bytes = Vec::new();
+    if let Some(warning) = crate::hardening::exposure_warning(path, "--token-file") {
+        eprintln!("fluxgate: warning: {warning}");
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_TOKEN_FILE + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| cannot(e.to_string()))?;
@@ -139,8 +148,9 @@ pub fn read_token_file(path: &Path) -> Result<ManagementToken, CliError> {
             "it is larger than {MAX_TOKEN_FILE} bytes; is it the right file?"
         )));
     }
-    let text = String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".to_owned()))?;
-    ManagementToken::new(&text, Source::File(path.to_owned()))
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| cannot("it is not UTF-8 text".to_owned()))?;
+    ManagementToken::new(text, Source::File(path.to_owned()))
 }
 
 /// The token stored for `url`; `Ok(None)` when there is none, `Err` (a

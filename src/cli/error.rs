@@ -164,13 +164,9 @@ impl CliError {
 
     /// Prints the one stderr line and returns the exit code.
     pub fn report(&self) -> ExitCode {
-        // One line, whatever the message holds: scripts read the first line.
-        let line: String = self
-            .message
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        eprintln!("fluxgate: {line}");
+        // One line, whatever the message holds: scripts read the first
+        // line, and nothing in it may drive the terminal.
+        eprintln!("fluxgate: {}", super::output::clean(&self.message));
         ExitCode::from(self.kind.exit_code())
     }
 }

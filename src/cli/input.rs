@@ -1,7 +1,9 @@
 //! Checks of what the user typed that need no token service: permissions
-//! from `--read-database`/`--write-database`, and expiry from `--expires-at`
-//! (RFC 3339) or `--expires-in` (a duration). Failures are usage errors,
-//! reported before any credential is looked up or any connection is made.
+//! from `--read-database`/`--write-database`, the description, and expiry
+//! from `--expires-at` (RFC 3339) or `--expires-in` (a duration), no later
+//! than 9999-12-31T23:59:59Z. Failures are usage errors, reported before
+//! any credential is looked up or any connection is made (the token
+//! service applies the same rules).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -11,7 +13,9 @@ use prost_types::Timestamp;
 use super::args::ExpiryOptions;
 use super::error::CliError;
 use crate::proto::tokens as pb;
-use crate::tokens::model::validate_database_name;
+use crate::tokens::model::{
+    MAX_PERMISSIONS, max_expiry, validate_database_name, validate_description,
+};
 
 /// The permission list for a create or update: one entry per database, read
 /// and write merged. No database at all is a usage error: a token without
@@ -24,6 +28,11 @@ pub fn permissions(
         return Err(CliError::usage(
             "a database token needs at least one --read-database or --write-database (use '*' for every database)",
         ));
+    }
+    if read.len() + write.len() > MAX_PERMISSIONS {
+        return Err(CliError::usage(format!(
+            "too many databases: at most {MAX_PERMISSIONS} per token (use '*' for every database)"
+        )));
     }
     let mut merged: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
     for (names, flag, is_read) in [
@@ -51,7 +60,13 @@ pub fn permissions(
         .collect())
 }
 
-/// The expiry asked for, if any; it must lie after `now`.
+/// Checks a description as the token service would.
+pub fn description(text: &str) -> Result<(), CliError> {
+    validate_description(text).map_err(|e| CliError::usage(format!("invalid description: {e}")))
+}
+
+/// The expiry asked for, if any; it must lie after `now` and no later than
+/// 9999-12-31T23:59:59Z.
 pub fn expiry(options: &ExpiryOptions, now: SystemTime) -> Result<Option<Timestamp>, CliError> {
     let at = match (&options.expires_at, &options.expires_in) {
         (Some(_), Some(_)) => {
@@ -83,9 +98,19 @@ pub fn expiry(options: &ExpiryOptions, now: SystemTime) -> Result<Option<Timesta
                 return Err(CliError::usage("--expires-in must be longer than zero"));
             }
             now.checked_add(d)
-                .ok_or_else(|| CliError::usage(format!("--expires-in {within} is too far away")))?
+                .filter(|t| *t <= max_expiry())
+                .ok_or_else(|| {
+                    CliError::usage(format!(
+                        "--expires-in {within} is too far away: the latest expiry accepted is 9999-12-31T23:59:59Z"
+                    ))
+                })?
         }
     };
+    if at > max_expiry() {
+        return Err(CliError::usage(
+            "the expiry is too far away: the latest accepted is 9999-12-31T23:59:59Z",
+        ));
+    }
     Ok(Some(Timestamp::from(at)))
 }
 
@@ -185,6 +210,17 @@ mod tests {
         assert!(expiry(&opts(None, Some("0s")), now).is_err());
         assert!(expiry(&opts(Some("1970-01-01T00:00:00Z"), None), now).is_err());
         assert!(expiry(&opts(Some("2027-01-01T00:00:00Z"), Some("1d")), now).is_err());
+        // The crash of issue 18: a token nobody could print.
+        let e = expiry(&opts(None, Some("9000years")), SystemTime::now()).unwrap_err();
+        assert!(e.to_string().contains("9999-12-31T23:59:59Z"), "{e}");
+        assert!(expiry(&opts(Some("9999-12-31T23:59:59Z"), None), now).is_ok());
+    }
+
+    #[test]
+    fn descriptions_are_checked_before_connecting() {
+        assert!(description("telegraf east").is_ok());
+        assert!(description("two\nlines").is_err());
+        assert!(description("\u{1b}[2J").is_err());
     }
 
     #[test]

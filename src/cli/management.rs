@@ -19,6 +19,7 @@ pub async fn run(command: ManagementCommand) -> Result<(), CliError> {
             expiry,
             format,
         } => {
+            input::description(&description)?;
             let expires_at = input::expiry(&expiry, SystemTime::now())?;
             let client = Client::open(&conn).await?;
             let request = pb::CreateManagementTokenRequest {

@@ -1,14 +1,14 @@
 //! The management command line (`fluxgate token …`, `fluxgate management …`,
-//! `fluxgate login`, `fluxgate database …`), a client of the token service's
-//! management API (and, for databases, of the proxy) in the style of
-//! `influxctl`.
+//! `fluxgate proxy-token …`, `fluxgate login`, `fluxgate database …`), a
+//! client of the token service's management API (and, for databases, of
+//! the proxy) in the style of `influxctl`.
 //!
 //! - [`args`]: the flags (scripts depend on them).
 //! - [`client`]: the `--authz` URL, connection and token metadata.
 //! - [`credentials`] and [`keyring_store`]: where the management token comes from.
 //! - [`input`]: checks of permissions and expiry flags.
 //! - [`output`] and [`show`]: tables and JSON.
-//! - [`token`], [`management`], [`revoke`], [`login`]: the commands.
+//! - [`token`], [`management`], [`proxy_token`], [`revoke`], [`login`]: the commands.
 //! - [`database`]: database administration through the proxy.
 //! - [`error`]: messages and the exit codes (documented there and in `--help`).
 
@@ -22,6 +22,7 @@ pub mod keyring_store;
 pub mod login;
 pub mod management;
 pub mod output;
+pub mod proxy_token;
 pub mod revoke;
 pub mod show;
 pub mod token;
@@ -38,6 +39,11 @@ pub async fn run_token(command: args::TokenCommand) -> ExitCode {
 /// Runs `fluxgate management …`.
 pub async fn run_management(command: args::ManagementCommand) -> ExitCode {
     finish(management::run(command).await)
+}
+
+/// Runs `fluxgate proxy-token …`.
+pub async fn run_proxy_token(command: args::ProxyTokenCommand) -> ExitCode {
+    finish(proxy_token::run(command).await)
 }
 
 /// Runs `fluxgate database …`.

@@ -5,6 +5,13 @@
 //! `permissions` (a list of `{"database", "read", "write"}`), `created_at`,
 //! `updated_at`, `expires_at`, `revoked_at` (RFC 3339 UTC, or null), and,
 //! from `create` only, `token`. Nothing else ever prints a token string.
+//!
+//! Whatever the token service sends, nothing here panics or drives the
+//! terminal: times outside 1970–9999 (which RFC 3339 cannot write) print
+//! as `before 1970-01-01T00:00:00Z` / `after 9999-12-31T23:59:59Z`, and
+//! control and invisible format characters (escape sequences, newlines,
+//! bidirectional overrides) print escaped as `\u{…}` in tables and as
+//! `\uXXXX` in JSON (the same string once parsed).
 
 use std::io::{self, IsTerminal as _, Write};
 use std::time::SystemTime;
@@ -13,6 +20,8 @@ use serde::Serialize;
 
 use super::error::CliError;
 use crate::proto::tokens as pb;
+use crate::tokens::model::MAX_EXPIRY_SECS;
+use crate::tokens::unicode;
 
 /// Width used when stdout is not a terminal (and the least used when it is).
 pub const DEFAULT_WIDTH: usize = 80;
@@ -39,7 +48,7 @@ pub struct Permission {
 pub struct TokenView {
     /// The id.
     pub id: String,
-    /// `database` or `management`.
+    /// `database`, `management` or `proxy`.
     pub kind: &'static str,
     /// Free text.
     pub description: String,
@@ -56,21 +65,29 @@ pub struct TokenView {
 }
 
 impl TokenView {
-    /// Converts the wire form; a timestamp out of range is the service's fault.
-    pub fn from_wire(info: pb::TokenInfo) -> Result<Self, CliError> {
-        let time = |t: Option<prost_types::Timestamp>| -> Result<Option<SystemTime>, CliError> {
+    /// Converts the wire form. Never fails: a timestamp no system time can
+    /// hold is kept as the earliest or latest printable one's neighbour, so
+    /// one odd record cannot make a listing fail for every administrator.
+    pub fn from_wire(info: pb::TokenInfo) -> Self {
+        let time = |t: Option<prost_types::Timestamp>| -> Option<SystemTime> {
             t.map(|t| {
-                SystemTime::try_from(t)
-                    .map_err(|_| CliError::other("the token service sent a timestamp out of range"))
+                let negative = t.seconds < 0;
+                SystemTime::try_from(t).unwrap_or_else(|_| {
+                    if negative {
+                        SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(1)
+                    } else {
+                        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(MAX_EXPIRY_SECS + 1)
+                    }
+                })
             })
-            .transpose()
         };
         let kind = match pb::TokenKind::try_from(info.kind) {
             Ok(pb::TokenKind::Database) => "database",
             Ok(pb::TokenKind::Management) => "management",
+            Ok(pb::TokenKind::Proxy) => "proxy",
             _ => "unknown",
         };
-        Ok(Self {
+        Self {
             id: info.id,
             kind,
             description: info.description,
@@ -83,11 +100,11 @@ impl TokenView {
                     write: p.write,
                 })
                 .collect(),
-            created_at: time(info.created_at)?,
-            updated_at: time(info.updated_at)?,
-            expires_at: time(info.expires_at)?,
-            revoked_at: time(info.revoked_at)?,
-        })
+            created_at: time(info.created_at),
+            updated_at: time(info.updated_at),
+            expires_at: time(info.expires_at),
+            revoked_at: time(info.revoked_at),
+        }
     }
 
     /// `revoked`, `expired` or `active` at `now`.
@@ -130,15 +147,23 @@ struct TokenJson<'a> {
     revoked_at: Option<String>,
 }
 
+/// `t` in RFC 3339 when it can be written so (1970 to 9999), else which
+/// side of that range it lies on (humantime panics out of it).
+fn rfc3339(t: SystemTime, millis: bool) -> String {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Err(_) => "before 1970-01-01T00:00:00Z".to_owned(),
+        Ok(d) if d.as_secs() > MAX_EXPIRY_SECS => "after 9999-12-31T23:59:59Z".to_owned(),
+        Ok(_) if millis => humantime::format_rfc3339_millis(t).to_string(),
+        Ok(_) => humantime::format_rfc3339_seconds(t).to_string(),
+    }
+}
+
 fn json_time(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    rfc3339(t, true)
 }
 
 fn table_time(t: Option<SystemTime>, none: &str) -> String {
-    t.map_or_else(
-        || none.to_owned(),
-        |t| humantime::format_rfc3339_seconds(t).to_string(),
-    )
+    t.map_or_else(|| none.to_owned(), |t| rfc3339(t, false))
 }
 
 /// The layout width: the terminal's when stdout is one, else 80.
@@ -166,15 +191,32 @@ pub fn to_stdout(render: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Resul
 
 /// One token as a JSON object (with its token string after creation).
 pub fn json_token(out: &mut dyn Write, token: &TokenView, secret: Option<&str>) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, &token.to_json(secret))?;
-    writeln!(out)
+    write_json(out, &token.to_json(secret))
 }
 
 /// Tokens as a JSON array.
 pub fn json_tokens(out: &mut dyn Write, tokens: &[TokenView]) -> io::Result<()> {
     let items: Vec<TokenJson<'_>> = tokens.iter().map(|t| t.to_json(None)).collect();
-    serde_json::to_writer_pretty(&mut *out, &items)?;
-    writeln!(out)
+    write_json(out, &items)
+}
+
+/// Pretty JSON with every control or format character (which can only be
+/// inside strings) written as a `\uXXXX` escape: the same document to a
+/// parser, nothing a terminal acts on.
+fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c != '\n' && (c.is_control() || unicode::is_format(c)) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            escaped.push(c);
+        }
+    }
+    writeln!(out, "{escaped}")
 }
 
 /// Permissions in compact form: `read:db1,db2 write:db3`, or `-` for none.
@@ -221,7 +263,7 @@ pub fn block(
         }
         Ok(())
     };
-    field("ID", vec![token.id.clone()])?;
+    field("ID", vec![clean(&token.id)])?;
     field("Kind", vec![token.kind.to_owned()])?;
     let description = if token.description.is_empty() {
         "-".to_owned()
@@ -268,7 +310,7 @@ pub fn database_table(
         .iter()
         .map(|t| {
             vec![
-                t.id.clone(),
+                clean(&t.id),
                 t.status(now).to_owned(),
                 compact_permissions(&t.permissions),
                 clean(&t.description),
@@ -288,8 +330,8 @@ pub fn database_table(
     )
 }
 
-/// A list of management tokens: ID, STATUS, EXPIRES, DESCRIPTION (they have
-/// no `get`, so the expiry is shown here).
+/// A list of management or proxy tokens: ID, STATUS, EXPIRES, DESCRIPTION
+/// (they have no `get`, so the expiry is shown here).
 pub fn management_table(
     out: &mut dyn Write,
     tokens: &[TokenView],
@@ -300,7 +342,7 @@ pub fn management_table(
         .iter()
         .map(|t| {
             vec![
-                t.id.clone(),
+                clean(&t.id),
                 t.status(now).to_owned(),
                 table_time(t.expires_at, "never"),
                 clean(&t.description),
@@ -391,11 +433,14 @@ pub fn truncate(text: &str, width: usize) -> String {
 }
 
 /// Splits `text` into lines of at most `width` characters, preferring to
-/// break after a comma or at a space.
+/// break after a comma or at a space. Linear in the text's length (huge
+/// descriptions from a token service must not stall the CLI).
 fn wrap(text: &str, width: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
     let mut lines = Vec::new();
-    let mut rest: Vec<char> = text.chars().collect();
-    while rest.len() > width && width > 0 {
+    let mut start = 0;
+    while chars.len() - start > width && width > 0 {
+        let rest = &chars[start..];
         // After a comma (kept on this line) or at a space (dropped).
         let after_comma = rest[..width].iter().rposition(|c| *c == ',').map(|i| i + 1);
         let at_space = rest[..=width].iter().rposition(|c| *c == ' ');
@@ -406,21 +451,29 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
             .max()
             .unwrap_or(width);
         lines.push(rest[..at].iter().collect::<String>().trim_end().to_owned());
-        rest.drain(..at);
-        while rest.first() == Some(&' ') {
-            rest.remove(0);
+        start += at;
+        while chars.get(start) == Some(&' ') {
+            start += 1;
         }
     }
-    lines.push(rest.into_iter().collect());
+    lines.push(chars[start..].iter().collect());
     lines
 }
 
-/// Control characters (newlines, escape sequences) from free text would
-/// break the layout or drive the terminal: shown as spaces.
-fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+/// Control characters (newlines, escape sequences) from the token service
+/// would break the layout or drive the terminal, and format characters
+/// (zero-width, bidirectional overrides) would make text look like other
+/// text: both are shown escaped, as `\u{1b}`.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || unicode::is_format(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -483,7 +536,7 @@ mod tests {
         }
         assert!(text.contains("0c8ba4ef-7f5c-4a3e-9a71-1f2a2b3c4d5e"));
         assert!(text.contains('…'));
-        assert!(text.contains("short line"));
+        assert!(text.contains("short\\u{a}line"));
         let text = render(|out| management_table(out, &tokens, now, 80));
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "{line:?}");

@@ -1,4 +1,5 @@
-//! `fluxgate token revoke` and `fluxgate management revoke`: confirmation,
+//! `fluxgate token revoke`, `fluxgate management revoke` and `fluxgate
+//! proxy-token revoke`: confirmation,
 //! then one call per id, reporting each.
 //!
 //! Confirmation is asked on a terminal unless `--force`; without a terminal
@@ -23,6 +24,8 @@ pub enum Kind {
     Database,
     /// `fluxgate management revoke`.
     Management,
+    /// `fluxgate proxy-token revoke`.
+    Proxy,
 }
 
 impl Kind {
@@ -30,6 +33,7 @@ impl Kind {
         match self {
             Kind::Database => "database token",
             Kind::Management => "management token",
+            Kind::Proxy => "proxy token",
         }
     }
 }
@@ -78,6 +82,13 @@ pub async fn run(
                 client
                     .call(&doing, |mut c| async move {
                         c.revoke_management_token(request).await
+                    })
+                    .await
+            }
+            Kind::Proxy => {
+                client
+                    .call(&doing, |mut c| async move {
+                        c.revoke_proxy_token(request).await
                     })
                     .await
             }

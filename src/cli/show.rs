@@ -15,6 +15,8 @@ pub enum ListKind {
     Database,
     /// Management tokens: with expiry.
     Management,
+    /// Proxy tokens: with expiry.
+    Proxy,
 }
 
 /// A newly created token, with its token string and the reminder to store it.
@@ -27,8 +29,10 @@ pub fn created(created: pb::CreatedToken, format: Format) -> Result<(), CliError
             "the token service answered without a token string",
         ));
     }
-    let view = TokenView::from_wire(info)?;
-    let secret = created.token.as_str();
+    let view = TokenView::from_wire(info);
+    // Zeroed once printed.
+    let secret = zeroize::Zeroizing::new(created.token);
+    let secret = secret.as_str();
     match format {
         Format::Json => output::to_stdout(|out| output::json_token(out, &view, Some(secret))),
         Format::Table => {
@@ -42,7 +46,7 @@ pub fn created(created: pb::CreatedToken, format: Format) -> Result<(), CliError
 
 /// One token (never its token string).
 pub fn one(info: pb::TokenInfo, format: Format) -> Result<(), CliError> {
-    let view = TokenView::from_wire(info)?;
+    let view = TokenView::from_wire(info);
     match format {
         Format::Json => output::to_stdout(|out| output::json_token(out, &view, None)),
         Format::Table => {
@@ -54,16 +58,14 @@ pub fn one(info: pb::TokenInfo, format: Format) -> Result<(), CliError> {
 
 /// A list of tokens (never their token strings).
 pub fn list(tokens: Vec<pb::TokenInfo>, kind: ListKind, format: Format) -> Result<(), CliError> {
-    let views = tokens
-        .into_iter()
-        .map(TokenView::from_wire)
-        .collect::<Result<Vec<_>, _>>()?;
+    let views: Vec<TokenView> = tokens.into_iter().map(TokenView::from_wire).collect();
     match format {
         Format::Json => output::to_stdout(|out| output::json_tokens(out, &views)),
         Format::Table if views.is_empty() => output::to_stdout(|out| {
             let noun = match kind {
                 ListKind::Database => "database",
                 ListKind::Management => "management",
+                ListKind::Proxy => "proxy",
             };
             writeln!(out, "No {noun} tokens.")
         }),
@@ -71,7 +73,9 @@ pub fn list(tokens: Vec<pb::TokenInfo>, kind: ListKind, format: Format) -> Resul
             let (width, now) = (output::width(), SystemTime::now());
             output::to_stdout(|out| match kind {
                 ListKind::Database => output::database_table(out, &views, now, width),
-                ListKind::Management => output::management_table(out, &views, now, width),
+                ListKind::Management | ListKind::Proxy => {
+                    output::management_table(out, &views, now, width)
+                }
             })
         }
     }

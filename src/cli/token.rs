@@ -23,6 +23,7 @@ pub async fn run(command: TokenCommand) -> Result<(), CliError> {
             description,
         } => {
             let permissions = input::permissions(&read, &write)?;
+            input::description(&description)?;
             let expires_at = input::expiry(&expiry, SystemTime::now())?;
             let client = Client::open(&conn).await?;
             let request = pb::CreateDatabaseTokenRequest {
@@ -72,6 +73,9 @@ pub async fn run(command: TokenCommand) -> Result<(), CliError> {
             // Update replaces every permission, as influxctl does: without
             // any, the token would be left with none.
             let permissions = input::permissions(&read, &write)?;
+            if let Some(d) = &description {
+                input::description(d)?;
+            }
             let client = Client::open(&conn).await?;
             let request = pb::UpdateDatabaseTokenRequest {
                 id,

@@ -5,8 +5,18 @@
 //! and which options the flags or the environment already set. Every other
 //! key of the file becomes a `--key=value` argument, and the result is parsed
 //! again by clap, so a file value is validated exactly like a flag.
+//!
+//! A file is either flat — every key is an option of the command that reads
+//! it — or sectioned: `[serve]`, `[proxy]`, `[authz]` and `[cli]` tables,
+//! each read by its command(s) only (`[cli]` by `token`, `management`,
+//! `proxy-token`, `login` and `database`), so one file can configure
+//! several commands.
+//! A key the command does not take is an error naming the key and the
+//! command, never silently skipped: a `serve` file given to `fluxgate
+//! authz` would otherwise bring the token service up with the proxy's port
+//! and certificate and without its client CA.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +55,31 @@ pub enum ConfigError {
         /// The key.
         key: String,
     },
+    /// A key of another command.
+    #[error(
+        "config file {path}: `{key}` is not an option of `fluxgate {command}` (it is one of {owners}){hint}; keys for several commands go in [serve], [proxy], [authz] and [cli] sections"
+    )]
+    NotForCommand {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The command reading the file.
+        command: String,
+        /// The commands that take it, as `fluxgate x`, comma-separated.
+        owners: String,
+        /// What the command calls the same setting, when it has one.
+        hint: String,
+    },
+    /// A sectioned file without the command's section, or with an
+    /// unknown section or a key outside any section.
+    #[error("config file {path}: {message}")]
+    Sections {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A key whose value does not parse.
     #[error("config file {path}: bad value for key `{key}`: {message}")]
     BadValue {
@@ -57,17 +92,59 @@ pub enum ConfigError {
     },
 }
 
+/// The sections of a sectioned file, and the commands reading each.
+pub(crate) const SECTIONS: [(&str, &[&str]); 4] = [
+    ("serve", &["serve"]),
+    ("proxy", &["proxy"]),
+    ("authz", &["authz"]),
+    (
+        "cli",
+        &["token", "management", "proxy-token", "login", "database"],
+    ),
+];
+
+/// Settings one command calls differently from another, for the hint of
+/// [`ConfigError::NotForCommand`]: (command, key given, its own key).
+const RENAMED: [(&str, &str, &str); 5] = [
+    ("serve", "client-ca", "authz-client-ca"),
+    ("authz", "authz-listen", "listen"),
+    ("authz", "authz-tls-cert", "tls-cert"),
+    ("authz", "authz-tls-key", "tls-key"),
+    ("authz", "authz-client-ca", "client-ca"),
+];
+
+/// The result of layering: the parsed command line, clap's matches, and
+/// the keys that came from the file.
+pub(crate) struct Layered {
+    pub(crate) cli: Cli,
+    pub(crate) matches: ArgMatches,
+    pub(crate) from_file: BTreeSet<String>,
+}
+
 /// Parses `args` (including the program name) with the config file layered in.
 pub fn parse_args<I, T>(args: I) -> Result<Cli, ConfigError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
 {
+    parse_layered(args).map(|l| l.cli)
+}
+
+/// [`parse_args`], keeping what `check-config` reports.
+pub(crate) fn parse_layered<I, T>(args: I) -> Result<Layered, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
     let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let root = Cli::command();
-    let strict = || -> Result<Cli, ConfigError> {
+    let strict = || -> Result<Layered, ConfigError> {
         let matches = root.clone().try_get_matches_from(&argv)?;
-        Ok(Cli::from_arg_matches(&matches)?)
+        Ok(Layered {
+            cli: Cli::from_arg_matches(&matches)?,
+            matches,
+            from_file: BTreeSet::new(),
+        })
     };
     // First pass, lenient: a required option may well be in the file.
     let matches = root
@@ -86,24 +163,39 @@ where
     let Some(config) = config else {
         return strict();
     };
+    // check-config reads the file for the command it checks, not for itself.
+    let Some(top) = path.first().filter(|t| *t != "check-config") else {
+        return strict();
+    };
 
-    let table = read_table(&config)?;
-    let known_anywhere = all_long_names(&root);
+    let table = section_for(read_table(&config)?, top, &config)?;
+    let owners = key_owners(&root);
+    // Keys any sibling of a CLI command takes: one [cli] file serves them all.
+    let group_keys: BTreeSet<String> = if is_cli(top) {
+        SECTIONS[3]
+            .1
+            .iter()
+            .filter_map(|c| owners_of_command(&owners, c))
+            .flatten()
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
     let mut injected: Vec<(String, Vec<OsString>)> = Vec::new();
     for (raw_key, value) in &table {
         let key = raw_key.replace('_', "-");
+        if key == "config" {
+            return Err(ConfigError::UnknownKey { path: config, key });
+        }
         let Some(arg) = leaf_cmd
             .get_arguments()
             .find(|a| a.get_long() == Some(key.as_str()))
         else {
-            if known_anywhere.contains(&key) && key != "config" {
-                continue; // an option of another command: one file may serve several.
+            if group_keys.contains(&key) {
+                continue; // another management command's option: same file.
             }
-            return Err(ConfigError::UnknownKey { path: config, key });
+            return Err(not_for_command(&config, &key, top, &owners));
         };
-        if key == "config" {
-            return Err(ConfigError::UnknownKey { path: config, key });
-        }
         let id = arg.get_id().as_str();
         if matches!(
             leaf_matches.value_source(id),
@@ -134,12 +226,33 @@ where
         .iter()
         .flat_map(|(_, f)| f.iter().cloned())
         .collect();
+    let from_file: BTreeSet<String> = injected.iter().map(|(k, _)| k.clone()).collect();
     match root.clone().try_get_matches_from(with(&all)) {
-        Ok(m) => Ok(Cli::from_arg_matches(&m)?),
+        Ok(m) => Ok(Layered {
+            cli: Cli::from_arg_matches(&m)?,
+            matches: m,
+            from_file,
+        }),
         Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => Err(e.into()),
         Err(e) => {
+            // Name the file key at fault, if one is: its values through
+            // the option's own parser.
             for (key, flags) in &injected {
-                if let Err(single) = root.clone().try_get_matches_from(with(flags)) {
+                let Some(arg) = leaf_cmd
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(key.as_str()))
+                else {
+                    continue;
+                };
+                // The option alone, freed of what it requires of others.
+                let alone = clap::Command::new("fluxgate").arg(
+                    arg.clone()
+                        .required(false)
+                        .requires(clap::builder::Resettable::<clap::Id>::Reset),
+                );
+                let mut argv = vec![OsString::from("fluxgate")];
+                argv.extend(flags.iter().cloned());
+                if let Err(single) = alone.try_get_matches_from(argv) {
                     return Err(ConfigError::BadValue {
                         path: config,
                         key: key.clone(),
@@ -149,6 +262,112 @@ where
             }
             Err(e.into())
         }
+    }
+}
+
+fn is_cli(command: &str) -> bool {
+    SECTIONS[3].1.contains(&command)
+}
+
+/// The part of `table` that `command` reads: all of a flat file, its
+/// section of a sectioned one.
+fn section_for(table: toml::Table, command: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+    let is_section =
+        |k: &str, v: &toml::Value| v.is_table() && SECTIONS.iter().any(|(name, _)| *name == k);
+    if !table.iter().any(|(k, v)| is_section(k, v)) {
+        return Ok(table);
+    }
+    let sections_err = |message: String| ConfigError::Sections {
+        path: path.to_owned(),
+        message,
+    };
+    let names = SECTIONS.map(|(n, _)| format!("[{n}]")).join(", ");
+    for (k, v) in &table {
+        if !is_section(k, v) {
+            return Err(sections_err(format!(
+                "`{k}` is outside any section; a file with sections holds every setting in one of {names}"
+            )));
+        }
+    }
+    let wanted = SECTIONS
+        .iter()
+        .find(|(_, commands)| commands.contains(&command))
+        .map_or(command, |(name, _)| name);
+    let mut table = table;
+    match table.remove(wanted) {
+        Some(toml::Value::Table(section)) => Ok(section),
+        _ => {
+            let present: Vec<String> = table.keys().map(|k| format!("[{k}]")).collect();
+            Err(sections_err(format!(
+                "no [{wanted}] section for `fluxgate {command}` (it has {})",
+                present.join(", ")
+            )))
+        }
+    }
+}
+
+/// Every long option name, with the top-level commands that take it
+/// (`check-config` reads no file).
+fn key_owners(root: &clap::Command) -> BTreeMap<String, BTreeSet<String>> {
+    let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for top in root
+        .get_subcommands()
+        .filter(|c| c.get_name() != "check-config")
+    {
+        let mut stack = vec![top];
+        while let Some(cmd) = stack.pop() {
+            for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
+                owners
+                    .entry(long.to_owned())
+                    .or_default()
+                    .insert(top.get_name().to_owned());
+            }
+            stack.extend(cmd.get_subcommands());
+        }
+    }
+    owners
+}
+
+/// The option names `command` (a top-level command) takes.
+fn owners_of_command(
+    owners: &BTreeMap<String, BTreeSet<String>>,
+    command: &str,
+) -> Option<Vec<String>> {
+    let keys: Vec<String> = owners
+        .iter()
+        .filter(|(_, cmds)| cmds.contains(command))
+        .map(|(k, _)| k.clone())
+        .collect();
+    (!keys.is_empty()).then_some(keys)
+}
+
+fn not_for_command(
+    path: &Path,
+    key: &str,
+    command: &str,
+    owners: &BTreeMap<String, BTreeSet<String>>,
+) -> ConfigError {
+    let Some(takers) = owners.get(key) else {
+        return ConfigError::UnknownKey {
+            path: path.to_owned(),
+            key: key.to_owned(),
+        };
+    };
+    let hint = RENAMED
+        .iter()
+        .find(|(c, given, own)| *c == command && *given == key && *own != key)
+        .map(|(_, _, own)| format!("; `fluxgate {command}` calls it `{own}`"))
+        .unwrap_or_default();
+    ConfigError::NotForCommand {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        command: command.to_owned(),
+        owners: takers
+            .iter()
+            .map(|c| format!("`fluxgate {c}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        hint,
     }
 }
 
@@ -222,20 +441,6 @@ fn find_command<'a>(root: &'a clap::Command, path: &[String]) -> Option<&'a clap
     Some(current)
 }
 
-fn all_long_names(root: &clap::Command) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut stack = vec![root];
-    while let Some(cmd) = stack.pop() {
-        names.extend(
-            cmd.get_arguments()
-                .filter_map(|a| a.get_long())
-                .map(str::to_owned),
-        );
-        stack.extend(cmd.get_subcommands());
-    }
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,8 +509,81 @@ mod tests {
             proxy(&["--config", f.path().to_str().unwrap()]),
             Err(ConfigError::Syntax { .. })
         ));
-        // A key of another command is ignored: one file can serve several.
+        // A key of another command is an error naming it and the command.
         let f = file("upstream = \"http://db:8087\"\ndata-dir = \"/var/lib/fluxgate\"\n");
-        assert!(proxy(&["--config", f.path().to_str().unwrap()]).is_ok());
+        match proxy(&["--config", f.path().to_str().unwrap()]) {
+            Err(e @ ConfigError::NotForCommand { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("`data-dir` is not an option of `fluxgate proxy`"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("`fluxgate serve`") && text.contains("`fluxgate authz`"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, ConfigError> {
+        let mut argv = vec!["fluxgate"];
+        argv.extend_from_slice(args);
+        parse_args(argv).map(|c| c.command)
+    }
+
+    #[test]
+    fn a_serve_file_is_refused_by_authz_and_client_ca_is_named() {
+        let f = file(
+            "listen = \"127.0.0.1:8086\"\nupstream = \"http://db:8087\"\nauthz-listen = \"127.0.0.1:8090\"\n",
+        );
+        let path = f.path().to_str().unwrap();
+        let e = parse(&["authz", "--config", path]).unwrap_err().to_string();
+        assert!(e.contains("not an option of `fluxgate authz`"), "{e}");
+        let f = file("upstream = \"http://db:8087\"\nclient-ca = \"/etc/ca.pem\"\n");
+        let e = parse(&["serve", "--config", f.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`client-ca` is not an option of `fluxgate serve`"),
+            "{e}"
+        );
+        assert!(e.contains("calls it `authz-client-ca`"), "{e}");
+    }
+
+    #[test]
+    fn sectioned_files_serve_several_commands() {
+        let f = file(
+            "[serve]\nupstream = \"http://db:8087\"\nauthz-client-ca = \"/ca.pem\"\nauthz-tls-cert = \"/c.pem\"\nauthz-tls-key = \"/k.pem\"\n\n[authz]\nlisten = \"127.0.0.1:7090\"\n\n[cli]\nauthz = \"http://127.0.0.1:7090\"\nformat = \"json\"\n",
+        );
+        let path = f.path().to_str().unwrap();
+        match parse(&["authz", "--config", path]).unwrap() {
+            Command::Authz(a) => assert_eq!(a.listen.port(), 7090),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["serve", "--config", path]).unwrap() {
+            Command::Serve(a) => assert!(a.authz_tls.authz_client_ca.is_some()),
+            other => panic!("{other:?}"),
+        }
+        // [cli] serves every management command; `format` is ignored by
+        // those without one.
+        assert!(parse(&["token", "list", "--config", path]).is_ok());
+        assert!(parse(&["token", "revoke", "--force", "x", "--config", path]).is_ok());
+        let e = parse(&["proxy", "--config", path]).unwrap_err().to_string();
+        assert!(e.contains("no [proxy] section"), "{e}");
+        let f = file("listen = \"127.0.0.1:1\"\n[authz]\nlisten = \"127.0.0.1:2\"\n");
+        let e = parse(&["authz", "--config", f.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`listen` is outside any section"), "{e}");
+        let f = file("[cli]\nupstream = \"http://db\"\n");
+        let e = parse(&["token", "list", "--config", f.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`upstream` is not an option of `fluxgate token`"),
+            "{e}"
+        );
     }
 }

@@ -13,7 +13,10 @@ mod options;
 pub mod reference;
 mod values;
 
-pub use check::check;
+pub use check::{Checked, check};
 pub use file::{ConfigError, parse_args};
 pub use options::*;
-pub use values::{ByteSize, HumanDuration};
+pub use values::{
+    ByteSize, HumanDuration, count_between, duration_between, size_between, u32_between,
+    usize_between,
+};

@@ -9,8 +9,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::values::{ByteSize, HumanDuration};
-use crate::cli::args::{DatabaseCommand, LoginArgs, ManagementCommand, TokenCommand};
+use super::values::{
+    ByteSize, HumanDuration, count_between, duration_between, size_between, u32_between,
+    usize_between,
+};
+use crate::authz::invalidation::WatchMode;
+use crate::cli::args::{
+    DatabaseCommand, LoginArgs, ManagementCommand, ProxyTokenCommand, TokenCommand,
+};
 
 /// Token-authorization sidecar for InfluxDB.
 #[derive(Debug, Parser)]
@@ -36,6 +42,9 @@ pub enum Command {
     /// Manage management tokens.
     #[command(subcommand)]
     Management(ManagementCommand),
+    /// Manage proxy tokens (what `fluxgate proxy` presents to follow the token change stream).
+    #[command(subcommand)]
+    ProxyToken(ProxyTokenCommand),
     /// Manage databases through the proxy, with a management token.
     #[command(subcommand)]
     Database(DatabaseCommand),
@@ -48,7 +57,7 @@ pub enum Command {
 /// Options every long-running command shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonOptions {
-    /// TOML configuration file; its keys are the long option names.
+    /// TOML configuration file: the long option names as keys, flat (every key for this command) or in [serve], [proxy], [authz] sections.
     #[arg(long, env = "FLUXGATE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Log format.
@@ -65,14 +74,18 @@ pub struct CommonOptions {
         value_name = "ADDR"
     )]
     pub admin_listen: SocketAddr,
-    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    /// How long in-flight requests may run after SIGTERM/SIGINT (100ms to 1h).
     #[arg(
         long,
         env = "FLUXGATE_SHUTDOWN_GRACE",
         default_value = "30s",
+        value_parser = duration_between::<100, 3_600_000>,
         value_name = "DURATION"
     )]
     pub shutdown_grace: HumanDuration,
+    /// Let the process be core-dumped and traced; by default it is marked not dumpable, so the tokens in its memory cannot end up in a core file.
+    #[arg(long, env = "FLUXGATE_ALLOW_CORE_DUMPS")]
+    pub allow_core_dumps: bool,
 }
 
 /// Log output formats.
@@ -137,51 +150,57 @@ pub struct ProxyOptions {
     /// Scheme of the upstream credential.
     #[arg(long, env = "FLUXGATE_UPSTREAM_AUTH_SCHEME", value_enum, default_value_t = UpstreamScheme::Token)]
     pub upstream_auth_scheme: UpstreamScheme,
-    /// Longest wait for an authorization decision before answering 503.
+    /// Longest wait for an authorization decision before answering 503 (10ms to 5m).
     #[arg(
         long,
         env = "FLUXGATE_AUTHZ_TIMEOUT",
         default_value = "2s",
+        value_parser = duration_between::<10, 300_000>,
         value_name = "DURATION"
     )]
     pub authz_timeout: HumanDuration,
-    /// Largest request body read to authorize a query (larger → 413).
+    /// Largest request body read to authorize a query (larger → 413; 1KiB to 1GiB).
     #[arg(
         long,
         env = "FLUXGATE_MAX_BODY",
         default_value = "1MiB",
+        value_parser = size_between::<1024, 1_073_741_824>,
         value_name = "SIZE"
     )]
     pub max_body: ByteSize,
-    /// Longest time a body read to authorize may take to arrive, and longest pause in a body streamed upstream (→ 408).
+    /// Longest time a body read to authorize may take to arrive, and longest pause in a body streamed upstream (→ 408; 100ms to 1h).
     #[arg(
         long,
         env = "FLUXGATE_BODY_READ_TIMEOUT",
         default_value = "30s",
+        value_parser = duration_between::<100, 3_600_000>,
         value_name = "DURATION"
     )]
     pub body_read_timeout: HumanDuration,
-    /// Bytes all requests together may hold while their bodies are read to authorize them (more → 503).
+    /// Bytes all requests together may hold while their bodies are read to authorize them (more → 503; 1KiB to 64GiB).
     #[arg(
         long,
         env = "FLUXGATE_MAX_BUFFERED_BYTES",
         default_value = "256MiB",
+        value_parser = size_between::<1024, 68_719_476_736>,
         value_name = "SIZE"
     )]
     pub max_buffered_bytes: ByteSize,
-    /// Invalid tokens per client address per minute before its requests get 429 without an authorization call (0: no limit).
+    /// Invalid tokens a client address (IPv4, or IPv6 /64) may present per minute before its requests get 429 without an authorization call (1 to 1000000).
     #[arg(
         long,
         env = "FLUXGATE_INVALID_TOKEN_RATE",
-        default_value_t = 20,
-        value_name = "N"
+        default_value = "20",
+        value_parser = count_between::<1, 1_000_000>,
+        value_name = "PER_MINUTE"
     )]
-    pub invalid_token_rate: u32,
-    /// Longest wait for the database's response head (→ 504, DEADLINE_EXCEEDED on gRPC).
+    pub invalid_token_rate: u64,
+    /// Longest wait for the database's response head (→ 504, DEADLINE_EXCEEDED on gRPC; 100ms to 1h).
     #[arg(
         long,
         env = "FLUXGATE_UPSTREAM_TIMEOUT",
         default_value = "60s",
+        value_parser = duration_between::<100, 3_600_000>,
         value_name = "DURATION"
     )]
     pub upstream_timeout: HumanDuration,
@@ -217,6 +236,9 @@ pub struct ProxyOptions {
         value_name = "PATH|stdout|off"
     )]
     pub audit_log: String,
+    /// Refuse requests (503, UNAVAILABLE on gRPC) while audit events cannot be written (the writer failing, e.g. a full disk, or falling behind) instead of serving them unaudited.
+    #[arg(long, env = "FLUXGATE_AUDIT_REQUIRED")]
+    pub audit_required: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub limits: LimitOptions,
@@ -225,43 +247,48 @@ pub struct ProxyOptions {
 /// Limits that protect the proxy's listener from abuse.
 #[derive(Debug, Clone, Args)]
 pub struct LimitOptions {
-    /// Most client connections open at once; further ones wait in the backlog.
+    /// Most client connections open at once; further ones wait in the backlog (1 to 1000000).
     #[arg(
         long,
         env = "FLUXGATE_MAX_CONNECTIONS",
-        default_value_t = 10_000,
+        default_value = "10000",
+        value_parser = usize_between::<1, 1_000_000>,
         value_name = "N"
     )]
     pub max_connections: usize,
-    /// Longest time a client may take to send a request's headers (slowloris).
+    /// Longest time a client may take to send a request's headers (slowloris; 100ms to 10m).
     #[arg(
         long,
         env = "FLUXGATE_HEADER_READ_TIMEOUT",
         default_value = "10s",
+        value_parser = duration_between::<100, 600_000>,
         value_name = "DURATION"
     )]
     pub header_read_timeout: HumanDuration,
-    /// Largest request head accepted (at least 8KiB).
+    /// Largest request head accepted (8KiB to 1MiB).
     #[arg(
         long,
         env = "FLUXGATE_MAX_HEADER_BYTES",
         default_value = "64KiB",
+        value_parser = size_between::<8192, 1_048_576>,
         value_name = "SIZE"
     )]
     pub max_header_bytes: ByteSize,
-    /// How long a connection with no request in flight stays open.
+    /// How long a connection with no request in flight stays open (100ms to 24h).
     #[arg(
         long,
         env = "FLUXGATE_IDLE_TIMEOUT",
         default_value = "60s",
+        value_parser = duration_between::<100, 86_400_000>,
         value_name = "DURATION"
     )]
     pub idle_timeout: HumanDuration,
-    /// Most concurrent HTTP/2 streams (requests) on one client connection; also bounds the upstream connections one client connection can hold.
+    /// Most concurrent HTTP/2 streams (requests) on one client connection; also bounds the upstream connections one client connection can hold (1 to 10000).
     #[arg(
         long,
         env = "FLUXGATE_MAX_CONCURRENT_STREAMS",
-        default_value_t = 128,
+        default_value = "128",
+        value_parser = u32_between::<1, 10_000>,
         value_name = "N"
     )]
     pub max_concurrent_streams: u32,
@@ -278,6 +305,12 @@ pub struct AuthzClientOptions {
         value_name = "URL"
     )]
     pub authz: http::Uri,
+    /// File holding a proxy token (`fluxgate proxy-token create`), presented to follow the token change stream and sent with Authorize calls; not needed with mutual TLS (--authz-client-cert). Never a management token.
+    #[arg(long, env = "FLUXGATE_AUTHZ_TOKEN_FILE", value_name = "PATH")]
+    pub authz_token_file: Option<PathBuf>,
+    /// Follow the token change stream: auto (fall back to none when the authorizer does not implement it, e.g. an IOx authorizer serving Authorize only), required, or off. Without it, revocations apply within --cache-disconnected-allow-ttl instead of about a second.
+    #[arg(long, env = "FLUXGATE_AUTHZ_WATCH", value_enum, default_value_t = WatchMode::Auto)]
+    pub authz_watch: WatchMode,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: AuthzTlsOptions,
@@ -371,27 +404,30 @@ pub struct ServeTokenServiceTlsOptions {
 /// The decision cache's options.
 #[derive(Debug, Clone, Args)]
 pub struct CacheOptions {
-    /// How long an allow decision is reused.
+    /// How long an allow decision is reused while the change stream is followed (100ms to 1h).
     #[arg(
         long,
         env = "FLUXGATE_CACHE_ALLOW_TTL",
         default_value = "60s",
+        value_parser = duration_between::<100, 3_600_000>,
         value_name = "DURATION"
     )]
     pub cache_allow_ttl: HumanDuration,
-    /// How long a deny decision is reused.
+    /// How long a deny decision is reused (100ms to 1h).
     #[arg(
         long,
         env = "FLUXGATE_CACHE_DENY_TTL",
         default_value = "5s",
+        value_parser = duration_between::<100, 3_600_000>,
         value_name = "DURATION"
     )]
     pub cache_deny_ttl: HumanDuration,
-    /// Most decisions kept.
+    /// Most decisions kept (1 to 100000000).
     #[arg(
         long,
         env = "FLUXGATE_CACHE_MAX_ENTRIES",
-        default_value_t = 100_000,
+        default_value = "100000",
+        value_parser = count_between::<1, 100_000_000>,
         value_name = "N"
     )]
     pub cache_max_entries: u64,
@@ -405,18 +441,22 @@ pub struct CacheOptions {
         value_name = "PERCENT"
     )]
     pub cache_ttl_jitter: u8,
-    /// Longest TTL of a cached decision while the token change stream is
-    /// down (revocations cannot reach the cache then).
+    /// While the token change stream is down (or not followed), no decision older than this is served, counted from when it was fetched: revocations cannot reach the cache then (100ms to 10m).
     #[arg(
         long,
         env = "FLUXGATE_CACHE_DISCONNECTED_ALLOW_TTL",
         default_value = "5s",
+        value_parser = duration_between::<100, 600_000>,
         value_name = "DURATION"
     )]
     pub cache_disconnected_allow_ttl: HumanDuration,
-    /// Serve an allow up to this long past its TTL when the token service
-    /// cannot be reached (never for a revoked token). Off: fail closed.
-    #[arg(long, env = "FLUXGATE_STALE_GRACE", value_name = "DURATION")]
+    /// When the token service cannot answer, serve a cached allow up to this long past its TTL, and, while the change stream is down, no later than this long after it broke. The trade: a token revoked during the outage (the proxy cannot know) may be served for up to this long. Never for a token known revoked or expired. Unset: fail closed (1s to 1h).
+    #[arg(
+        long,
+        env = "FLUXGATE_STALE_GRACE",
+        value_parser = duration_between::<1_000, 3_600_000>,
+        value_name = "DURATION"
+    )]
     pub stale_grace: Option<HumanDuration>,
 }
 
@@ -431,6 +471,15 @@ pub struct TokenServiceOptions {
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
+    /// Authorize answers for invalid tokens each caller (IPv4 address or IPv6 /64) may get per minute; past it every Authorize call from it answers RESOURCE_EXHAUSTED. Callers with a proxy token or a verified client certificate are exempt (1 to 1000000).
+    #[arg(
+        long,
+        env = "FLUXGATE_AUTHORIZE_INVALID_RATE",
+        default_value = "20",
+        value_parser = count_between::<1, 1_000_000>,
+        value_name = "PER_MINUTE"
+    )]
+    pub authorize_invalid_rate: u64,
 }
 
 /// `fluxgate serve`. Its proxy decides in-process from the token registry,
@@ -507,6 +556,9 @@ pub struct CheckConfigArgs {
     /// The command whose settings to check.
     #[arg(long = "for", value_enum, default_value_t = CheckTarget::Serve)]
     pub target: CheckTarget,
+    /// Check values only, without opening the files the configuration names (TLS files, secret files, the audit log's directory): for checking a configuration away from the host it runs on.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Commands `check-config` can check.

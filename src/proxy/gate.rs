@@ -208,6 +208,11 @@ impl Gate {
         if let Err(seconds) = self.inner.throttle.check(client.addr.ip()) {
             return Err(Rejection::Throttled(seconds));
         }
+        // --audit-required: nothing is served that cannot be audited.
+        if !self.inner.audit.accepting() {
+            tracing::debug!("audit events cannot be written (--audit-required); refusing");
+            return Err(Rejection::AuditUnavailable);
+        }
         let verdict = match tokio::time::timeout(
             self.inner.authz_timeout,
             self.inner.authorizer.check(token, needs),
@@ -354,9 +359,11 @@ impl Gate {
             Ok(_) if request.public => Outcome::Public,
             Ok(_) => Outcome::Forwarded,
             Err(rejection) if trail.allowed => Outcome::FailedAfterAllow(rejection),
-            Err(rejection @ (Rejection::AuthzUnavailable | Rejection::Busy)) => {
-                Outcome::NoDecision(rejection)
-            }
+            Err(
+                rejection @ (Rejection::AuthzUnavailable
+                | Rejection::Busy
+                | Rejection::AuditUnavailable),
+            ) => Outcome::NoDecision(rejection),
             Err(rejection) => Outcome::Denied(rejection),
         };
         let outcome_label = outcome.decision();

@@ -17,7 +17,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -30,6 +31,9 @@ pub struct Throttle {
     /// Credits (and refills per minute); 0 disables throttling.
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// Some address has spent credits: until then (the usual case) a check
+    /// takes no lock.
+    active: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +49,7 @@ impl Throttle {
         Self {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
+            active: AtomicBool::new(false),
         }
     }
 
@@ -71,7 +76,7 @@ impl Throttle {
 
     /// `Err(seconds)` while `addr` may not present a token.
     pub fn check(&self, addr: IpAddr) -> Result<(), u64> {
-        if self.per_minute == 0 {
+        if self.per_minute == 0 || !self.active.load(Ordering::Relaxed) {
             return Ok(());
         }
         let now = Instant::now();
@@ -96,6 +101,7 @@ impl Throttle {
         let now = Instant::now();
         let full = f64::from(self.per_minute);
         let mut buckets = self.buckets.lock();
+        self.active.store(true, Ordering::Relaxed);
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&Self::key(addr)) {
             self.sweep(&mut buckets, now);
         }
@@ -127,11 +133,6 @@ impl Throttle {
             );
             buckets.clear();
         }
-    }
-
-    /// How long an empty bucket takes to allow one more token.
-    pub fn period(&self) -> Option<Duration> {
-        (self.per_minute > 0).then(|| Duration::from_secs(60) / self.per_minute)
     }
 }
 

@@ -1,8 +1,11 @@
 //! `influxdata.iox.authz.v1.IoxAuthorizerService/Authorize` over the registry:
-//! the InfluxDB 3 wire contract, answered from memory.
+//! the InfluxDB 3 wire contract, answered from memory, with invalid-token
+//! answers throttled per caller (see [`throttle`](super::throttle)).
 
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
+
+use crate::credentials;
 
 use tonic::{Request, Response, Status};
 
@@ -13,8 +16,9 @@ use crate::proto::iox_authz::resource_action_permission::{
 };
 use crate::proto::iox_authz::{AuthorizeRequest, AuthorizeResponse, Permission, Subject};
 
-use super::model::{Action, TokenRecord};
+use super::model::{Action, TokenKind, TokenRecord};
 use super::registry::TokenRegistry;
+use super::throttle::{Caller, InvalidTokenThrottle, Throttled};
 
 /// Response metadata carrying a valid token's expiry in Unix milliseconds.
 ///
@@ -26,13 +30,47 @@ pub const EXPIRES_AT_METADATA: &str = "fluxgate-token-expires-at-ms";
 #[derive(Debug, Clone)]
 pub struct AuthorizeService {
     registry: Arc<TokenRegistry>,
+    throttle: Arc<InvalidTokenThrottle>,
 }
 
 impl AuthorizeService {
-    /// Serves Authorize from `registry`.
+    /// Serves Authorize from `registry`, with the default throttle.
     pub fn new(registry: Arc<TokenRegistry>) -> Self {
-        Self { registry }
+        Self::with_throttle(registry, Arc::new(InvalidTokenThrottle::default()))
     }
+
+    /// Serves Authorize from `registry`, throttling invalid answers with
+    /// `throttle`.
+    pub fn with_throttle(
+        registry: Arc<TokenRegistry>,
+        throttle: Arc<InvalidTokenThrottle>,
+    ) -> Self {
+        Self { registry, throttle }
+    }
+
+    /// The throttled identity of the caller, or `None` when it is exempt:
+    /// a client certificate the TLS layer verified, or a usable proxy
+    /// token in its `authorization` metadata.
+    fn throttled_caller<T>(&self, request: &Request<T>) -> Option<Caller> {
+        if request.peer_certs().is_some_and(|certs| !certs.is_empty()) {
+            return None;
+        }
+        let proxy = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| credentials::from_authorization(v.as_bytes()).ok())
+            .and_then(|t| self.registry.find_usable(t.expose()))
+            .is_some_and(|t| t.kind == TokenKind::Proxy);
+        (!proxy).then(|| Caller::of(request.remote_addr()))
+    }
+}
+
+fn exhausted(wait: std::time::Duration) -> Status {
+    metrics::counter!("fluxgate_authorize_requests_total", "result" => "throttled").increment(1);
+    Status::resource_exhausted(format!(
+        "too many invalid tokens from this address; retry in {}s (callers with a proxy token or a client certificate are not throttled)",
+        wait.as_secs().max(1)
+    ))
 }
 
 /// Maps a wire action to the model's; `None` for unspecified or unknown values.
@@ -69,8 +107,25 @@ impl IoxAuthorizerService for AuthorizeService {
         request: Request<AuthorizeRequest>,
     ) -> Result<Response<AuthorizeResponse>, Status> {
         let started = Instant::now();
+        let caller = self.throttled_caller(&request);
+        // Before looking at the token: a caller out of budget must not
+        // learn whether its next guess is right.
+        if let Some(caller) = caller
+            && let Throttled::For(wait) = self.throttle.check(caller)
+        {
+            return Err(exhausted(wait));
+        }
         let request = request.into_inner();
         let token = self.registry.find_usable(&request.token);
+        // The liveness probe (empty token) reveals nothing and is not counted.
+        if token.is_none()
+            && !request.token.is_empty()
+            && let Some(caller) = caller
+            && let Throttled::For(wait) = self.throttle.invalid(caller)
+        {
+            tracing::info!(caller = ?caller, "Authorize: too many invalid tokens from one caller; throttling it");
+            return Err(exhausted(wait));
+        }
         let (result, response) = match &token {
             None => (
                 "invalid",

@@ -1,11 +1,11 @@
 //! `fluxgate.tokens.v1.TokenService`: token management over the registry,
-//! guarded by management tokens, and the change stream proxies follow.
+//! guarded by management tokens (a token never outlives the management
+//! token that created it), and the change stream proxies follow (see
+//! [`watch`](super::watch)).
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures_util::{Stream, StreamExt as _};
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
@@ -13,9 +13,9 @@ use crate::credentials;
 use crate::proto::tokens as pb;
 use crate::proto::tokens::token_service_server::TokenService;
 
-use super::model::{DatabasePermission, TokenKind, TokenRecord};
+use super::model::{DatabasePermission, TokenKind, TokenRecord, ValidationError, max_expiry};
 use super::registry::TokenRegistry;
-use super::store::{Change, ChangeKind};
+use super::watch;
 
 /// The management service.
 #[derive(Debug, Clone)]
@@ -29,8 +29,9 @@ impl ManagementService {
         Self { registry }
     }
 
-    /// Admits the call only with a usable management token.
-    fn require_management<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// Admits the call only with a usable management token; returns its
+    /// record (whose expiry bounds what it may create).
+    fn require_management<T>(&self, request: &Request<T>) -> Result<Arc<TokenRecord>, Status> {
         let value = request.metadata().get("authorization").ok_or_else(|| {
             Status::unauthenticated("missing management token in authorization metadata")
         })?;
@@ -40,26 +41,86 @@ impl ManagementService {
             None => Err(Status::unauthenticated(
                 "unknown, expired or revoked management token",
             )),
-            Some(t) if t.kind != TokenKind::Management => Err(Status::permission_denied(
-                "a database token cannot manage tokens; use a management token",
-            )),
-            Some(_) => Ok(()),
+            Some(t) if t.kind != TokenKind::Management => Err(Status::permission_denied(format!(
+                "a {} token cannot manage tokens; use a management token",
+                t.kind.as_str()
+            ))),
+            Some(t) => Ok(t),
         }
+    }
+
+    /// Creates a token of `kind` for `caller`: one that outlives the
+    /// management token creating it would let a short-lived credential
+    /// mint a permanent one.
+    async fn create(
+        &self,
+        caller: &TokenRecord,
+        kind: TokenKind,
+        description: String,
+        permissions: Vec<DatabasePermission>,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Response<pb::CreatedToken>, Status> {
+        let expires_at = expires_at.map(system_time).transpose()?;
+        if let Some(limit) = caller.expires_at {
+            let within = expires_at.is_some_and(|e| e <= limit);
+            if !within {
+                let limit = rfc3339(limit);
+                return Err(Status::invalid_argument(format!(
+                    "this management token expires at {limit}: it cannot create a {} token that outlives it; give an expiry no later than {limit}",
+                    kind.as_str()
+                )));
+            }
+        }
+        let (record, token) = self
+            .registry
+            .create(kind, description, permissions, expires_at)
+            .await?;
+        Ok(Response::new(pb::CreatedToken {
+            info: Some(token_info(&record)),
+            token: token.into_string(),
+        }))
+    }
+
+    fn list(&self, kind: TokenKind, include_revoked: bool) -> Response<pb::ListTokensResponse> {
+        let tokens = self.registry.list(kind, include_revoked);
+        Response::new(pb::ListTokensResponse {
+            tokens: tokens.iter().map(|t| token_info(t)).collect(),
+        })
+    }
+
+    async fn revoke(&self, id: &str, kind: TokenKind) -> Result<Response<pb::TokenInfo>, Status> {
+        let token = self.registry.revoke(id, kind).await?;
+        Ok(Response::new(token_info(&token)))
     }
 }
 
-fn timestamp(t: SystemTime) -> Timestamp {
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     Timestamp::from(t)
 }
 
+/// A wire timestamp as a time; anything past year 9999 (which no date
+/// format can print) is refused here already.
 fn system_time(t: Timestamp) -> Result<SystemTime, Status> {
-    SystemTime::try_from(t).map_err(|_| Status::invalid_argument("timestamp out of range"))
+    let time = SystemTime::try_from(t).map_err(|_| {
+        Status::invalid_argument("timestamp out of range (expected 1970-01-01 to 9999-12-31)")
+    })?;
+    if time > max_expiry() {
+        return Err(Status::invalid_argument(
+            ValidationError::ExpiryTooLate.to_string(),
+        ));
+    }
+    Ok(time)
 }
 
-fn kind_to_wire(kind: TokenKind) -> pb::TokenKind {
+pub(crate) fn kind_to_wire(kind: TokenKind) -> pb::TokenKind {
     match kind {
         TokenKind::Database => pb::TokenKind::Database,
         TokenKind::Management => pb::TokenKind::Management,
+        TokenKind::Proxy => pb::TokenKind::Proxy,
     }
 }
 
@@ -96,51 +157,22 @@ fn permissions_from_wire(permissions: Vec<pb::DatabasePermission>) -> Vec<Databa
         .collect()
 }
 
-fn change_to_wire(change: Change) -> pb::WatchTokenChangesResponse {
-    let kind = match change.kind {
-        ChangeKind::Created => pb::ChangeKind::Created,
-        ChangeKind::Revoked => pb::ChangeKind::Revoked,
-        ChangeKind::PermissionsChanged => pb::ChangeKind::PermissionsChanged,
-        ChangeKind::Expired => pb::ChangeKind::Expired,
-    };
-    pb::WatchTokenChangesResponse {
-        revision: change.revision,
-        event: Some(pb::watch_token_changes_response::Event::Change(
-            pb::TokenChange {
-                token_id: change.token_id,
-                kind: kind as i32,
-                token_kind: kind_to_wire(change.token_kind) as i32,
-                at: Some(timestamp(change.at)),
-            },
-        )),
-    }
-}
-
-type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchTokenChangesResponse, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl TokenService for ManagementService {
     async fn create_database_token(
         &self,
         request: Request<pb::CreateDatabaseTokenRequest>,
     ) -> Result<Response<pb::CreatedToken>, Status> {
-        self.require_management(&request)?;
+        let caller = self.require_management(&request)?;
         let r = request.into_inner();
-        let expires_at = r.expires_at.map(system_time).transpose()?;
-        let (record, token) = self
-            .registry
-            .create(
-                TokenKind::Database,
-                r.description,
-                permissions_from_wire(r.permissions),
-                expires_at,
-            )
-            .await?;
-        Ok(Response::new(pb::CreatedToken {
-            info: Some(token_info(&record)),
-            token: token.into_string(),
-        }))
+        self.create(
+            &caller,
+            TokenKind::Database,
+            r.description,
+            permissions_from_wire(r.permissions),
+            r.expires_at,
+        )
+        .await
     }
 
     async fn list_database_tokens(
@@ -148,12 +180,7 @@ impl TokenService for ManagementService {
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         self.require_management(&request)?;
-        let tokens = self
-            .registry
-            .list(TokenKind::Database, request.get_ref().include_revoked);
-        Ok(Response::new(pb::ListTokensResponse {
-            tokens: tokens.iter().map(|t| token_info(t)).collect(),
-        }))
+        Ok(self.list(TokenKind::Database, request.get_ref().include_revoked))
     }
 
     async fn get_database_token(
@@ -185,28 +212,24 @@ impl TokenService for ManagementService {
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
         self.require_management(&request)?;
-        let token = self
-            .registry
-            .revoke(&request.get_ref().id, TokenKind::Database)
-            .await?;
-        Ok(Response::new(token_info(&token)))
+        self.revoke(&request.get_ref().id, TokenKind::Database)
+            .await
     }
 
     async fn create_management_token(
         &self,
         request: Request<pb::CreateManagementTokenRequest>,
     ) -> Result<Response<pb::CreatedToken>, Status> {
-        self.require_management(&request)?;
+        let caller = self.require_management(&request)?;
         let r = request.into_inner();
-        let expires_at = r.expires_at.map(system_time).transpose()?;
-        let (record, token) = self
-            .registry
-            .create(TokenKind::Management, r.description, Vec::new(), expires_at)
-            .await?;
-        Ok(Response::new(pb::CreatedToken {
-            info: Some(token_info(&record)),
-            token: token.into_string(),
-        }))
+        self.create(
+            &caller,
+            TokenKind::Management,
+            r.description,
+            Vec::new(),
+            r.expires_at,
+        )
+        .await
     }
 
     async fn list_management_tokens(
@@ -214,12 +237,7 @@ impl TokenService for ManagementService {
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         self.require_management(&request)?;
-        let tokens = self
-            .registry
-            .list(TokenKind::Management, request.get_ref().include_revoked);
-        Ok(Response::new(pb::ListTokensResponse {
-            tokens: tokens.iter().map(|t| token_info(t)).collect(),
-        }))
+        Ok(self.list(TokenKind::Management, request.get_ref().include_revoked))
     }
 
     async fn revoke_management_token(
@@ -227,36 +245,52 @@ impl TokenService for ManagementService {
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
         self.require_management(&request)?;
-        let token = self
-            .registry
-            .revoke(&request.get_ref().id, TokenKind::Management)
-            .await?;
-        Ok(Response::new(token_info(&token)))
+        self.revoke(&request.get_ref().id, TokenKind::Management)
+            .await
     }
 
-    type WatchTokenChangesStream = WatchStream;
+    async fn create_proxy_token(
+        &self,
+        request: Request<pb::CreateProxyTokenRequest>,
+    ) -> Result<Response<pb::CreatedToken>, Status> {
+        let caller = self.require_management(&request)?;
+        let r = request.into_inner();
+        self.create(
+            &caller,
+            TokenKind::Proxy,
+            r.description,
+            Vec::new(),
+            r.expires_at,
+        )
+        .await
+    }
 
-    /// Open to any caller: it carries token ids and change kinds only, and
-    /// proxies must not need admin rights to follow it. Protect it with mTLS.
+    async fn list_proxy_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        self.require_management(&request)?;
+        Ok(self.list(TokenKind::Proxy, request.get_ref().include_revoked))
+    }
+
+    async fn revoke_proxy_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        self.require_management(&request)?;
+        self.revoke(&request.get_ref().id, TokenKind::Proxy).await
+    }
+
+    type WatchTokenChangesStream = watch::WatchStream;
+
+    /// Needs a proxy token or a verified client certificate: the stream
+    /// shows every token id and change, and must not need admin rights.
     async fn watch_token_changes(
         &self,
         request: Request<pb::WatchTokenChangesRequest>,
     ) -> Result<Response<Self::WatchTokenChangesStream>, Status> {
-        let (sync, changes) = self
-            .registry
-            .subscribe(request.get_ref().after_revision)
-            .await?;
-        let first = pb::WatchTokenChangesResponse {
-            revision: sync.revision,
-            event: Some(pb::watch_token_changes_response::Event::Sync(pb::Sync {
-                resumed: sync.resumed,
-                head_revision: sync.head,
-                // Filled once the store keeps an identity of its own.
-                store_id: String::new(),
-            })),
-        };
-        let rest = changes.map(|c| c.map(change_to_wire).map_err(Status::from));
-        let stream = futures_util::stream::once(async move { Ok(first) }).chain(rest);
-        Ok(Response::new(Box::pin(stream)))
+        watch::open(&self.registry, request)
+            .await
+            .map(Response::new)
     }
 }

@@ -1,5 +1,5 @@
-//! The token service: database and management tokens, their embedded store,
-//! the IOx-compatible Authorize RPC and the management API.
+//! The token service: database, management and proxy tokens, their
+//! embedded store, the IOx-compatible Authorize RPC and the management API.
 
 pub mod authorize;
 pub mod management;
@@ -10,6 +10,9 @@ pub mod server;
 pub mod sqlite;
 mod status;
 pub mod store;
+pub mod throttle;
+pub mod unicode;
+pub mod watch;
 
 pub use registry::TokenRegistry;
 pub use sqlite::SqliteStore;

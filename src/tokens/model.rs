@@ -1,9 +1,12 @@
-//! The token model: kinds, database permissions, the stored record, and the
-//! rule that decides whether a token holds a permission.
+//! The token model: kinds, database permissions, the stored record, the
+//! limits every token respects, and the rule that decides whether a token
+//! holds a permission.
 
-use std::time::SystemTime;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use super::secret::TokenHash;
+use super::unicode;
 
 /// The database name that stands for every database.
 pub const ALL_DATABASES: &str = "*";
@@ -14,13 +17,31 @@ pub const MAX_DATABASE_NAME: usize = 256;
 /// Longest description accepted, in bytes.
 pub const MAX_DESCRIPTION: usize = 1024;
 
-/// The two kinds of token.
+/// Most permission entries one request may give a token. Listings carry
+/// every token's permissions: unbounded lists would make `token list`
+/// exceed the clients' message limits.
+pub const MAX_PERMISSIONS: usize = 1000;
+
+/// Latest expiry accepted: 9999-12-31T23:59:59Z, the last instant RFC 3339
+/// (and every client's date formatting) can write.
+pub const MAX_EXPIRY_SECS: u64 = 253_402_300_799;
+
+/// [`MAX_EXPIRY_SECS`] as a time.
+pub fn max_expiry() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(MAX_EXPIRY_SECS)
+}
+
+/// The kinds of token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenKind {
     /// Reads and/or writes databases; no admin rights.
     Database,
     /// Manages tokens and databases; no data access.
     Management,
+    /// Held by proxies: may follow the token change stream (and is exempt
+    /// from Authorize's invalid-token throttling). No data access, no
+    /// management.
+    Proxy,
 }
 
 impl TokenKind {
@@ -29,6 +50,7 @@ impl TokenKind {
         match self {
             TokenKind::Database => "database",
             TokenKind::Management => "management",
+            TokenKind::Proxy => "proxy",
         }
     }
 
@@ -37,9 +59,13 @@ impl TokenKind {
         match s {
             "database" => Some(TokenKind::Database),
             "management" => Some(TokenKind::Management),
+            "proxy" => Some(TokenKind::Proxy),
             _ => None,
         }
     }
+
+    /// Every kind, for gauges and listings.
+    pub const ALL: [TokenKind; 3] = [TokenKind::Database, TokenKind::Management, TokenKind::Proxy];
 }
 
 /// An action on a database, as in the IOx contract.
@@ -87,7 +113,7 @@ impl DatabasePermission {
     }
 }
 
-/// Why a permission list or database name was refused.
+/// Why a permission list, name, description or expiry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
     /// Empty database name.
@@ -97,17 +123,37 @@ pub enum ValidationError {
     #[error("database name is longer than {MAX_DATABASE_NAME} bytes")]
     DatabaseTooLong,
     /// Control characters in a database name.
-    #[error("database name {0:?} contains a control character")]
+    #[error("database name \"{0}\" contains a control character")]
     ControlCharacter(String),
+    /// Invisible formatting characters in a database name.
+    #[error(
+        "database name \"{0}\" contains an invisible Unicode format character (zero-width, bidirectional control or byte-order mark): it would list as a different name"
+    )]
+    FormatCharacter(String),
     /// No read and no write anywhere.
     #[error("a database token needs at least one read or write permission")]
     NoPermission,
+    /// Too many permission entries.
+    #[error(
+        "too many permissions: {0} given, at most {MAX_PERMISSIONS} per token (use '*' for every database)"
+    )]
+    TooManyPermissions(usize),
     /// Over-long description.
     #[error("description is longer than {MAX_DESCRIPTION} bytes")]
     DescriptionTooLong,
+    /// Control characters (newline, escape…) in a description.
+    #[error(
+        "description contains a control character (newline, tab, escape…); use plain text on one line"
+    )]
+    DescriptionControlCharacter,
     /// Expiry not in the future.
     #[error("expires_at must be in the future")]
     ExpiryInPast,
+    /// Expiry past the year 9999.
+    #[error(
+        "expires_at is too far in the future: the latest accepted is 9999-12-31T23:59:59Z (omit it for a token that never expires)"
+    )]
+    ExpiryTooLate,
 }
 
 /// Checks one database name as typed by an operator.
@@ -118,56 +164,81 @@ pub fn validate_database_name(name: &str) -> Result<(), ValidationError> {
     if name.len() > MAX_DATABASE_NAME {
         return Err(ValidationError::DatabaseTooLong);
     }
+    // Escaped, so the message itself carries no raw control or format
+    // character to the terminal that shows it.
     if name.chars().any(char::is_control) {
-        // Debug-escaped so the message itself carries no raw control bytes.
-        return Err(ValidationError::ControlCharacter(
-            name.escape_debug().to_string(),
-        ));
+        return Err(ValidationError::ControlCharacter(escape(name)));
+    }
+    if name.chars().any(unicode::is_format) {
+        return Err(ValidationError::FormatCharacter(escape(name)));
     }
     Ok(())
 }
 
+/// `text` with control and format characters spelled as `\u{…}`.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || unicode::is_format(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Validates a permission list and merges entries naming the same database,
-/// so the stored list has one entry per database in a stable order.
+/// so the stored list has one entry per database, sorted by name. At most
+/// [`MAX_PERMISSIONS`] entries; O(n log n).
 pub fn normalize_permissions(
     permissions: Vec<DatabasePermission>,
 ) -> Result<Vec<DatabasePermission>, ValidationError> {
-    let mut merged: Vec<DatabasePermission> = Vec::with_capacity(permissions.len());
+    if permissions.len() > MAX_PERMISSIONS {
+        return Err(ValidationError::TooManyPermissions(permissions.len()));
+    }
+    let mut merged: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     for p in permissions {
         validate_database_name(&p.database)?;
         if !p.read && !p.write {
             continue;
         }
-        match merged.iter_mut().find(|m| m.database == p.database) {
-            Some(m) => {
-                m.read |= p.read;
-                m.write |= p.write;
-            }
-            None => merged.push(p),
-        }
+        let entry = merged.entry(p.database).or_default();
+        entry.0 |= p.read;
+        entry.1 |= p.write;
     }
     if merged.is_empty() {
         return Err(ValidationError::NoPermission);
     }
-    merged.sort_by(|a, b| a.database.cmp(&b.database));
-    Ok(merged)
+    Ok(merged
+        .into_iter()
+        .map(|(database, (read, write))| DatabasePermission {
+            database,
+            read,
+            write,
+        })
+        .collect())
 }
 
-/// Checks a description.
+/// Checks a description: bounded, one line of text.
 pub fn validate_description(description: &str) -> Result<(), ValidationError> {
     if description.len() > MAX_DESCRIPTION {
         return Err(ValidationError::DescriptionTooLong);
     }
+    if description.chars().any(char::is_control) {
+        return Err(ValidationError::DescriptionControlCharacter);
+    }
     Ok(())
 }
 
-/// Checks an expiry given at creation.
+/// Checks an expiry given at creation: in the future, not past year 9999.
 pub fn validate_expiry(
     expires_at: Option<SystemTime>,
     now: SystemTime,
 ) -> Result<(), ValidationError> {
     match expires_at {
         Some(t) if t <= now => Err(ValidationError::ExpiryInPast),
+        Some(t) if t > max_expiry() => Err(ValidationError::ExpiryTooLate),
         _ => Ok(()),
     }
 }
@@ -177,7 +248,7 @@ pub fn validate_expiry(
 pub struct TokenRecord {
     /// Random id, safe to log.
     pub id: String,
-    /// Database or management.
+    /// Database, management or proxy.
     pub kind: TokenKind,
     /// Free text from the operator.
     pub description: String,
@@ -205,12 +276,16 @@ impl TokenRecord {
     ///
     /// Management tokens administer every database: CREATE, DELETE and
     /// READ_SCHEMA (listing retention policies, shards) on any database,
-    /// `*` included, and never READ or WRITE: no data access. Database
-    /// tokens hold what their permissions say, READ covering READ_SCHEMA,
-    /// and never CREATE or DELETE.
+    /// `*` included, and never READ or WRITE: no data access. Proxy tokens
+    /// hold nothing. Database tokens hold what their permissions say, READ
+    /// covering READ_SCHEMA, and never CREATE or DELETE.
     pub fn holds(&self, database: &str, action: Action) -> bool {
-        if self.kind == TokenKind::Management {
-            return matches!(action, Action::Create | Action::Delete | Action::ReadSchema);
+        match self.kind {
+            TokenKind::Management => {
+                return matches!(action, Action::Create | Action::Delete | Action::ReadSchema);
+            }
+            TokenKind::Proxy => return false,
+            TokenKind::Database => {}
         }
         self.permissions
             .iter()
@@ -331,6 +406,83 @@ mod tests {
         ));
         assert!(validate_database_name("telegraf/autogen").is_ok());
         assert!(validate_database_name("*").is_ok());
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_in_database_names() {
+        for name in ["x\u{200b}", "\u{feff}db", "a\u{202e}b", "db\u{2066}"] {
+            let e = validate_database_name(name).unwrap_err();
+            assert!(matches!(e, ValidationError::FormatCharacter(_)), "{name:?}");
+            let message = e.to_string();
+            assert!(message.contains("\\u{"), "{message}");
+            assert!(!message.chars().any(unicode::is_format), "{message}");
+        }
+        assert!(validate_database_name("données_é").is_ok());
+    }
+
+    #[test]
+    fn permissions_are_capped_and_merged_in_n_log_n() {
+        let many: Vec<DatabasePermission> = (0..=MAX_PERMISSIONS)
+            .map(|i| DatabasePermission {
+                database: format!("db{i}"),
+                read: true,
+                write: false,
+            })
+            .collect();
+        assert_eq!(
+            normalize_permissions(many.clone()),
+            Err(ValidationError::TooManyPermissions(MAX_PERMISSIONS + 1))
+        );
+        let merged = normalize_permissions(many[..MAX_PERMISSIONS].to_vec()).unwrap();
+        assert_eq!(merged.len(), MAX_PERMISSIONS);
+        assert!(merged.windows(2).all(|w| w[0].database < w[1].database));
+    }
+
+    #[test]
+    fn descriptions_are_one_bounded_line() {
+        assert!(validate_description("telegraf east, rack 7 — ünïcode").is_ok());
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "tab\there",
+            "\u{1b}[31mred",
+            "nul\0",
+            "\u{85}",
+        ] {
+            assert_eq!(
+                validate_description(bad),
+                Err(ValidationError::DescriptionControlCharacter),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            validate_description(&"x".repeat(MAX_DESCRIPTION + 1)),
+            Err(ValidationError::DescriptionTooLong)
+        );
+    }
+
+    #[test]
+    fn expiry_is_bounded_by_year_9999() {
+        let now = SystemTime::now();
+        assert_eq!(validate_expiry(Some(max_expiry()), now), Ok(()));
+        assert_eq!(
+            validate_expiry(Some(max_expiry() + std::time::Duration::from_secs(1)), now),
+            Err(ValidationError::ExpiryTooLate)
+        );
+        assert_eq!(
+            humantime::format_rfc3339(max_expiry()).to_string(),
+            "9999-12-31T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn proxy_tokens_hold_nothing_and_kinds_round_trip() {
+        let mut t = token(&[("*", true, true)]);
+        t.kind = TokenKind::Proxy;
+        assert!(!t.holds("a", Action::Read));
+        for kind in TokenKind::ALL {
+            assert_eq!(TokenKind::parse(kind.as_str()), Some(kind));
+        }
     }
 
     #[test]

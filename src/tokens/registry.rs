@@ -82,6 +82,9 @@ pub struct TokenRegistry {
     live: broadcast::Sender<Change>,
     expiry_changed: Notify,
     closing: watch::Sender<bool>,
+    /// The store's identity, sent in the change stream's sync (empty until
+    /// the store keeps one).
+    store_id: std::sync::OnceLock<String>,
 }
 
 /// Truncates to whole milliseconds, the stored precision, so the record in
@@ -114,6 +117,7 @@ impl TokenRegistry {
             live,
             expiry_changed: Notify::new(),
             closing: watch::Sender::new(false),
+            store_id: std::sync::OnceLock::new(),
         });
         registry.publish_gauges();
         Ok(registry)
@@ -123,6 +127,17 @@ impl TokenRegistry {
     /// server open for the whole grace period).
     pub fn close(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// The identity of the token store, when known: revisions of one store
+    /// mean nothing in another.
+    pub fn store_id(&self) -> Option<&str> {
+        self.store_id.get().map(String::as_str)
+    }
+
+    /// Records the store's identity (the first call wins).
+    pub fn set_store_id(&self, id: impl Into<String>) {
+        let _ = self.store_id.set(id.into());
     }
 
     /// The usable token whose string is `token`, if any.
@@ -191,7 +206,7 @@ impl TokenRegistry {
         validate_expiry(expires_at, now)?;
         let permissions = match kind {
             TokenKind::Database => normalize_permissions(permissions)?,
-            TokenKind::Management => Vec::new(),
+            TokenKind::Management | TokenKind::Proxy => Vec::new(),
         };
         let new_token = secret::generate(kind).map_err(|_| RegistryError::Random)?;
         let record = Arc::new(TokenRecord {
@@ -306,7 +321,7 @@ impl TokenRegistry {
             };
             *counts.entry((t.kind.as_str(), state)).or_default() += 1;
         }
-        for kind in [TokenKind::Database, TokenKind::Management] {
+        for kind in TokenKind::ALL {
             for state in ["active", "revoked", "expired"] {
                 let n = counts.get(&(kind.as_str(), state)).copied().unwrap_or(0);
                 metrics::gauge!("fluxgate_tokens", "kind" => kind.as_str(), "state" => state)

@@ -19,6 +19,8 @@ const RANDOM_BYTES: usize = 48;
 pub const DATABASE_PREFIX: &str = "fgdb_";
 /// Prefix of management tokens.
 pub const MANAGEMENT_PREFIX: &str = "fgmt_";
+/// Prefix of proxy tokens.
+pub const PROXY_PREFIX: &str = "fgpx_";
 
 /// The SHA-512 hash of a token string: how tokens are stored and looked up.
 ///
@@ -79,8 +81,14 @@ impl NewToken {
     }
 
     /// The token string, to be returned to the client once.
-    pub fn into_string(self) -> String {
-        self.secret
+    pub fn into_string(mut self) -> String {
+        std::mem::take(&mut self.secret)
+    }
+}
+
+impl Drop for NewToken {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
     }
 }
 
@@ -97,6 +105,7 @@ pub fn generate(kind: TokenKind) -> Result<NewToken, rand::rand_core::OsError> {
     let prefix = match kind {
         TokenKind::Database => DATABASE_PREFIX,
         TokenKind::Management => MANAGEMENT_PREFIX,
+        TokenKind::Proxy => PROXY_PREFIX,
     };
     let secret = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random));
     let hash = TokenHash::of(secret.as_bytes());

@@ -20,6 +20,7 @@ use super::authorize::AuthorizeService;
 use super::management::ManagementService;
 use super::model::TokenKind;
 use super::registry::{RegistryError, TokenRegistry};
+use super::throttle::InvalidTokenThrottle;
 
 /// File, inside the data directory, holding the first management token.
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-management-token";
@@ -29,6 +30,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every gRPC service of the token service, ready to serve.
 pub async fn routes(registry: Arc<TokenRegistry>) -> Routes {
+    routes_with(registry, Arc::new(InvalidTokenThrottle::default())).await
+}
+
+/// [`routes`], throttling Authorize's invalid-token answers with `throttle`.
+pub async fn routes_with(
+    registry: Arc<TokenRegistry>,
+    throttle: Arc<InvalidTokenThrottle>,
+) -> Routes {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IoxAuthorizerServiceServer<AuthorizeService>>()
@@ -37,9 +46,9 @@ pub async fn routes(registry: Arc<TokenRegistry>) -> Routes {
         .set_serving::<TokenServiceServer<ManagementService>>()
         .await;
     let mut routes = Routes::new(health)
-        .add_service(IoxAuthorizerServiceServer::new(AuthorizeService::new(
-            Arc::clone(&registry),
-        )))
+        .add_service(IoxAuthorizerServiceServer::new(
+            AuthorizeService::with_throttle(Arc::clone(&registry), throttle),
+        ))
         .add_service(TokenServiceServer::new(ManagementService::new(registry)));
     // Both reflection versions: grpcurl speaks v1, ghz and older tools v1alpha.
     let reflection = || {
@@ -76,8 +85,22 @@ pub async fn serve_tls(
     tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let throttle = Arc::new(InvalidTokenThrottle::default());
+    serve_with(listener, registry, tls, throttle, shutdown).await
+}
+
+/// [`serve_tls`] with Authorize's invalid-token answers throttled by
+/// `throttle` (`--authorize-invalid-rate`).
+pub async fn serve_with(
+    listener: TcpListener,
+    registry: Arc<TokenRegistry>,
+    tls: Option<ServerTls>,
+    throttle: Arc<InvalidTokenThrottle>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let expiry = tokio::spawn(Arc::clone(&registry).run_expiry_announcer());
-    let server = tonic::transport::Server::builder().add_routes(routes(registry).await);
+    let server =
+        tonic::transport::Server::builder().add_routes(routes_with(registry, throttle).await);
     let result = match tls {
         None => {
             // Nagle off: Authorize answers are tiny and latency-bound.
@@ -148,7 +171,7 @@ pub async fn bootstrap(
             None,
         )
         .await?;
-    let mut secret = token.into_string();
+    let mut secret = zeroize::Zeroizing::new(token.into_string());
     secret.push('\n');
     file.write_all(secret.as_bytes())
         .and_then(|()| file.sync_all())

@@ -11,6 +11,7 @@ mod common;
 
 mod basics;
 mod failure;
+mod outage;
 mod watch;
 
 use std::net::SocketAddr;
@@ -21,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use fluxgate::authz::cache::{CacheConfig, CachedAuthorizer};
-use fluxgate::authz::client::AuthzClient;
+use fluxgate::authz::client::{AuthzClient, ProxyCredential};
+use fluxgate::authz::invalidation::{FollowOptions, WatchMode};
 use fluxgate::authz::{Authorizer, AuthzError, Need, NeedDecision, Verdict};
 use fluxgate::credentials::Token;
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
@@ -29,7 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch as gate;
 use tokio_util::sync::CancellationToken;
 
-use common::TokenServer;
+use common::{Setup, TokenServer, seed_proxy_token};
 
 /// Bound on every wait for an event.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(15);
@@ -149,20 +151,39 @@ pub(crate) struct Env {
     stop_follower: CancellationToken,
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    /// The proxy token the follower presents.
+    proxy: String,
+    store_id: Option<String>,
 }
 
 impl Env {
     pub(crate) async fn start(config: CacheConfig, follow: bool) -> Self {
+        Self::start_with(config, follow, None).await
+    }
+
+    /// [`Env::start`] with a token service announcing `store_id`.
+    pub(crate) async fn start_with(
+        config: CacheConfig,
+        follow: bool,
+        store_id: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let tokens = TokenServer::start_in(dir.path()).await;
+        let setup = Setup {
+            store_id: store_id.map(str::to_owned),
+            ..Setup::default()
+        };
+        let tokens =
+            TokenServer::start_with(dir.path(), "127.0.0.1:0".parse().unwrap(), setup).await;
         let addr = tokens.addr;
+        let proxy = tokens.proxy_token().await;
         let client = AuthzClient::for_uri(tokens.url().parse().unwrap(), Duration::from_secs(2));
         let counting = Counting::new(Arc::new(client));
         let cache = CachedAuthorizer::new(counting.clone(), config);
         let stop_follower = CancellationToken::new();
         if follow {
-            cache.follow(
+            cache.follow_with(
                 tonic::transport::Endpoint::from_shared(tokens.url()).unwrap(),
+                follow_options(&proxy),
                 stop_follower.clone(),
             );
             let c = cache.clone();
@@ -175,6 +196,8 @@ impl Env {
             stop_follower,
             dir,
             addr,
+            proxy,
+            store_id: store_id.map(str::to_owned),
         }
     }
 
@@ -193,14 +216,38 @@ impl Env {
     /// Starts the token service again on the same port and data.
     pub(crate) async fn restart_tokens(&mut self) {
         self.stop_tokens().await;
-        self.tokens = Some(TokenServer::start_at(self.dir.path(), self.addr).await);
+        let setup = Setup {
+            store_id: self.store_id.clone(),
+            ..Setup::default()
+        };
+        self.tokens = Some(TokenServer::start_with(self.dir.path(), self.addr, setup).await);
     }
 
-    /// Starts a token service with no history on the same port.
+    /// Starts a token service with no history on the same port (holding
+    /// only the follower's proxy token).
     pub(crate) async fn replace_tokens(&mut self) -> tempfile::TempDir {
+        self.replace_tokens_with(None, 0).await
+    }
+
+    /// Starts a token service over another store on the same port: one
+    /// holding the follower's proxy token, `extra` more changes, and
+    /// announcing `store_id`.
+    pub(crate) async fn replace_tokens_with(
+        &mut self,
+        store_id: Option<&str>,
+        extra: usize,
+    ) -> tempfile::TempDir {
         self.stop_tokens().await;
         let fresh = tempfile::tempdir().unwrap();
-        self.tokens = Some(TokenServer::start_at(fresh.path(), self.addr).await);
+        for _ in 0..extra {
+            seed_proxy_token(fresh.path(), &format!("fgpx_filler-{}", rand_suffix())).await;
+        }
+        seed_proxy_token(fresh.path(), &self.proxy).await;
+        let setup = Setup {
+            store_id: store_id.map(str::to_owned),
+            ..Setup::default()
+        };
+        self.tokens = Some(TokenServer::start_with(fresh.path(), self.addr, setup).await);
         fresh
     }
 
@@ -227,6 +274,20 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.stop_follower.cancel();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Following the change stream with the proxy token `proxy` (mode `required`).
+pub(crate) fn follow_options(proxy: &str) -> FollowOptions {
+    FollowOptions {
+        mode: WatchMode::Required,
+        credential: ProxyCredential::new(proxy),
     }
 }
 

@@ -120,6 +120,12 @@ impl Cmd {
     }
 }
 
+/// Mode 0600.
+pub(crate) fn private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 /// A token service plus a token file holding its management token.
 pub(crate) struct Fixture {
     pub(crate) server: TokenServer,
@@ -129,11 +135,17 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) async fn start() -> Self {
-        let server = TokenServer::start().await;
+        Self::over(TokenServer::start().await)
+    }
+
+    /// A fixture around `server`.
+    pub(crate) fn over(server: TokenServer) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("management-token");
-        // A trailing newline, as a file mounted from a secret has.
+        // A trailing newline, as a file mounted from a secret has; private,
+        // as a secret file should be (else the CLI warns).
         std::fs::write(&token_file, format!("{}\n", server.management_token)).expect("write");
+        private(&token_file);
         Self {
             server,
             token_file,
@@ -159,9 +171,11 @@ impl Fixture {
         &self.server.management_token
     }
 
+    /// Writes a file readable by its owner only.
     pub(crate) fn write_file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).expect("write");
+        private(&path);
         path
     }
 

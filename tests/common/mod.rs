@@ -7,9 +7,70 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
+use fluxgate::tokens::throttle::InvalidTokenThrottle;
 use fluxgate::tokens::{SqliteStore, TokenRegistry, server};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How a [`TokenServer`] is set up beyond its data and address.
+pub struct Setup {
+    /// Authorize's invalid-token throttle.
+    pub throttle: Arc<InvalidTokenThrottle>,
+    /// The store id its change stream announces (none: empty, unknown).
+    pub store_id: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            throttle: Arc::new(InvalidTokenThrottle::default()),
+            store_id: None,
+        }
+    }
+}
+
+/// Puts a proxy token whose string is `token` into the (new or existing)
+/// store in `dir`, as a restored backup holding it would: how a test's proxy
+/// keeps its credential across a swap of token stores.
+pub async fn seed_proxy_token(dir: &Path, token: &str) {
+    use fluxgate::tokens::model::TokenRecord;
+    use fluxgate::tokens::secret::TokenHash;
+    let record = TokenRecord {
+        id: format!("seeded-proxy-{}", uuid_like(token)),
+        kind: TokenKind::Proxy,
+        description: "seeded".into(),
+        permissions: vec![],
+        hash: TokenHash::of(token.as_bytes()),
+        created_at: std::time::SystemTime::now(),
+        expires_at: None,
+        revoked_at: None,
+        updated_at: None,
+    };
+    seed_record(dir, &record).await;
+}
+
+fn uuid_like(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha512::digest(token.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `record` into the store in `dir` as it is, bypassing the
+/// registry's checks: a record stored by an older version, or a damaged one.
+pub async fn seed_record(dir: &Path, record: &fluxgate::tokens::model::TokenRecord) {
+    use fluxgate::tokens::store::{Change, ChangeKind, TokenStore as _};
+    let store = SqliteStore::open(dir).await.expect("open store");
+    let head = store.load().await.expect("load").head_revision;
+    let change = Change {
+        revision: head + 1,
+        token_id: record.id.clone(),
+        kind: ChangeKind::Created,
+        token_kind: record.kind,
+        at: record.created_at,
+    };
+    store.create(record, &change).await.expect("seed token");
+    store.close().await;
+}
 
 /// A token service on 127.0.0.1:0 with its own data directory.
 pub struct TokenServer {
@@ -39,10 +100,32 @@ impl TokenServer {
 
     /// Starts on a given address (to restart on the same port).
     pub async fn start_at(dir: &Path, addr: SocketAddr) -> Self {
+        Self::start_with(dir, addr, Setup::default()).await
+    }
+
+    /// Starts in a fresh temporary directory with Authorize's invalid-token
+    /// answers throttled by `throttle`.
+    pub async fn start_throttled(throttle: Arc<InvalidTokenThrottle>) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let setup = Setup {
+            throttle,
+            ..Setup::default()
+        };
+        let mut s = Self::start_with(tmp.path(), "127.0.0.1:0".parse().unwrap(), setup).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// [`TokenServer::start_at`] with `setup`.
+    pub async fn start_with(dir: &Path, addr: SocketAddr, setup: Setup) -> Self {
+        let Setup { throttle, store_id } = setup;
         let store = SqliteStore::open(dir).await.expect("open store");
         let registry = TokenRegistry::open(Arc::new(store))
             .await
             .expect("open registry");
+        if let Some(id) = store_id {
+            registry.set_store_id(id);
+        }
         let bootstrap = server::bootstrap(&registry, dir).await.expect("bootstrap");
         let management_token = match bootstrap {
             Some(path) => std::fs::read_to_string(path)
@@ -68,7 +151,7 @@ impl TokenServer {
                 signal.cancelled().await;
                 closing.close();
             };
-            server::serve(listener, serving, signal)
+            server::serve_with(listener, serving, None, throttle, signal)
                 .await
                 .expect("serve");
         });
@@ -103,6 +186,17 @@ impl TokenServer {
             .await
             .expect("create database token");
         (record.id.clone(), token.into_string())
+    }
+
+    /// Creates a proxy token (what a proxy presents to follow the change
+    /// stream) directly in the registry; returns its string.
+    pub async fn proxy_token(&self) -> String {
+        let (_, token) = self
+            .registry
+            .create(TokenKind::Proxy, "test proxy".into(), vec![], None)
+            .await
+            .expect("create proxy token");
+        token.into_string()
     }
 
     /// Stops the server and waits for it.

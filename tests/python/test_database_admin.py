@@ -134,6 +134,7 @@ def test_management_tokens_administer_and_database_tokens_use(serve, influxdb, f
 def test_cli_errors_are_one_line_with_exit_codes(serve, fluxgate_bin, tmp_path):
     bad = tmp_path / "bad-token"
     bad.write_text("not-a-token\n")
+    bad.chmod(0o600)  # a secret file others can read draws a warning line
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
     env["FLUXGATE_TOKEN_FILE"] = str(bad)
     r = subprocess.run([str(fluxgate_bin), "database", "create", "--host", serve.url, "x"],

@@ -235,6 +235,29 @@ async fn a_proxy_decides_through_a_mutual_tls_token_service() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut proxy = Process::start(&args, &[], &dir.path().join("proxy.log"));
     proxy.wait_for_port(port);
+    // Ready means following the change stream: its client certificate,
+    // verified by the token service, is credential enough (no proxy token).
+    proxy.wait_for_port(admin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready = send(request(
+            "GET",
+            &format!("http://127.0.0.1:{admin}/readyz"),
+            &[],
+            "",
+        ))
+        .await;
+        if ready.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready: {:?}\n{}",
+            ready.body,
+            proxy.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let reply = send(request(
         "POST",
         &format!("http://127.0.0.1:{port}/write?db=mydb"),

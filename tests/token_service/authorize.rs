@@ -277,6 +277,8 @@ async fn resource_id_targets_and_unspecified_types_are_never_held() {
     assert!(r.permissions.is_empty(), "{:?}", r.permissions);
 }
 
+/// A management token administers databases (CREATE, DELETE, READ_SCHEMA
+/// on any) and holds no data access; a proxy token holds nothing at all.
 #[tokio::test]
 async fn management_token_administers_and_holds_no_data_permission() {
     let server = TokenServer::start().await;
@@ -292,16 +294,17 @@ async fn management_token_administers_and_holds_no_data_permission() {
         .into_inner();
     let ids: Vec<_> = listed.tokens.iter().map(|t| t.id.clone()).collect();
 
+    let requested = vec![
+        perm("db", Action::Read),
+        perm("*", Action::Write),
+        perm("db", Action::Create),
+        perm("db", Action::Delete),
+        perm("*", Action::ReadSchema),
+    ];
     let r = authorize(
         &mut authz,
         server.management_token.as_bytes(),
-        vec![
-            perm("db", Action::Read),
-            perm("*", Action::Write),
-            perm("db", Action::Create),
-            perm("db", Action::Delete),
-            perm("*", Action::ReadSchema),
-        ],
+        requested.clone(),
     )
     .await;
     assert!(r.valid);
@@ -320,6 +323,10 @@ async fn management_token_administers_and_holds_no_data_permission() {
             perm("*", Action::ReadSchema),
         ]
     );
+
+    let proxy = server.proxy_token().await;
+    let r = authorize(&mut authz, proxy.as_bytes(), requested).await;
+    assert!(r.valid && r.permissions.is_empty(), "{r:?}");
 }
 
 #[tokio::test]

@@ -7,8 +7,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod access;
 mod authorize;
 mod junk;
+mod limits;
 mod listing;
 mod management;
 mod persistence;

@@ -9,8 +9,8 @@ use tonic::{Code, Request, Status};
 use crate::common::TokenServer;
 use crate::{bearer, db_perm, id_of, tokens_client, with_auth};
 
-/// The management RPCs (all but the open change stream).
-const MANAGEMENT_RPCS: [&str; 8] = [
+/// The management RPCs (all but the change stream).
+const MANAGEMENT_RPCS: [&str; 11] = [
     "CreateDatabaseToken",
     "ListDatabaseTokens",
     "GetDatabaseToken",
@@ -19,6 +19,9 @@ const MANAGEMENT_RPCS: [&str; 8] = [
     "CreateManagementToken",
     "ListManagementTokens",
     "RevokeManagementToken",
+    "CreateProxyToken",
+    "ListProxyTokens",
+    "RevokeProxyToken",
 ];
 
 fn request<T>(message: T, authorization: Option<&str>) -> Request<T> {
@@ -105,7 +108,31 @@ async fn call_every_rpc(
         ),
         code(
             client
-                .revoke_management_token(request(pb::RevokeTokenRequest { id }, authorization))
+                .revoke_management_token(request(
+                    pb::RevokeTokenRequest { id: id.clone() },
+                    authorization,
+                ))
+                .await,
+        ),
+        code(
+            client
+                .create_proxy_token(request(
+                    pb::CreateProxyTokenRequest {
+                        description: "x".into(),
+                        expires_at: None,
+                    },
+                    authorization,
+                ))
+                .await,
+        ),
+        code(
+            client
+                .list_proxy_tokens(request(pb::ListTokensRequest::default(), authorization))
+                .await,
+        ),
+        code(
+            client
+                .revoke_proxy_token(request(pb::RevokeTokenRequest { id }, authorization))
                 .await,
         ),
     ];
@@ -165,6 +192,14 @@ async fn management_calls_need_a_management_token() {
         Code::PermissionDenied,
         "a database token (Token scheme)",
     );
+    // A proxy token follows the change stream and does nothing else.
+    let proxy = server.proxy_token().await;
+    let r = call_every_rpc(&mut client, Some(&format!("Bearer {proxy}"))).await;
+    assert_all(&r, Code::PermissionDenied, "a proxy token");
+    assert!(
+        r[0].2.contains("a proxy token cannot manage tokens"),
+        "{r:?}"
+    );
 
     // With a management token nothing is refused for want of rights.
     for scheme in ["Bearer", "Token", "bearer", "token"] {
@@ -184,6 +219,9 @@ async fn management_calls_need_a_management_token() {
         assert_eq!(r[5].1, Code::Ok);
         assert_eq!(r[6].1, Code::Ok);
         assert_eq!(r[7].1, Code::NotFound);
+        assert_eq!(r[8].1, Code::Ok);
+        assert_eq!(r[9].1, Code::Ok);
+        assert_eq!(r[10].1, Code::NotFound);
     }
 }
 

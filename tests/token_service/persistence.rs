@@ -390,23 +390,27 @@ async fn revisions_continue_and_resume_across_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let server = TokenServer::start_in(tmp.path()).await;
     let (first, _) = server.database_token(&[("a", true, false)]).await;
+    let proxy = server.proxy_token().await;
     let head = server.registry.head_revision();
-    assert_eq!(head, 2, "bootstrap, then the database token");
+    assert_eq!(head, 3, "bootstrap, the database token, the proxy token");
     server.stop().await;
 
     let server = TokenServer::start_in(tmp.path()).await;
-    // The helper created one management token on this start: revision 3.
+    // The helper created one management token on this start: revision 4.
     assert_eq!(server.registry.head_revision(), head + 1);
     let mut client = tokens_client(&server).await;
     let mut stream = client
-        .watch_token_changes(pb::WatchTokenChangesRequest {
-            after_revision: Some(1),
-        })
+        .watch_token_changes(crate::bearer(
+            pb::WatchTokenChangesRequest {
+                after_revision: Some(1),
+            },
+            &proxy,
+        ))
         .await
         .unwrap()
         .into_inner();
     let mut messages = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let m = tokio::time::timeout(crate::EVENT_DEADLINE, stream.message())
             .await
             .unwrap()
@@ -430,6 +434,11 @@ async fn revisions_continue_and_resume_across_a_restart() {
         panic!("change: {:?}", messages[2])
     };
     assert_eq!(messages[2].revision, 3);
+    assert_eq!(c.token_kind, pb::TokenKind::Proxy as i32);
+    let Some(Event::Change(c)) = &messages[3].event else {
+        panic!("change: {:?}", messages[3])
+    };
+    assert_eq!(messages[3].revision, 4);
     assert_eq!(c.token_kind, pb::TokenKind::Management as i32);
     drop(stream);
     drop(client);

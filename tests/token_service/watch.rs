@@ -15,20 +15,24 @@ use tonic::transport::Channel;
 use crate::common::TokenServer;
 use crate::{EVENT_DEADLINE, bearer, contains, create_db_token, db_perm, id_of, tokens_client};
 
-/// Opens a change stream with no metadata at all (it is open by design).
-async fn watch(
+/// Opens a change stream with the proxy token `proxy`.
+pub(crate) async fn watch(
     client: &mut TokenServiceClient<Channel>,
+    proxy: &str,
     after_revision: Option<u64>,
 ) -> Streaming<pb::WatchTokenChangesResponse> {
     client
-        .watch_token_changes(pb::WatchTokenChangesRequest { after_revision })
+        .watch_token_changes(bearer(
+            pb::WatchTokenChangesRequest { after_revision },
+            proxy,
+        ))
         .await
-        .expect("watch needs no token")
+        .expect("a proxy token may watch")
         .into_inner()
 }
 
 /// The next message, within [`EVENT_DEADLINE`].
-async fn next(
+pub(crate) async fn next(
     stream: &mut Streaming<pb::WatchTokenChangesResponse>,
 ) -> pb::WatchTokenChangesResponse {
     tokio::time::timeout(EVENT_DEADLINE, stream.message())
@@ -39,7 +43,7 @@ async fn next(
 }
 
 /// The first message, which must be a sync; returns (revision, sync).
-async fn sync(stream: &mut Streaming<pb::WatchTokenChangesResponse>) -> (u64, pb::Sync) {
+pub(crate) async fn sync(stream: &mut Streaming<pb::WatchTokenChangesResponse>) -> (u64, pb::Sync) {
     let m = next(stream).await;
     match m.event {
         Some(Event::Sync(s)) => (m.revision, s),
@@ -48,7 +52,9 @@ async fn sync(stream: &mut Streaming<pb::WatchTokenChangesResponse>) -> (u64, pb
 }
 
 /// The next message, which must be a change; returns (revision, change).
-async fn change(stream: &mut Streaming<pb::WatchTokenChangesResponse>) -> (u64, pb::TokenChange) {
+pub(crate) async fn change(
+    stream: &mut Streaming<pb::WatchTokenChangesResponse>,
+) -> (u64, pb::TokenChange) {
     let m = next(stream).await;
     match m.event {
         Some(Event::Change(c)) => (m.revision, c),
@@ -64,11 +70,15 @@ fn kind(c: &pb::TokenChange) -> pb::ChangeKind {
 async fn changes_stream_in_order_and_resume() {
     let server = TokenServer::start().await;
     let mgmt = server.management_token.clone();
+    let proxy = server.proxy_token().await;
     let mut client = tokens_client(&server).await;
     let head = server.registry.head_revision();
-    assert_eq!(head, 1, "the bootstrap token is revision 1");
+    assert_eq!(
+        head, 2,
+        "the bootstrap token is revision 1, the proxy token 2"
+    );
 
-    let mut live = watch(&mut client, None).await;
+    let mut live = watch(&mut client, &proxy, None).await;
     let (revision, s) = sync(&mut live).await;
     assert!(!s.resumed, "no after_revision: not resumed");
     assert_eq!(s.head_revision, head);
@@ -125,7 +135,7 @@ async fn changes_stream_in_order_and_resume() {
     }
 
     // Resume from before the three changes: exactly those are replayed.
-    let mut resumed = watch(&mut client, Some(head)).await;
+    let mut resumed = watch(&mut client, &proxy, Some(head)).await;
     let (revision, s) = sync(&mut resumed).await;
     assert!(s.resumed);
     assert_eq!(revision, head, "continues after the requested revision");
@@ -137,13 +147,13 @@ async fn changes_stream_in_order_and_resume() {
     }
 
     // Resume right at the head: nothing replayed.
-    let mut at_head = watch(&mut client, Some(head + 3)).await;
+    let mut at_head = watch(&mut client, &proxy, Some(head + 3)).await;
     let (revision, s) = sync(&mut at_head).await;
     assert!(s.resumed);
     assert_eq!((revision, s.head_revision), (head + 3, head + 3));
 
     // From 0: the whole log, bootstrap included.
-    let mut from_zero = watch(&mut client, Some(0)).await;
+    let mut from_zero = watch(&mut client, &proxy, Some(0)).await;
     let (revision, s) = sync(&mut from_zero).await;
     assert!(s.resumed);
     assert_eq!(revision, 0);
@@ -151,13 +161,16 @@ async fn changes_stream_in_order_and_resume() {
     assert_eq!(r, 1);
     assert_eq!(kind(&c), pb::ChangeKind::Created);
     assert_eq!(c.token_kind, pb::TokenKind::Management as i32);
+    let (r, c) = change(&mut from_zero).await;
+    assert_eq!(r, 2);
+    assert_eq!(c.token_kind, pb::TokenKind::Proxy as i32);
     for (want_revision, want) in &seen {
         let (r, c) = change(&mut from_zero).await;
         assert_eq!((r, &c), (*want_revision, want));
     }
 
     // Beyond the head: not resumed.
-    let mut beyond = watch(&mut client, Some(head + 100)).await;
+    let mut beyond = watch(&mut client, &proxy, Some(head + 100)).await;
     let (revision, s) = sync(&mut beyond).await;
     assert!(!s.resumed, "an unknown future revision is not resumed");
     assert_eq!((revision, s.head_revision), (head + 3, head + 3));
@@ -182,8 +195,9 @@ async fn changes_stream_in_order_and_resume() {
 async fn management_token_changes_are_streamed() {
     let server = TokenServer::start().await;
     let mgmt = server.management_token.clone();
+    let proxy = server.proxy_token().await;
     let mut client = tokens_client(&server).await;
-    let mut stream = watch(&mut client, None).await;
+    let mut stream = watch(&mut client, &proxy, None).await;
     let (head, _) = sync(&mut stream).await;
     let m = client
         .create_management_token(bearer(
@@ -226,8 +240,9 @@ async fn management_token_changes_are_streamed() {
 async fn expiry_is_announced() {
     let server = TokenServer::start().await;
     let mgmt = server.management_token.clone();
+    let proxy = server.proxy_token().await;
     let mut client = tokens_client(&server).await;
-    let mut stream = watch(&mut client, None).await;
+    let mut stream = watch(&mut client, &proxy, None).await;
     let (head, _) = sync(&mut stream).await;
 
     let expires_at = SystemTime::now() + Duration::from_secs(1);
@@ -251,7 +266,7 @@ async fn expiry_is_announced() {
     assert!(at >= stored, "announced at or after the expiry");
 
     // The expiry is in the log: a resumed stream replays it.
-    let mut replay = watch(&mut client, Some(head + 1)).await;
+    let mut replay = watch(&mut client, &proxy, Some(head + 1)).await;
     let (_, s) = sync(&mut replay).await;
     assert!(s.resumed);
     let (r, c) = change(&mut replay).await;
@@ -262,8 +277,9 @@ async fn expiry_is_announced() {
 async fn a_revoked_expiring_token_is_not_announced_as_expired() {
     let server = TokenServer::start().await;
     let mgmt = server.management_token.clone();
+    let proxy = server.proxy_token().await;
     let mut client = tokens_client(&server).await;
-    let mut stream = watch(&mut client, None).await;
+    let mut stream = watch(&mut client, &proxy, None).await;
     let (head, _) = sync(&mut stream).await;
     let soon = SystemTime::now() + Duration::from_secs(1);
     let revoked = create_db_token(
@@ -317,10 +333,11 @@ async fn concurrent_creates_get_distinct_tokens_and_gapless_revisions() {
     const N: usize = 50;
     let server = TokenServer::start().await;
     let mgmt = server.management_token.clone();
+    let proxy = server.proxy_token().await;
     let mut client = tokens_client(&server).await;
-    let mut live = watch(&mut client, None).await;
+    let mut live = watch(&mut client, &proxy, None).await;
     let (head, _) = sync(&mut live).await;
-    assert_eq!(head, 1, "only the bootstrap token so far");
+    assert_eq!(head, 2, "only the bootstrap and the proxy token so far");
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..N {
@@ -354,21 +371,21 @@ async fn concurrent_creates_get_distinct_tokens_and_gapless_revisions() {
     }
     assert_eq!(live_ids, ids);
 
-    // Replayed from 0: 1..=N+1 without gaps, the bootstrap first.
-    let mut replay = watch(&mut client, Some(0)).await;
+    // Replayed from 0: 1..=N+2 without gaps, the bootstrap first.
+    let mut replay = watch(&mut client, &proxy, Some(0)).await;
     let (_, s) = sync(&mut replay).await;
     assert!(s.resumed);
     assert_eq!(s.head_revision, head + N as u64);
     let mut revisions = Vec::new();
     let mut replay_ids = HashSet::new();
-    for _ in 0..=N {
+    for _ in 0..N + 2 {
         let (r, c) = change(&mut replay).await;
         revisions.push(r);
         if c.token_kind == pb::TokenKind::Database as i32 {
             replay_ids.insert(c.token_id);
         }
     }
-    assert_eq!(revisions, (1..=(N as u64 + 1)).collect::<Vec<_>>());
+    assert_eq!(revisions, (1..=(N as u64 + 2)).collect::<Vec<_>>());
     assert_eq!(replay_ids, ids);
 
     // All of them authorize.
@@ -383,8 +400,9 @@ async fn concurrent_creates_get_distinct_tokens_and_gapless_revisions() {
 #[tokio::test]
 async fn streams_end_when_the_server_stops() {
     let server = TokenServer::start().await;
+    let proxy = server.proxy_token().await;
     let mut client = tokens_client(&server).await;
-    let mut stream = watch(&mut client, None).await;
+    let mut stream = watch(&mut client, &proxy, None).await;
     let _ = sync(&mut stream).await;
     // A stream must not hold the server open.
     tokio::time::timeout(EVENT_DEADLINE, server.stop())

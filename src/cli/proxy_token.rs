@@ -1,0 +1,55 @@
+//! `fluxgate proxy-token create|list|revoke`: the least-privileged tokens
+//! proxies present to follow the token change stream.
+
+use std::time::SystemTime;
+
+use super::args::ProxyTokenCommand;
+use super::client::Client;
+use super::error::CliError;
+use super::input;
+use super::revoke::{self, Kind};
+use super::show::{self, ListKind};
+use crate::proto::tokens as pb;
+
+/// Runs one `fluxgate proxy-token …` command.
+pub async fn run(command: ProxyTokenCommand) -> Result<(), CliError> {
+    match command {
+        ProxyTokenCommand::Create {
+            conn,
+            expiry,
+            format,
+            description,
+        } => {
+            input::description(&description)?;
+            let expires_at = input::expiry(&expiry, SystemTime::now())?;
+            let client = Client::open(&conn).await?;
+            let request = pb::CreateProxyTokenRequest {
+                description,
+                expires_at,
+            };
+            let created = client
+                .call("cannot create the proxy token", |mut c| async move {
+                    c.create_proxy_token(request).await
+                })
+                .await?;
+            show::created(created, format)
+        }
+        ProxyTokenCommand::List {
+            conn,
+            include_revoked,
+            format,
+        } => {
+            let client = Client::open(&conn).await?;
+            let request = pb::ListTokensRequest { include_revoked };
+            let list = client
+                .call("cannot list proxy tokens", |mut c| async move {
+                    c.list_proxy_tokens(request).await
+                })
+                .await?;
+            show::list(list.tokens, ListKind::Proxy, format)
+        }
+        ProxyTokenCommand::Revoke { conn, force, ids } => {
+            revoke::run(&conn, ids, force, Kind::Proxy).await
+        }
+    }
+}
