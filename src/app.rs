@@ -214,6 +214,7 @@ pub fn build_proxy(
     let allowed = AllowedPaths {
         public: options.allow_paths.clone(),
         admin: options.allow_admin_paths.clone(),
+        org: options.upstream_org.clone(),
     };
     let http = HttpService::new(gate.clone(), upstream, allowed);
     let flight = FlightService::new(

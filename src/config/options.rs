@@ -212,6 +212,9 @@ pub struct ProxyOptions {
         value_name = "PATH"
     )]
     pub allow_paths: Vec<String>,
+    /// InfluxDB 2 organization every v2 request (writes, Flux queries, bucket listings) is sent for; the caller's own org/orgID is never forwarded, so a bucket name always means this organization's bucket. Unset: none is sent (InfluxDB 1.8 and 3 ignore it; InfluxDB 2 then uses the upstream token's organization).
+    #[arg(long, env = "FLUXGATE_UPSTREAM_ORG", value_name = "NAME")]
+    pub upstream_org: Option<String>,
     /// InfluxDB 3 route that runs code on the server (processing engine, plugins, `/api/v3/engine/…` request triggers), forwarded for management tokens (repeatable; exact paths under /api/v3/).
     #[arg(
         long = "allow-admin-path",

@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -79,6 +79,8 @@ struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
+    /// A request head arrived: the connection is past the header timeout.
+    spoke: AtomicBool,
 }
 
 impl Activity {
@@ -87,7 +89,16 @@ impl Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            spoke: AtomicBool::new(false),
         }
+    }
+
+    /// True while no request head has arrived for longer than `timeout`
+    /// (hyper's own header timer starts only once it knows the protocol,
+    /// so a connection that sends nothing, or only the HTTP/2 preface,
+    /// would otherwise be held until the idle timeout).
+    fn silent_for(&self, timeout: Duration) -> bool {
+        !self.spoke.load(Ordering::Relaxed) && self.started.elapsed() >= timeout
     }
 
     fn touch(&self) {
@@ -155,6 +166,7 @@ pub async fn serve_tls(
             builder: Arc::clone(&builder),
             closing: closing.clone(),
             idle_timeout: settings.idle_timeout,
+            header_timeout: settings.header_read_timeout,
         };
         let (tls, handshake_timeout) = (tls.clone(), settings.header_read_timeout);
         connections.spawn(async move {
@@ -199,6 +211,7 @@ struct Connection {
     builder: Arc<Builder<TokioExecutor>>,
     closing: CancellationToken,
     idle_timeout: Duration,
+    header_timeout: Duration,
 }
 
 impl Connection {
@@ -220,6 +233,7 @@ impl Connection {
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let (proxy, peer, activity) = (proxy.clone(), peer.clone(), Arc::clone(&activity));
                 async move {
+                    activity.spoke.store(true, Ordering::Relaxed);
                     activity.in_flight.fetch_add(1, Ordering::AcqRel);
                     let response = proxy.handle(request, peer).await;
                     activity.touch();
@@ -228,10 +242,15 @@ impl Connection {
                 }
             })
         };
-        let (closing, idle_timeout) = (self.closing, self.idle_timeout);
+        let (closing, idle_timeout, header_timeout) =
+            (self.closing, self.idle_timeout, self.header_timeout);
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
-        let mut check = tokio::time::interval(idle_timeout.max(Duration::from_millis(100)) / 4);
+        let tick = idle_timeout
+            .min(header_timeout)
+            .max(Duration::from_millis(100))
+            / 4;
+        let mut check = tokio::time::interval(tick);
         let mut draining = false;
         loop {
             tokio::select! {
@@ -246,6 +265,10 @@ impl Connection {
                     draining = true;
                 }
                 _ = check.tick(), if !draining => {
+                    if activity.silent_for(header_timeout) {
+                        tracing::debug!(client = %addr, "no request head within the header timeout; closing");
+                        break;
+                    }
                     // Graceful: a response still streaming is finished first.
                     if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
                         connection.as_mut().graceful_shutdown();

@@ -178,7 +178,13 @@ impl Rejection {
             _ => serde_json::json!({ "error": message }),
         };
         let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
-        *response.status_mut() = self.status();
+        *response.status_mut() = match (&self, api) {
+            // Telegraf's v1 output drops a batch on any 4xx and retries 5xx
+            // (BRIEF §10): a throttled address must not cost the valid
+            // writers behind it their data.
+            (Rejection::Throttled(_), Api::V1) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => self.status(),
+        };
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -161,7 +161,7 @@ pub fn influxql(text: &str, db: &str) -> Meaning {
             }
             // A statement naming no database fails there ("database name
             // required"); the ones before it have run.
-            Statement::Data { reads, writes } => {
+            Statement::Data { reads, writes, .. } => {
                 for d in reads.iter().filter_map(resolve) {
                     needs.insert(Need::read(d));
                 }

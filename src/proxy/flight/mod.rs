@@ -4,7 +4,7 @@
 //! form over h2c. Every refusal is a [`Rejection`]; the [`Gate`] (shared
 //! with HTTP: same authorizer, timeout, limits, throttle, metrics and audit
 //! trail) answers it as a trailers-only gRPC status. Nothing is forwarded
-//! without an allow decision except `Handshake`, which carries no database.
+//! without an allow decision; `Handshake` is answered by the proxy itself.
 //!
 //! Request trailers never reach the upstream: tonic servers (InfluxDB 3's
 //! Flight service among them) merge them into the request metadata,
@@ -14,7 +14,7 @@
 //!
 //! | method | needs |
 //! |---|---|
-//! | `Handshake` | nothing (the caller's `authorization` is still removed) |
+//! | `Handshake` | a known token; answered by the proxy, never forwarded ([`handshake`]) |
 //! | `DoGet` | read on the ticket's database ([`ticket`]); InfluxQL also every database its statements name; an opaque ticket falls back to the metadata database; metadata naming a database adds read on it |
 //! | `GetFlightInfo` | read on the metadata database ([`plan::DATABASE_METADATA`]); none → INVALID_ARGUMENT |
 //! | allow-listed (`--allow-flight-method`) | read on the metadata database (and write for DoPut/DoExchange) when one is named; otherwise just a token the authorizer knows |
@@ -40,6 +40,7 @@
 //!   (`--max-buffered-bytes`), as HTTP bodies are.
 
 pub mod frame;
+pub mod handshake;
 pub mod methods;
 pub mod plan;
 pub mod ticket;
@@ -117,9 +118,7 @@ impl FlightService {
             route: method.map_or("unknown", FlightMethod::name),
             method: "POST",
             path: &path,
-            // Like the HTTP path's public routes, the unchecked Handshake
-            // leaves no audit event.
-            public: method == Some(FlightMethod::Handshake),
+            public: false,
             started,
         };
         gate.finish(&finished, &peer, &trail, result)
@@ -141,9 +140,18 @@ impl FlightService {
         // The one message forwarded in place of a unary call's, or the
         // caller's stream forwarded as it comes.
         let forwarded = match method {
-            // JDBC and others handshake before they know a database; the
-            // answer carries no data.
-            FlightMethod::Handshake => Forward::Stream(body),
+            // JDBC and others handshake before they know a database: the
+            // proxy answers it (see `handshake`), for a known token.
+            FlightMethod::Handshake => {
+                let token = token(&parts.headers)?;
+                gate.validate(&token, token_probe(None), trail, peer)
+                    .await?;
+                let mut body = body;
+                let message =
+                    frame::read_first(&mut body, gate.limits(), &Encoding::of(&parts.headers))
+                        .await?;
+                return handshake::answer(&message, token.expose());
+            }
             FlightMethod::DoGet => {
                 let token = token(&parts.headers)?;
                 let message = self

@@ -50,7 +50,7 @@ pub fn ticket_needs(ticket: &Ticket) -> Result<Vec<Need>, Rejection> {
         // The ticket's database scopes the query (InfluxDB checks it
         // exists and runs against it), whatever the statements name.
         Query::InfluxQl(text) => {
-            match influxql_plan(text, Some(&ticket.database), Dialect::V3)? {
+            match influxql_plan(text, Some(&ticket.database), None, Dialect::V3)? {
                 Plan::Needs(needs) => Ok(needs),
                 Plan::Refused(message) => Err(Rejection::Admin(message)),
                 // Refused by `influxql_plan` (SHOW DATABASES is answered only on
