@@ -45,10 +45,10 @@ async fn a_read_hidden_after_the_identifier_in_is_authorized() {
 leak = in /(from(bucket: "secret") |> range(start: 0) |> findRecord(fn: (key) => true, idx: 0))._value/ 1.0
 from(bucket: "x") |> range(start: 0) |> map(fn: (r) => ({r with leak: leak}))"#;
     let status = flux(&env, &env.x, query).await;
-    assert_eq!(
-        (status, env.upstream.count()),
-        (403, 0),
-        "a token for x read bucket secret: `in / (from(bucket: \"secret\") …)._value / 1.0` is a division in Flux"
+    assert!(
+        (400..500).contains(&status) && env.upstream.count() == 0,
+        "answered {status}, forwarded {}: a token for x read bucket secret: `in / (from(bucket: \"secret\") …)._value / 1.0` is a division in Flux",
+        env.upstream.count()
     );
 }
 
@@ -59,10 +59,10 @@ async fn a_write_hidden_after_the_identifier_in_is_authorized() {
 w = in /(from(bucket: "x") |> range(start: 0) |> to(bucket: "secret") |> findRecord(fn: (key) => true, idx: 0))._value/ 1.0
 from(bucket: "x") |> range(start: 0) |> map(fn: (r) => ({r with w: w}))"#;
     let status = flux(&env, &env.x, query).await;
-    assert_eq!(
-        (status, env.upstream.count()),
-        (403, 0),
-        "a token for x wrote into bucket secret through a to() hidden after `in /`"
+    assert!(
+        (400..500).contains(&status) && env.upstream.count() == 0,
+        "answered {status}, forwarded {}: a token for x wrote into bucket secret through a to() hidden after `in /`",
+        env.upstream.count()
     );
 }
 
@@ -83,10 +83,10 @@ async fn write_functions_reached_by_index_need_write() {
         "import \"experimental\"\nr = experimental\nw = r.to\nfrom(bucket: \"x\") |> range(start: -1h) |> w(bucket: \"secret\")",
     ] {
         let status = flux(&env, &reader, query).await;
-        assert_eq!(
-            (status, env.upstream.count()),
-            (403, 0),
-            "a token that only reads secret wrote into it:\n{query}"
+        assert!(
+            (400..500).contains(&status) && env.upstream.count() == 0,
+            "answered {status}, forwarded {}: a token that only reads secret wrote into it:\n{query}",
+            env.upstream.count()
         );
     }
 }
@@ -102,10 +102,10 @@ async fn listings_reached_by_index_are_refused() {
         "import \"influxdata/influxdb\"\nr = {p: influxdb}\nb = r.p.buckets()\nfrom(bucket: \"x\") |> range(start: -1h) |> yield(name: \"ok\")\nb |> yield(name: \"leak\")",
     ] {
         let status = flux(&env, &env.x, query).await;
-        assert_eq!(
-            (status, env.upstream.count()),
-            (403, 0),
-            "a bucket listing (every bucket's name, unfiltered) was forwarded:\n{query}"
+        assert!(
+            (400..500).contains(&status) && env.upstream.count() == 0,
+            "answered {status}, forwarded {}: a bucket listing (every bucket's name, unfiltered) was forwarded:\n{query}",
+            env.upstream.count()
         );
     }
 }

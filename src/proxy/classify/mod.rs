@@ -8,6 +8,7 @@
 pub mod flux;
 pub mod influxql;
 pub mod route;
+pub mod sql;
 
 use std::collections::BTreeSet;
 
@@ -221,11 +222,12 @@ pub fn flux(request: &FluxRequest) -> Result<Plan, Rejection> {
     Ok(Plan::Needs(needs.into_iter().collect()))
 }
 
-/// A v3 query: SQL reads its database only (InfluxDB 3 SQL cannot reach
-/// across databases); InfluxQL reads it and every database it names.
+/// A v3 query: SQL reads its database (and, through the server-wide system
+/// tables, every database: see [`sql`]); InfluxQL reads it and every
+/// database it names.
 pub fn v3_query(route: Route, query: &V3Query) -> Result<Plan, Rejection> {
     match route {
-        Route::V3QuerySql => Ok(Plan::Needs(vec![Need::read(query.db.as_str())])),
+        Route::V3QuerySql => sql::sql_plan(&query.db, &query.q),
         _ => influxql_plan(&query.q, Some(&query.db), None, Dialect::V3),
     }
 }
