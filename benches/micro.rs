@@ -111,7 +111,7 @@ fn classification(c: &mut Criterion) {
     let write_params = Params::parse(Some(write_qs)).unwrap();
     g.bench_function("plan_v1_write", |b| {
         b.iter(|| {
-            let write = Write::read(Route::V1Write, black_box(&write_params));
+            let write = Write::read(Route::V1Write, black_box(&write_params), None);
             (
                 classify::write(Route::V1Write, &write).unwrap(),
                 write.canonical(),
@@ -146,7 +146,7 @@ fn classification(c: &mut Criterion) {
             let (_, r) = route(&Method::POST, black_box("/write"), Default::default()).unwrap();
             let params = Params::parse(black_box(Some(write_qs))).unwrap();
             let token = from_authorization(black_box(header.as_bytes())).unwrap();
-            let write = Write::read(r, &params);
+            let write = Write::read(r, &params, None);
             let plan = classify::write(r, &write).unwrap();
             (token, plan, write.canonical())
         });

@@ -7,12 +7,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+
+use crate::accept;
+
+/// Most connections open at once on the admin port (scrapers and probes).
+const MAX_CONNECTIONS: usize = 256;
+
+/// Longest time a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A readiness check: `Ok` when ready, else why not.
 pub type ReadyCheck =
@@ -70,25 +79,30 @@ impl Admin {
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let admin = Arc::new(self);
+        let incoming = accept::incoming(listener, MAX_CONNECTIONS, accept::plain);
         tokio::pin!(shutdown);
+        tokio::pin!(incoming);
         loop {
-            let (stream, _) = tokio::select! {
+            let accepted = tokio::select! {
                 () = &mut shutdown => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin listener: accept failed");
-                        continue;
-                    }
+                accepted = incoming.next() => match accepted {
+                    Some(accepted) => accepted,
+                    None => return,
                 },
             };
             let admin = Arc::clone(&admin);
             tokio::spawn(async move {
+                let (stream, _, _slot) = accepted.into_parts();
                 let service = hyper::service::service_fn(move |req| {
                     let admin = Arc::clone(&admin);
                     async move { Ok::<_, Infallible>(admin.handle(req).await) }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
                 if let Err(e) = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await

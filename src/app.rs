@@ -289,6 +289,7 @@ pub fn build_proxy(
     let allowed = AllowedPaths {
         public: options.allow_paths.clone(),
         admin: options.allow_admin_paths.clone(),
+        org: options.upstream_org.clone(),
     };
     let http = HttpService::new(gate.clone(), upstream, allowed);
     let flight = FlightService::new(
@@ -309,7 +310,7 @@ pub fn gate_settings(options: &ProxyOptions) -> GateSettings {
         max_body: options.max_body.0,
         body_read_timeout: options.body_read_timeout.0,
         max_buffered_bytes: options.max_buffered_bytes.0,
-        invalid_token_rate: options.invalid_token_rate,
+        invalid_token_rate: u32::try_from(options.invalid_token_rate).unwrap_or(u32::MAX),
     }
 }
 

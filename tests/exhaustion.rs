@@ -71,7 +71,13 @@ async fn bogus_tokens_with_large_bodies_leave_memory_near_idle() {
     let serve = Serve::start(
         dir.path(),
         &upstream.url(),
-        &["--invalid-token-rate", "0", "--max-connections", "1000"],
+        // Every bogus token reaches the token check (none is throttled).
+        &[
+            "--invalid-token-rate",
+            "1000000",
+            "--max-connections",
+            "1000",
+        ],
         &[],
     );
     let pid = serve.process.child.id();

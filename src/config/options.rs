@@ -186,14 +186,15 @@ pub struct ProxyOptions {
         value_name = "SIZE"
     )]
     pub max_buffered_bytes: ByteSize,
-    /// Invalid tokens per client address per minute before its requests get 429 without an authorization call (0: no limit).
+    /// Invalid tokens a client address (IPv4, or IPv6 /64) may present per minute before its requests get 429 without an authorization call (1 to 1000000).
     #[arg(
         long,
         env = "FLUXGATE_INVALID_TOKEN_RATE",
-        default_value_t = 20,
-        value_name = "N"
+        default_value = "20",
+        value_parser = count_between::<1, 1_000_000>,
+        value_name = "PER_MINUTE"
     )]
-    pub invalid_token_rate: u32,
+    pub invalid_token_rate: u64,
     /// Longest wait for the database's response head (→ 504, DEADLINE_EXCEEDED on gRPC; 100ms to 1h).
     #[arg(
         long,
@@ -211,6 +212,9 @@ pub struct ProxyOptions {
         value_name = "PATH"
     )]
     pub allow_paths: Vec<String>,
+    /// InfluxDB 2 organization every v2 request (writes, Flux queries, bucket listings) is sent for; the caller's own org/orgID is never forwarded, so a bucket name always means this organization's bucket. Unset: none is sent (InfluxDB 1.8 and 3 ignore it; InfluxDB 2 then uses the upstream token's organization).
+    #[arg(long, env = "FLUXGATE_UPSTREAM_ORG", value_name = "NAME")]
+    pub upstream_org: Option<String>,
     /// InfluxDB 3 route that runs code on the server (processing engine, plugins, `/api/v3/engine/…` request triggers), forwarded for management tokens (repeatable; exact paths under /api/v3/).
     #[arg(
         long = "allow-admin-path",

@@ -143,17 +143,26 @@ impl Upstream {
             .map_err(|_| Rejection::BadRequest("request target cannot be forwarded".to_owned()))
     }
 
-    /// Forwards a request the proxy did not decide (public routes): its
-    /// query string as sent, minus credential parameters.
+    /// Forwards a request the proxy did not decide (public routes, and
+    /// routes an operator opened with `--allow-admin-path`): its query string
+    /// as sent, minus credential parameters; `body` when given, else none
+    /// (an unauthenticated caller never streams anything upstream).
     pub async fn forward_undecided(
         &self,
         mut parts: request::Parts,
-        body: ProxyBody,
+        body: Option<ProxyBody>,
         client: SocketAddr,
         scheme: &'static str,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let query = strip_query(parts.uri.query().unwrap_or(""), CREDENTIAL_PARAMS);
         parts.uri = self.target(parts.uri.path(), &query)?;
+        let body = match body {
+            Some(body) => body,
+            None => {
+                replace_body_headers(&mut parts.headers, &Bytes::new(), None);
+                ProxyBody::empty()
+            }
+        };
         self.send(parts, body, client, scheme).await
     }
 
@@ -246,7 +255,51 @@ impl Upstream {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, ProxyBody::new(body)))
+        // A credential in an answer is the upstream's (InfluxDB 3's Flight
+        // Handshake echoes the one it was called with): never passed on.
+        parts.headers.remove(header::AUTHORIZATION);
+        let body = match self.protocol {
+            Protocol::Http1 => ProxyBody::new(body),
+            Protocol::Http2 => ProxyBody::new(ScrubTrailers(body)),
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// A response body whose trailers lose any `authorization` (gRPC answers
+/// carry metadata in trailers too).
+#[derive(Debug)]
+struct ScrubTrailers<B>(B);
+
+impl<B> http_body::Body for ScrubTrailers<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame.map(|mut frame| {
+                    if let Some(trailers) = frame.trailers_mut() {
+                        trailers.remove(header::AUTHORIZATION);
+                    }
+                    frame
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
     }
 }
 

@@ -211,7 +211,7 @@ impl Gate {
         // --audit-required: nothing is served that cannot be audited.
         if !self.inner.audit.accepting() {
             tracing::debug!("audit events cannot be written (--audit-required); refusing");
-            return Err(Rejection::AuthzUnavailable);
+            return Err(Rejection::AuditUnavailable);
         }
         let verdict = match tokio::time::timeout(
             self.inner.authz_timeout,
@@ -359,9 +359,11 @@ impl Gate {
             Ok(_) if request.public => Outcome::Public,
             Ok(_) => Outcome::Forwarded,
             Err(rejection) if trail.allowed => Outcome::FailedAfterAllow(rejection),
-            Err(rejection @ (Rejection::AuthzUnavailable | Rejection::Busy)) => {
-                Outcome::NoDecision(rejection)
-            }
+            Err(
+                rejection @ (Rejection::AuthzUnavailable
+                | Rejection::Busy
+                | Rejection::AuditUnavailable),
+            ) => Outcome::NoDecision(rejection),
             Err(rejection) => Outcome::Denied(rejection),
         };
         let outcome_label = outcome.decision();

@@ -12,7 +12,7 @@
 //! | queries | parameters and body | rebuilt parameters and body |
 //! | administration (`/api/v3/configure/*`, `POST /api/v2/buckets`) | the arguments, CREATE or DELETE on the database | rebuilt arguments |
 //! | listings (`SHOW DATABASES`, `GET` databases and buckets) | a known token | the answer filtered to what the token may read or administer |
-//! | `DELETE /api/v2/buckets/{id}` | DELETE on the bucket the id names (looked up first) | the path alone |
+//! | `DELETE /api/v2/buckets/{id}` | DELETE on every database (an id names none the proxy can see) | the path alone |
 //! | `--allow-admin-path` routes | CREATE on every database (management tokens) | as sent, minus credentials and trailers |
 
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use super::reject::{Api, Rejection};
 use crate::authz::{Action, Need, NeedDecision};
 use crate::credentials::Token;
 
-/// Extra exact paths an operator opened.
+/// What an operator configured for the HTTP path.
 #[derive(Debug, Clone, Default)]
 pub struct AllowedPaths {
     /// Forwarded without a token (`--allow-path`).
@@ -46,6 +46,9 @@ pub struct AllowedPaths {
     /// InfluxDB 3 routes that run code on the server, forwarded for
     /// management tokens (`--allow-admin-path`).
     pub admin: Vec<String>,
+    /// The InfluxDB 2 organization every v2 request is sent for
+    /// (`--upstream-org`); the caller's own `org`/`orgID` never are.
+    pub org: Option<String>,
 }
 
 /// The authorizing proxy's HTTP handler.
@@ -124,8 +127,10 @@ impl HttpService {
         let (parts, body) = request.into_parts();
         let upstream = &self.inner.upstream;
         if route == Route::Public {
+            // No token: nothing the caller sends beyond the head goes on.
+            drop(body);
             return upstream
-                .forward_undecided(parts, body, peer.addr, peer.scheme)
+                .forward_undecided(parts, None, peer.addr, peer.scheme)
                 .await;
         }
         let token = credentials::extract(&parts.headers, &url, api == Api::V1)?;
@@ -147,7 +152,8 @@ impl HttpService {
                 } else {
                     Shape::V3Json
                 };
-                let canonical = read::admin::listing(route, &url)?;
+                let canonical =
+                    read::admin::listing(route, &url, self.inner.allowed.org.as_deref())?;
                 self.listing(shape, parts, canonical, &token, peer, trail)
                     .await
             }
@@ -176,7 +182,7 @@ impl HttpService {
                 ));
                 self.inner
                     .upstream
-                    .forward_undecided(parts, body, peer.addr, peer.scheme)
+                    .forward_undecided(parts, Some(body), peer.addr, peer.scheme)
                     .await
             }
         }
@@ -195,7 +201,7 @@ impl HttpService {
         trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let gate = &self.inner.gate;
-        let write = read::Write::read(route, url);
+        let write = read::Write::read(route, url, self.inner.allowed.org.as_deref());
         let Plan::Needs(needs) = classify::write(route, &write)? else {
             return Err(Rejection::BadRequest("not a write".to_owned()));
         };
@@ -258,7 +264,7 @@ impl HttpService {
                 let query = read::flux(&parts.headers, decoded)?;
                 (
                     classify::flux(&query)?,
-                    read::flux_canonical(url, &query),
+                    read::flux_canonical(self.inner.allowed.org.as_deref(), &query),
                     None,
                 )
             }
@@ -393,8 +399,10 @@ impl HttpService {
         Ok(answer.respond(parts))
     }
 
-    /// `DELETE /api/v2/buckets/{id}`: the bucket's name looked up first
-    /// (with the proxy's upstream credential), then DELETE on it decided.
+    /// `DELETE /api/v2/buckets/{id}`: an id names no database the proxy
+    /// could check without asking the database (which would tell any token
+    /// the bucket's name), so it needs DELETE on every database — a
+    /// management token's.
     async fn delete_bucket(
         &self,
         parts: http::request::Parts,
@@ -402,51 +410,19 @@ impl HttpService {
         peer: &Peer,
         trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, Rejection> {
-        let gate = &self.inner.gate;
-        let upstream = &self.inner.upstream;
-        gate.validate(token, token_probe(None), trail, peer).await?;
-        let (mut lookup, ()) = http::Request::get(parts.uri.path())
-            .body(())
-            .map_err(|_| Rejection::BadRequest("bucket path cannot be forwarded".to_owned()))?
-            .into_parts();
-        listing::prepare(&mut lookup.headers);
-        let found = upstream
-            .forward_canonical(lookup, Canonical::default(), None, peer.addr, peer.scheme)
+        let every = Need {
+            database: "*".to_owned(),
+            action: Action::Delete,
+        };
+        self.inner
+            .gate
+            .authorize(token, &[every], trail, peer)
             .await?;
-        if !listing::is_success(found.status()) {
-            // Unknown id and the like: the database's own answer.
-            return Ok(found);
-        }
-        let name = read_bucket_name(found).await?;
-        let needs: Vec<Need> = bucket_databases(&name)
-            .map(|database| Need {
-                database: database.to_owned(),
-                action: Action::Delete,
-            })
-            .collect();
-        gate.authorize(token, &needs, trail, peer).await?;
-        upstream
+        self.inner
+            .upstream
             .forward_canonical(parts, Canonical::default(), None, peer.addr, peer.scheme)
             .await
     }
-}
-
-/// The `name` of a bucket the upstream described.
-async fn read_bucket_name(response: Response<ProxyBody>) -> Result<String, Rejection> {
-    use http_body_util::{BodyExt as _, Limited};
-    let bytes = Limited::new(response.into_body(), 1 << 20)
-        .collect()
-        .await
-        .map_err(|_| Rejection::UpstreamUnavailable)?
-        .to_bytes();
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned))
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            tracing::warn!("the upstream's bucket description has no name");
-            Rejection::UpstreamUnavailable
-        })
 }
 
 /// Refuses message framing a proxy and a database could read differently

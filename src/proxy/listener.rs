@@ -3,8 +3,8 @@
 //! closes connections that stay idle, and on shutdown stops accepting and
 //! lets every open connection finish its in-flight requests.
 //!
-//! With TLS ([`serve_tls`]) the handshake runs in the connection's own task
-//! (a slow client holds up nobody), bounded by the header read timeout, and
+//! Connections come from the one accept loop ([`crate::accept`]). With TLS
+//! ([`serve_tls`]) the handshake is bounded by the header read timeout and
 //! offers ALPN `h2` and `http/1.1`: HTTPS and gRPC over TLS share the port
 //! as HTTP and h2c do without it. Everything after the handshake, the
 //! framing watch included, sees the decrypted stream.
@@ -12,21 +12,22 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::{Stream, StreamExt as _};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Peer;
 use super::Proxy;
 use super::framing::FramingWatch;
+use crate::accept::{self, Accepted};
 use crate::tls::ServerTls;
 
 /// Connection-level limits.
@@ -79,6 +80,8 @@ struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
+    /// A request head arrived: the connection is past the header timeout.
+    spoke: AtomicBool,
 }
 
 impl Activity {
@@ -87,7 +90,16 @@ impl Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            spoke: AtomicBool::new(false),
         }
+    }
+
+    /// True while no request head has arrived for longer than `timeout`
+    /// (hyper's own header timer starts only once it knows the protocol,
+    /// so a connection that sends nothing, or only the HTTP/2 preface,
+    /// would otherwise be held until the idle timeout).
+    fn silent_for(&self, timeout: Duration) -> bool {
+        !self.spoke.load(Ordering::Relaxed) && self.started.elapsed() >= timeout
     }
 
     fn touch(&self) {
@@ -116,7 +128,8 @@ pub async fn serve(
 }
 
 /// [`serve`], over TLS when `tls` is given: each connection is handshaken
-/// with the configuration current when it was accepted.
+/// with the configuration current when it was accepted, within the header
+/// read timeout.
 pub async fn serve_tls(
     listener: TcpListener,
     proxy: Proxy,
@@ -124,70 +137,60 @@ pub async fn serve_tls(
     tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let limit = settings.max_connections;
+    match tls {
+        None => {
+            let incoming = accept::incoming(listener, limit, accept::plain);
+            serve_incoming(incoming, "http", proxy, settings, shutdown).await;
+        }
+        Some(tls) => {
+            let handshake = accept::tls(tls, "proxy", settings.header_read_timeout);
+            let incoming = accept::incoming(listener, limit, handshake);
+            serve_incoming(incoming, "https", proxy, settings, shutdown).await;
+        }
+    }
+}
+
+async fn serve_incoming<S>(
+    incoming: impl Stream<Item = Accepted<S>>,
+    scheme: &'static str,
+    proxy: Proxy,
+    settings: ListenerSettings,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let builder = Arc::new(builder(&settings));
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     tokio::pin!(shutdown);
+    // Owned, so that dropping it stops accepting before the drain.
+    let mut incoming = Box::pin(incoming);
     loop {
-        let permit = tokio::select! {
+        let accepted = tokio::select! {
             () = &mut shutdown => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
+            accepted = incoming.next() => match accepted {
+                Some(accepted) => accepted,
+                None => break,
             },
         };
-        let (stream, addr) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, addr, slot) = accepted.into_parts();
         let connection = Connection {
             proxy: proxy.clone(),
             builder: Arc::clone(&builder),
             closing: closing.clone(),
             idle_timeout: settings.idle_timeout,
+            header_timeout: settings.header_read_timeout,
         };
-        let (tls, handshake_timeout) = (tls.clone(), settings.header_read_timeout);
         connections.spawn(async move {
             metrics::gauge!("fluxgate_open_connections").increment(1.0);
-            match tls {
-                None => connection.run(stream, addr, "http").await,
-                Some(tls) => {
-                    let handshake =
-                        tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream));
-                    let stream = tokio::select! {
-                        () = connection.closing.cancelled() => None,
-                        result = handshake => match result {
-                            Ok(Ok(stream)) => Some(stream),
-                            Ok(Err(e)) => {
-                                crate::tls::server::handshake_failed("proxy", addr, &e.to_string());
-                                None
-                            }
-                            Err(_) => {
-                                crate::tls::server::handshake_failed("proxy", addr, "timed out");
-                                None
-                            }
-                        },
-                    };
-                    if let Some(stream) = stream {
-                        connection.run(stream, addr, "https").await;
-                    }
-                }
-            }
+            connection.run(stream, addr, scheme).await;
             metrics::gauge!("fluxgate_open_connections").decrement(1.0);
-            drop(permit);
+            drop(slot);
         });
     }
-    drop(listener);
+    // Stop accepting (the accept task ends with the stream).
+    drop(incoming);
     closing.cancel();
     connections.close();
     connections.wait().await;
@@ -199,6 +202,7 @@ struct Connection {
     builder: Arc<Builder<TokioExecutor>>,
     closing: CancellationToken,
     idle_timeout: Duration,
+    header_timeout: Duration,
 }
 
 impl Connection {
@@ -220,6 +224,7 @@ impl Connection {
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let (proxy, peer, activity) = (proxy.clone(), peer.clone(), Arc::clone(&activity));
                 async move {
+                    activity.spoke.store(true, Ordering::Relaxed);
                     activity.in_flight.fetch_add(1, Ordering::AcqRel);
                     let response = proxy.handle(request, peer).await;
                     activity.touch();
@@ -228,10 +233,15 @@ impl Connection {
                 }
             })
         };
-        let (closing, idle_timeout) = (self.closing, self.idle_timeout);
+        let (closing, idle_timeout, header_timeout) =
+            (self.closing, self.idle_timeout, self.header_timeout);
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
-        let mut check = tokio::time::interval(idle_timeout.max(Duration::from_millis(100)) / 4);
+        let tick = idle_timeout
+            .min(header_timeout)
+            .max(Duration::from_millis(100))
+            / 4;
+        let mut check = tokio::time::interval(tick);
         let mut draining = false;
         loop {
             tokio::select! {
@@ -246,6 +256,10 @@ impl Connection {
                     draining = true;
                 }
                 _ = check.tick(), if !draining => {
+                    if activity.silent_for(header_timeout) {
+                        tracing::debug!(client = %addr, "no request head within the header timeout; closing");
+                        break;
+                    }
                     // Graceful: a response still streaming is finished first.
                     if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
                         connection.as_mut().graceful_shutdown();

@@ -84,6 +84,9 @@ pub enum Rejection {
     /// allows (or cannot audit, with `--audit-required`): retry later.
     #[error("the proxy is busy; retry later")]
     Busy,
+    /// Audit events cannot be written and `--audit-required` is on.
+    #[error("the audit trail cannot be written; retry later")]
+    AuditUnavailable,
     /// This client presented too many invalid tokens; retry after that
     /// many seconds.
     #[error("too many invalid tokens from this address; retry later")]
@@ -103,7 +106,9 @@ impl Rejection {
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Rejection::AuthzUnavailable | Rejection::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::AuthzUnavailable | Rejection::Busy | Rejection::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -121,9 +126,10 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method not allowed",
             Rejection::TooLarge(_) => "request too large",
             Rejection::UnsupportedMediaType(_) => "unsupported media type",
-            Rejection::AuthzUnavailable | Rejection::UpstreamUnavailable | Rejection::Busy => {
-                "unavailable"
-            }
+            Rejection::AuthzUnavailable
+            | Rejection::UpstreamUnavailable
+            | Rejection::Busy
+            | Rejection::AuditUnavailable => "unavailable",
             Rejection::UpstreamTimeout | Rejection::BodyTimeout => "request timeout",
             Rejection::Throttled(_) => "too many requests",
         }
@@ -142,9 +148,10 @@ impl Rejection {
             }
             Rejection::NotFound | Rejection::MethodNotAllowed => tonic::Code::Unimplemented,
             Rejection::TooLarge(_) => tonic::Code::ResourceExhausted,
-            Rejection::AuthzUnavailable | Rejection::UpstreamUnavailable | Rejection::Busy => {
-                tonic::Code::Unavailable
-            }
+            Rejection::AuthzUnavailable
+            | Rejection::UpstreamUnavailable
+            | Rejection::Busy
+            | Rejection::AuditUnavailable => tonic::Code::Unavailable,
             Rejection::UpstreamTimeout | Rejection::BodyTimeout => tonic::Code::DeadlineExceeded,
             Rejection::Throttled(_) => tonic::Code::ResourceExhausted,
         }
@@ -155,7 +162,7 @@ impl Rejection {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Rejection::Throttled(seconds) => Some((*seconds).max(1)),
-            Rejection::Busy | Rejection::AuthzUnavailable => Some(1),
+            Rejection::Busy | Rejection::AuthzUnavailable | Rejection::AuditUnavailable => Some(1),
             _ => None,
         }
     }
@@ -171,7 +178,13 @@ impl Rejection {
             _ => serde_json::json!({ "error": message }),
         };
         let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
-        *response.status_mut() = self.status();
+        *response.status_mut() = match (&self, api) {
+            // Telegraf's v1 output drops a batch on any 4xx and retries 5xx
+            // (BRIEF §10): a throttled address must not cost the valid
+            // writers behind it their data.
+            (Rejection::Throttled(_), Api::V1) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => self.status(),
+        };
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

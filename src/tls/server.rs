@@ -1,17 +1,12 @@
 //! Server-side TLS: a rustls `ServerConfig` from PEM files (TLS 1.2+, ALPN,
-//! optional client-certificate verification) and the stream of
-//! TLS-accepted connections the token service's tonic server consumes.
+//! optional client-certificate verification), and how a failed handshake is
+//! reported. Handshakes themselves run in the accept loop
+//! ([`crate::accept::tls`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::Stream;
 use rustls::ServerConfig;
 use rustls::server::{StoresServerSessions, WebPkiClientVerifier};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::{PemFile, TlsError, pem};
 
@@ -20,10 +15,6 @@ use super::{PemFile, TlsError, pem};
 pub const ALPN_PROXY: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// ALPN of the token service: gRPC only.
 pub const ALPN_GRPC: &[&[u8]] = &[b"h2"];
-
-/// Most TLS handshakes in progress at once on the token service's port;
-/// more connections wait in the kernel's backlog.
-const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// The files a TLS listener is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,57 +86,6 @@ pub fn build(
     // Shared across reloads, so clients resume their sessions after one.
     config.session_storage = sessions;
     Ok((Arc::new(config), fingerprint))
-}
-
-/// Accepts TCP connections on `listener` and yields them once their TLS
-/// handshake (with `tls`'s configuration at accept time) has completed.
-/// Handshakes run concurrently, each bounded by `handshake_timeout`, so a
-/// slow or silent client holds up nobody. Failed handshakes are logged at
-/// debug level and counted (`fluxgate_tls_handshake_failures_total`).
-/// Accepting stops when the stream is dropped.
-pub fn incoming(
-    listener: TcpListener,
-    tls: super::ServerTls,
-    handshake_timeout: Duration,
-) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
-    let (tx, rx) = mpsc::channel(64);
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let permit = tokio::select! {
-                () = tx.closed() => break,
-                permit = Arc::clone(&pending).acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (stream, addr) = tokio::select! {
-                () = tx.closed() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let (acceptor, tx) = (tls.acceptor(), tx.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => handshake_failed("token service", addr, &e.to_string()),
-                    Err(_) => handshake_failed("token service", addr, "timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
 }
 
 /// Logs and counts a failed handshake. On the proxy's port, often public,

@@ -8,9 +8,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+use crate::accept;
 use crate::proto::iox_authz::iox_authorizer_service_server::IoxAuthorizerServiceServer;
 use crate::proto::tokens::token_service_server::TokenServiceServer;
 use crate::tls::ServerTls;
@@ -24,6 +26,10 @@ pub use super::bootstrap::{BOOTSTRAP_TOKEN_FILE, BootstrapError, bootstrap};
 
 /// Longest TLS handshake on the token service's port.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections open at once on the token service's port (proxies and
+/// CLIs hold one each; more wait in the kernel's backlog).
+const MAX_CONNECTIONS: usize = 10_000;
 
 /// Every gRPC service of the token service, ready to serve.
 pub async fn routes(registry: Arc<TokenRegistry>) -> Routes {
@@ -128,17 +134,16 @@ pub async fn serve_with(
         tonic::transport::Server::builder().add_routes(routes_with(registry, throttle).await);
     let result = match tls {
         None => {
-            // Nagle off: Authorize answers are tiny and latency-bound.
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = accept::incoming(listener, MAX_CONNECTIONS, accept::plain);
             server
-                .serve_with_incoming_shutdown(incoming, shutdown)
+                .serve_with_incoming_shutdown(incoming.map(Ok::<_, std::io::Error>), shutdown)
                 .await
         }
         Some(tls) => {
-            let incoming = crate::tls::server::incoming(listener, tls, HANDSHAKE_TIMEOUT);
+            let handshake = accept::tls(tls, "token service", HANDSHAKE_TIMEOUT);
+            let incoming = accept::incoming(listener, MAX_CONNECTIONS, handshake);
             server
-                .serve_with_incoming_shutdown(incoming, shutdown)
+                .serve_with_incoming_shutdown(incoming.map(Ok::<_, std::io::Error>), shutdown)
                 .await
         }
     };

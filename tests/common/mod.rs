@@ -345,6 +345,7 @@ pub async fn wait_for_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
 pub mod binary;
 pub mod capture;
 pub mod flight;
+pub mod flight_client;
 pub mod oracle;
 pub mod postgres;
 pub mod proxy;

@@ -63,7 +63,14 @@ fn ticket(bytes: &[u8]) -> Bytes {
 }
 
 fn descriptor() -> Bytes {
-    frame(&arrow_flight::FlightDescriptor::new_cmd(b"SELECT 1".to_vec()).encode_to_vec())
+    use arrow_flight::sql::ProstMessageExt as _;
+    let command = arrow_flight::sql::CommandStatementQuery {
+        query: "SELECT 1".to_owned(),
+        transaction_id: None,
+    }
+    .as_any()
+    .encode_to_vec();
+    frame(&arrow_flight::FlightDescriptor::new_cmd(command).encode_to_vec())
 }
 
 fn action() -> Bytes {

@@ -161,7 +161,7 @@ pub fn influxql(text: &str, db: &str) -> Meaning {
             }
             // A statement naming no database fails there ("database name
             // required"); the ones before it have run.
-            Statement::Data { reads, writes } => {
+            Statement::Data { reads, writes, .. } => {
                 for d in reads.iter().filter_map(resolve) {
                     needs.insert(Need::read(d));
                 }
@@ -499,8 +499,10 @@ pub fn view(r: &Reading) -> Value {
         }
         "v2_write" => {
             let w = r.v2_write.as_ref().expect("v2_write");
+            // The organization is not the caller's to choose: the proxy sends
+            // the operator's (--upstream-org) or none (tests/attacks/organizations.rs).
             json!({
-                "endpoint": r.endpoint, "bucket": raw(&w.bucket), "org": raw(&w.org),
+                "endpoint": r.endpoint, "bucket": raw(&w.bucket),
                 "precision": raw(&w.precision),
                 "body": [w.body.sha256, w.body.len, w.body.decode_error.is_some()],
             })

@@ -8,6 +8,7 @@
 pub mod flux;
 pub mod influxql;
 pub mod route;
+pub mod sql;
 
 use std::collections::BTreeSet;
 
@@ -69,6 +70,18 @@ pub fn write(route: Route, write: &Write) -> Result<Plan, Rejection> {
             let bucket = required(write.get("bucket"), "bucket is required")?;
             bucket_databases(bucket).map(Need::write).collect()
         }
+        Route::V1Write => {
+            let db = required(write.get("db"), "database is required")?;
+            // InfluxDB 3 writes `db` with retention policy `rp` into the
+            // database `db/rp` (rp lower-cased; `''`, `autogen` and
+            // `default` mean none: `iox_http` write `RetentionPolicy`).
+            let rp = write.get("rp").map(str::to_lowercase);
+            let mut needs = vec![Need::write(db)];
+            if let Some(rp) = rp.filter(|rp| rp != "''") {
+                needs.extend(scoped_database(db, Some(&rp)).map(Need::write));
+            }
+            needs
+        }
         _ => vec![Need::write(required(
             write.get("db"),
             "database is required",
@@ -79,15 +92,28 @@ pub fn write(route: Route, write: &Write) -> Result<Plan, Rejection> {
 
 /// A v1 `/query`.
 pub fn v1_query(query: &InfluxQl) -> Result<Plan, Rejection> {
-    influxql_plan(&query.q, query.get("db"), Dialect::V1)
+    influxql_plan(&query.q, query.get("db"), query.get("rp"), Dialect::V1)
+}
+
+/// The database InfluxDB 3 reads for `database` with retention policy
+/// `policy`: `db/rp`, unless the policy is `autogen` or `default` (as
+/// `iox_query_influxql_rewrite` `resolve_dbrp` spells them), or none.
+fn scoped_database(database: &str, policy: Option<&str>) -> Option<String> {
+    match policy {
+        None | Some("" | "autogen" | "default") => None,
+        Some(rp) => Some(format!("{database}/{rp}")),
+    }
 }
 
 /// The needs of InfluxQL `query` run with request database `default_db`:
 /// the one rule for `/query`, `/api/v3/query_influxql` and InfluxQL Flight
 /// tickets.
+/// `rp` is the request's retention policy: InfluxDB 3 applies it to every
+/// statement that names its database without one.
 pub fn influxql_plan(
     query: &str,
     default_db: Option<&str>,
+    rp: Option<&str>,
     dialect: Dialect,
 ) -> Result<Plan, Rejection> {
     let default_db = default_db.filter(|d| !d.is_empty());
@@ -131,12 +157,26 @@ pub fn influxql_plan(
                 }
             }
             Statement::ShowDatabases => show_databases = true,
-            Statement::Data { reads, writes } => {
+            Statement::Data {
+                reads,
+                writes,
+                scoped,
+            } => {
                 for r in reads {
                     needs.insert(Need::read(resolve(r)?));
                 }
                 for w in writes {
                     needs.insert(Need::write(resolve(w)?));
+                }
+                for s in scoped {
+                    let policy = s.policy.as_deref().or(rp);
+                    if let Some(database) = scoped_database(&s.database, policy) {
+                        needs.insert(if s.write {
+                            Need::write(database)
+                        } else {
+                            Need::read(database)
+                        });
+                    }
                 }
             }
         }
@@ -182,12 +222,13 @@ pub fn flux(request: &FluxRequest) -> Result<Plan, Rejection> {
     Ok(Plan::Needs(needs.into_iter().collect()))
 }
 
-/// A v3 query: SQL reads its database only (InfluxDB 3 SQL cannot reach
-/// across databases); InfluxQL reads it and every database it names.
+/// A v3 query: SQL reads its database (and, through the server-wide system
+/// tables, every database: see [`sql`]); InfluxQL reads it and every
+/// database it names.
 pub fn v3_query(route: Route, query: &V3Query) -> Result<Plan, Rejection> {
     match route {
-        Route::V3QuerySql => Ok(Plan::Needs(vec![Need::read(query.db.as_str())])),
-        _ => influxql_plan(&query.q, Some(&query.db), Dialect::V3),
+        Route::V3QuerySql => sql::sql_plan(&query.db, &query.q),
+        _ => influxql_plan(&query.q, Some(&query.db), None, Dialect::V3),
     }
 }
 

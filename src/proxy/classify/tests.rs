@@ -24,9 +24,9 @@ fn v1(q: &str) -> Result<Plan, Rejection> {
 
 #[test]
 fn writes_need_write_on_their_database() {
-    let w = |route, q| write(route, &Write::read(route, &url(q)));
+    let w = |route, q| write(route, &Write::read(route, &url(q), None));
     assert_eq!(
-        needs(w(Route::V1Write, "db=a&rp=x")),
+        needs(w(Route::V1Write, "db=a&rp=autogen")),
         vec![Need::write("a")]
     );
     assert_eq!(needs(w(Route::V3Write, "db=a")), vec![Need::write("a")]);
@@ -38,6 +38,45 @@ fn writes_need_write_on_their_database() {
     assert!(w(Route::V1Write, "").is_err());
     assert!(w(Route::V1Write, "db=").is_err());
     assert!(w(Route::V2Write, "org=o").is_err());
+}
+
+#[test]
+fn retention_policies_reach_other_databases_in_influxdb_3() {
+    // InfluxDB 3 reads db + rp (not autogen/default) as database "db/rp".
+    let w = |q| write(Route::V1Write, &Write::read(Route::V1Write, &url(q), None));
+    assert_eq!(
+        needs(w("db=x&rp=Foo")),
+        vec![Need::write("x"), Need::write("x/foo")]
+    );
+    for plain in [
+        "db=x",
+        "db=x&rp=autogen",
+        "db=x&rp=DEFAULT",
+        "db=x&rp=%27%27",
+    ] {
+        assert_eq!(needs(w(plain)), vec![Need::write("x")], "{plain}");
+    }
+    assert_eq!(
+        needs(v1("db=x&q=SELECT+*+FROM+x.foo.m")),
+        vec![Need::read("x"), Need::read("x/foo")]
+    );
+    assert_eq!(
+        needs(v1("db=x&rp=foo&q=SELECT+*+FROM+x..m")),
+        vec![Need::read("x"), Need::read("x/foo")]
+    );
+    // The request's rp does not apply to a statement naming no database.
+    assert_eq!(
+        needs(v1("db=x&rp=foo&q=SELECT+*+FROM+m")),
+        vec![Need::read("x")]
+    );
+    assert_eq!(
+        needs(v1("db=x&q=SELECT+*+FROM+x.autogen.m")),
+        vec![Need::read("x")]
+    );
+    assert_eq!(
+        needs(v1("db=x&q=SELECT+*+INTO+y.bar.m+FROM+m")),
+        vec![Need::read("x"), Need::write("y"), Need::write("y/bar")]
+    );
 }
 
 #[test]

@@ -42,6 +42,49 @@ impl Encoding {
     }
 }
 
+/// The first message of a streaming request body, read as soon as it is
+/// whole (the caller may wait for an answer before sending more), bounded
+/// by `limits` in size and time; the rest of the body is not read.
+pub async fn read_first(
+    body: &mut crate::proxy::body::ProxyBody,
+    limits: &crate::proxy::read::body::ReadLimits,
+    encoding: &Encoding,
+) -> Result<Bytes, Rejection> {
+    use http_body_util::BodyExt as _;
+    let limit = limits.max_body;
+    let mut reservation = crate::proxy::read::body::Reservation::default();
+    let mut buf = BytesMut::new();
+    let reading = async {
+        loop {
+            if buf.len() >= PREFIX {
+                let (_, length) = parse_prefix(&buf)?;
+                if u64::try_from(length).map_or(true, |l| l > limit) {
+                    return Err(Rejection::TooLarge(limit));
+                }
+                let end = PREFIX + length;
+                if buf.len() >= end {
+                    return single(&buf[..end], encoding, limit);
+                }
+            }
+            let Some(frame) = body.frame().await else {
+                return Err(Rejection::BadRequest(
+                    "the request ends before its first gRPC message".to_owned(),
+                ));
+            };
+            let frame = frame
+                .map_err(|e| Rejection::BadRequest(format!("cannot read the request: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                limits.budget.reserve(&mut reservation, data.len())?;
+                buf.extend_from_slice(&data);
+            }
+        }
+    };
+    match tokio::time::timeout(limits.timeout, reading).await {
+        Ok(result) => result,
+        Err(_) => Err(Rejection::BodyTimeout),
+    }
+}
+
 /// The one message of a whole gRPC request body `buf` (at most `limit`
 /// bytes, compressed or decompressed). Bad framing, an unreadable
 /// compression, no message or more than one are `BadRequest`.

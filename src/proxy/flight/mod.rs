@@ -4,7 +4,7 @@
 //! form over h2c. Every refusal is a [`Rejection`]; the [`Gate`] (shared
 //! with HTTP: same authorizer, timeout, limits, throttle, metrics and audit
 //! trail) answers it as a trailers-only gRPC status. Nothing is forwarded
-//! without an allow decision except `Handshake`, which carries no database.
+//! without an allow decision; `Handshake` is answered by the proxy itself.
 //!
 //! Request trailers never reach the upstream: tonic servers (InfluxDB 3's
 //! Flight service among them) merge them into the request metadata,
@@ -14,9 +14,9 @@
 //!
 //! | method | needs |
 //! |---|---|
-//! | `Handshake` | nothing (the caller's `authorization` is still removed) |
-//! | `DoGet` | read on the ticket's database ([`ticket`]); InfluxQL also every database its statements name; an opaque ticket falls back to the metadata database; metadata naming a database adds read on it |
-//! | `GetFlightInfo` | read on the metadata database ([`plan::DATABASE_METADATA`]); none → INVALID_ARGUMENT |
+//! | `Handshake` | a known token; answered by the proxy, never forwarded ([`handshake`]) |
+//! | `DoGet` | read on the ticket's database ([`ticket`]); InfluxQL also every database its statements name; SQL and Flight SQL commands ([`sql`]) also `*` for the server-wide system tables ([`crate::proxy::classify::sql`]); an opaque ticket falls back to the metadata database; metadata naming a database adds read on it |
+//! | `GetFlightInfo` | read on the metadata database ([`plan::DATABASE_METADATA`]; none → INVALID_ARGUMENT), and what the descriptor's Flight SQL command needs beyond it, as for DoGet; forwarded re-encoded |
 //! | allow-listed (`--allow-flight-method`) | read on the metadata database (and write for DoPut/DoExchange) when one is named; otherwise just a token the authorizer knows |
 //! | any other Flight method | refused: PERMISSION_DENIED |
 //! | any other gRPC path | UNIMPLEMENTED |
@@ -40,8 +40,10 @@
 //!   (`--max-buffered-bytes`), as HTTP bodies are.
 
 pub mod frame;
+pub mod handshake;
 pub mod methods;
 pub mod plan;
+pub mod sql;
 pub mod ticket;
 
 use std::sync::Arc;
@@ -54,6 +56,7 @@ use prost::Message as _;
 
 use self::frame::Encoding;
 use self::methods::{AllowList, FlightMethod};
+use self::sql::Descriptor;
 use self::ticket::{FlightTicket, TicketError};
 use super::Peer;
 use super::body::{ProxyBody, Streamed, Trailers};
@@ -117,9 +120,7 @@ impl FlightService {
             route: method.map_or("unknown", FlightMethod::name),
             method: "POST",
             path: &path,
-            // Like the HTTP path's public routes, the unchecked Handshake
-            // leaves no audit event.
-            public: method == Some(FlightMethod::Handshake),
+            public: false,
             started,
         };
         gate.finish(&finished, &peer, &trail, result)
@@ -141,9 +142,18 @@ impl FlightService {
         // The one message forwarded in place of a unary call's, or the
         // caller's stream forwarded as it comes.
         let forwarded = match method {
-            // JDBC and others handshake before they know a database; the
-            // answer carries no data.
-            FlightMethod::Handshake => Forward::Stream(body),
+            // JDBC and others handshake before they know a database: the
+            // proxy answers it (see `handshake`), for a known token.
+            FlightMethod::Handshake => {
+                let token = token(&parts.headers)?;
+                gate.validate(&token, token_probe(None), trail, peer)
+                    .await?;
+                let mut body = body;
+                let message =
+                    frame::read_first(&mut body, gate.limits(), &Encoding::of(&parts.headers))
+                        .await?;
+                return handshake::answer(&message, token.expose());
+            }
             FlightMethod::DoGet => {
                 let token = token(&parts.headers)?;
                 let message = self
@@ -155,19 +165,12 @@ impl FlightService {
             }
             FlightMethod::GetFlightInfo => {
                 let token = token(&parts.headers)?;
-                let database = plan::metadata_database(&parts.headers)?.ok_or_else(|| {
-                    Rejection::BadRequest(
-                        "GetFlightInfo needs the database in the request metadata (\"database\", \"bucket\", \"bucket-name\" or \"iox-namespace-name\")".to_owned(),
-                    )
-                })?;
-                // The descriptor does not decide anything; it is re-framed
-                // whole, and its trailers, if any, refused.
                 let message = self
                     .unary_message(&token, &parts.headers, body, trail, peer)
                     .await?;
-                gate.authorize(&token, &[Need::read(database)], trail, peer)
-                    .await?;
-                Forward::Rebuilt(message)
+                let info = get_flight_info(&parts.headers, &message)?;
+                gate.authorize(&token, &info.needs, trail, peer).await?;
+                Forward::Rebuilt(info.forwarded)
             }
             other if self.inner.settings.allow.allows(other) => {
                 let token = token(&parts.headers)?;
@@ -282,16 +285,33 @@ fn check_transport(request: &Request<ProxyBody>) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// What a DoGet needs, and the message forwarded in its place.
+/// What a unary call needs, and the message forwarded in its place.
 #[derive(Debug)]
-struct DoGet {
+struct Decided {
     needs: Vec<Need>,
     forwarded: Bytes,
 }
 
+/// The permissions a GetFlightInfo whose one message is `message` needs
+/// (the metadata database, and what the descriptor's SQL needs beyond it),
+/// and the descriptor re-encoded.
+fn get_flight_info(headers: &HeaderMap, message: &[u8]) -> Result<Decided, Rejection> {
+    let database = plan::metadata_database(headers)?.ok_or_else(|| {
+        Rejection::BadRequest(
+            "GetFlightInfo needs the database in the request metadata (\"database\", \"bucket\", \"bucket-name\" or \"iox-namespace-name\")".to_owned(),
+        )
+    })?;
+    let descriptor =
+        Descriptor::decode(message).map_err(|e| Rejection::BadRequest(e.to_string()))?;
+    Ok(Decided {
+        needs: plan::descriptor_needs(headers, &database, &descriptor)?,
+        forwarded: Bytes::from(descriptor.canonical()),
+    })
+}
+
 /// The permissions a DoGet whose one message is `message` needs, and the
 /// canonical message (an opaque ticket goes as it came: it was not read).
-fn do_get_ticket(headers: &HeaderMap, message: &[u8]) -> Result<DoGet, Rejection> {
+fn do_get_ticket(headers: &HeaderMap, message: &[u8]) -> Result<Decided, Rejection> {
     let ticket = FlightTicket::decode(message).map_err(|_| {
         Rejection::BadRequest("the DoGet message is not a Flight Ticket".to_owned())
     })?;
@@ -325,7 +345,7 @@ fn do_get_ticket(headers: &HeaderMap, message: &[u8]) -> Result<DoGet, Rejection
         }
     }
     let forwarded = FlightTicket { ticket: forwarded }.encode_to_vec();
-    Ok(DoGet {
+    Ok(Decided {
         needs,
         forwarded: Bytes::from(forwarded),
     })

@@ -5,8 +5,10 @@
 
 use http::HeaderMap;
 
+use super::sql::{Command, Descriptor};
 use super::ticket::{Query, Ticket};
 use crate::authz::Need;
+use crate::proxy::classify::sql::sql_plan;
 use crate::proxy::classify::{Dialect, Plan, influxql_plan};
 use crate::proxy::reject::Rejection;
 
@@ -44,22 +46,70 @@ pub fn metadata_database(headers: &HeaderMap) -> Result<Option<String>, Rejectio
 /// The permissions `ticket` needs.
 pub fn ticket_needs(ticket: &Ticket) -> Result<Vec<Need>, Rejection> {
     match &ticket.query {
-        // SQL (and Flight SQL commands) in InfluxDB 3 cannot reach across
-        // databases: the ticket's database is all they read.
-        Query::Sql | Query::FlightSql => Ok(vec![Need::read(ticket.database.clone())]),
+        Query::Sql(sql) => plan_needs(sql_plan(&ticket.database, sql)?),
+        Query::FlightSql(command) => command_needs(&ticket.database, command),
         // The ticket's database scopes the query (InfluxDB checks it
         // exists and runs against it), whatever the statements name.
-        Query::InfluxQl(text) => {
-            match influxql_plan(text, Some(&ticket.database), Dialect::V3)? {
-                Plan::Needs(needs) => Ok(needs),
-                Plan::Refused(message) => Err(Rejection::Admin(message)),
-                // Refused by `influxql_plan` (SHOW DATABASES is answered only on
-                // /query, where the answer can be filtered); kept total.
-                Plan::ShowDatabases => Err(Rejection::Admin(
-                    "SHOW DATABASES is not allowed over Flight; use /query".to_owned(),
-                )),
+        Query::InfluxQl(text) => plan_needs(influxql_plan(
+            text,
+            Some(&ticket.database),
+            None,
+            Dialect::V3,
+        )?),
+    }
+}
+
+/// The permissions a Flight SQL command run against `database` needs:
+/// read on it, and what its SQL, if any, needs beyond it.
+pub fn command_needs(database: &str, command: &Command) -> Result<Vec<Need>, Rejection> {
+    match command.sql() {
+        Some(sql) => plan_needs(sql_plan(database, sql)?),
+        None => Ok(vec![Need::read(database)]),
+    }
+}
+
+/// The metadata key InfluxDB 3 reads for the language of a GetFlightInfo
+/// statement query.
+pub const QUERY_LANGUAGE_METADATA: &str = "x-influxdata-query-language";
+
+/// The permissions a GetFlightInfo for `descriptor` on `database` needs.
+/// InfluxDB plans a statement query as InfluxQL when the first
+/// [`QUERY_LANGUAGE_METADATA`] value says so (in any case); the proxy reads
+/// it both ways when any value does. (Planning returns a schema and a
+/// ticket, which DoGet decides again.)
+pub fn descriptor_needs(
+    headers: &HeaderMap,
+    database: &str,
+    descriptor: &Descriptor,
+) -> Result<Vec<Need>, Rejection> {
+    let Descriptor::Command(command) = descriptor else {
+        return Ok(vec![Need::read(database)]);
+    };
+    let mut needs = command_needs(database, command)?;
+    let influxql = headers
+        .get_all(QUERY_LANGUAGE_METADATA)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"influxql"));
+    if let (true, Command::Statement(statement)) = (influxql, command) {
+        let plan = influxql_plan(&statement.query, Some(database), None, Dialect::V3)?;
+        for need in plan_needs(plan)? {
+            if !needs.contains(&need) {
+                needs.push(need);
             }
         }
+    }
+    Ok(needs)
+}
+
+fn plan_needs(plan: Plan) -> Result<Vec<Need>, Rejection> {
+    match plan {
+        Plan::Needs(needs) => Ok(needs),
+        Plan::Refused(message) => Err(Rejection::Admin(message)),
+        // Refused by `influxql_plan` (SHOW DATABASES is answered only on
+        // /query, where the answer can be filtered); kept total.
+        Plan::ShowDatabases => Err(Rejection::Admin(
+            "SHOW DATABASES is not allowed over Flight; use /query".to_owned(),
+        )),
     }
 }
 
@@ -121,7 +171,7 @@ mod tests {
             vec![Need::read("a"), Need::read("b"), Need::write("c")]
         );
         assert_eq!(
-            ticket_needs(&ticket("a", Query::Sql)).unwrap(),
+            ticket_needs(&ticket("a", Query::Sql("SELECT 1".into()))).unwrap(),
             vec![Need::read("a")]
         );
         for refused in ["DROP DATABASE a", "CREATE USER x WITH PASSWORD 'y'"] {

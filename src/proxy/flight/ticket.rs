@@ -31,6 +31,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use serde_json::{Map, Value};
 
+use super::sql::Command;
 use crate::proxy::read::json::parse_strict;
 
 /// `type_url` of an Any-wrapped `ReadInfo`.
@@ -94,14 +95,14 @@ pub enum Form {
 }
 
 /// What a ticket asks to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Query {
-    /// SQL (or unspecified, which InfluxDB runs as SQL): one database only.
-    Sql,
+    /// SQL (or unspecified, which InfluxDB runs as SQL).
+    Sql(String),
     /// InfluxQL, whose statements may name other databases.
     InfluxQl(String),
     /// A Flight SQL command, run against the ticket's database.
-    FlightSql,
+    FlightSql(Command),
 }
 
 /// A decoded ticket.
@@ -178,14 +179,32 @@ fn looks_like_json(ticket: &[u8]) -> bool {
         .is_some_and(|b| *b == b'{')
 }
 
-fn from_read_info(info: ReadInfo, wrapped: bool) -> Result<Ticket, TicketError> {
+fn from_read_info(mut info: ReadInfo, wrapped: bool) -> Result<Ticket, TicketError> {
     if info.database.is_empty() {
         return Err(invalid("the ReadInfo names no database"));
     }
+    // InfluxDB refuses a ReadInfo carrying both a query text and a command
+    // (and then tries the bytes as JSON): so does the proxy.
     let query = match info.query_type {
-        query_type::UNSPECIFIED | query_type::SQL => Query::Sql,
+        query_type::UNSPECIFIED | query_type::SQL | query_type::INFLUX_QL
+            if !info.flightsql_command.is_empty() =>
+        {
+            return Err(invalid(
+                "a SQL or InfluxQL ReadInfo carries a Flight SQL command",
+            ));
+        }
+        query_type::UNSPECIFIED | query_type::SQL => Query::Sql(info.sql_query.clone()),
         query_type::INFLUX_QL => Query::InfluxQl(info.sql_query.clone()),
-        query_type::FLIGHT_SQL_MESSAGE => Query::FlightSql,
+        query_type::FLIGHT_SQL_MESSAGE if !info.sql_query.is_empty() => {
+            return Err(invalid("a Flight SQL ReadInfo carries a query text"));
+        }
+        query_type::FLIGHT_SQL_MESSAGE => {
+            let command =
+                Command::decode(&info.flightsql_command).map_err(|e| invalid(e.to_string()))?;
+            // Forwarded re-encoded, as the rest of the ticket.
+            info.flightsql_command = command.canonical();
+            Query::FlightSql(command)
+        }
         // InfluxDB reads an unknown type as unspecified (SQL); a newer
         // server might not, and the proxy must not guess what it would read.
         other => return Err(invalid(format!("unknown query_type {other}"))),
@@ -231,7 +250,7 @@ fn json(ticket: &[u8]) -> Result<Ticket, TicketError> {
     };
     let sql_query = string("sql_query")?.ok_or_else(|| invalid("JSON ticket has no sql_query"))?;
     let query = match string("query_type")? {
-        None | Some("sql") => Query::Sql,
+        None | Some("sql") => Query::Sql(sql_query.to_owned()),
         Some("influxql") => Query::InfluxQl(sql_query.to_owned()),
         // InfluxDB refuses other types too; refusing here means the proxy
         // never has to guess what "InfluxQL" or "flightsql" would run.
@@ -312,7 +331,10 @@ mod tests {
         let info = read_info("mydb", "SELECT 1", query_type::SQL);
         let t = decode(&any(&info)).unwrap();
         assert!(matches!(t.form, Form::Any(_)));
-        assert_eq!((t.database.as_str(), &t.query), ("mydb", &Query::Sql));
+        assert_eq!(
+            (t.database.as_str(), &t.query),
+            ("mydb", &Query::Sql("SELECT 1".into()))
+        );
         assert_eq!(t.canonical().unwrap(), any(&info));
 
         let t = decode(&info.encode_to_vec()).unwrap();

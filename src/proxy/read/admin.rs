@@ -213,7 +213,7 @@ fn json_object(body: &[u8], known: &[&str]) -> Result<Map<String, Value>, Reject
 /// The query string of a listing (`GET /api/v3/configure/database`,
 /// `GET /api/v2/buckets`), rebuilt from its own parameters. InfluxDB 3's
 /// answer is filtered by the proxy, so only JSON formats are accepted.
-pub fn listing(route: Route, url: &Params) -> Result<Canonical, Rejection> {
+pub fn listing(route: Route, url: &Params, org: Option<&str>) -> Result<Canonical, Rejection> {
     let keys: &[&str] = match route {
         Route::V3Database => {
             match url.get("format") {
@@ -226,13 +226,18 @@ pub fn listing(route: Route, url: &Params) -> Result<Canonical, Rejection> {
             }
             &["format", "show_deleted"]
         }
-        _ => &["org", "orgID", "name", "id", "limit", "offset", "after"],
+        // The operator's organization, never the caller's.
+        _ => &["name", "id", "limit", "offset", "after"],
     };
+    let org = org
+        .filter(|_| route == Route::V2Buckets)
+        .map(|org| ("org", org));
+    let pairs = keys
+        .iter()
+        .filter_map(|k| url.non_empty(k).map(|v| (*k, v)))
+        .chain(org);
     Ok(Canonical {
-        query: Params::encode(
-            keys.iter()
-                .filter_map(|k| url.non_empty(k).map(|v| (*k, v))),
-        ),
+        query: Params::encode(pairs),
         body: None,
     })
 }
@@ -340,19 +345,20 @@ mod tests {
 
     #[test]
     fn listings_are_rebuilt_and_json_only() {
+        let q = |route, query, org| listing(route, &url(query), org).map(|c| c.query);
         assert_eq!(
-            listing(Route::V3Database, &url("format=json&x=1"))
-                .unwrap()
-                .query,
+            q(Route::V3Database, "format=json&x=1", None).unwrap(),
             "format=json"
         );
-        assert!(listing(Route::V3Database, &url("format=csv")).is_err());
-        assert!(listing(Route::V3Database, &url("")).is_err());
+        assert!(q(Route::V3Database, "format=csv", None).is_err());
+        assert!(q(Route::V3Database, "", None).is_err());
         assert_eq!(
-            listing(Route::V2Buckets, &url("org=o&name=b"))
-                .unwrap()
-                .query,
-            "org=o&name=b"
+            q(Route::V2Buckets, "org=theirs&name=b", Some("ours")).unwrap(),
+            "name=b&org=ours"
+        );
+        assert_eq!(
+            q(Route::V2Buckets, "orgID=1&name=b", None).unwrap(),
+            "name=b"
         );
     }
 }

@@ -52,7 +52,7 @@ pub struct Canonical {
 fn write_keys(route: Route) -> &'static [&'static str] {
     match route {
         Route::V1Write => &["db", "rp", "precision", "consistency"],
-        Route::V2Write => &["bucket", "org", "orgID", "precision"],
+        Route::V2Write => &["bucket", "precision"],
         Route::V3Write => &["db", "precision", "accept_partial", "no_sync"],
         _ => &[],
     }
@@ -66,12 +66,18 @@ pub struct Write {
 }
 
 impl Write {
-    /// Reads a write's parameters.
-    pub fn read(route: Route, url: &Params) -> Self {
-        let params = write_keys(route)
+    /// Reads a write's parameters; a v2 write goes to organization `org`
+    /// (the operator's), never to the one the caller names.
+    pub fn read(route: Route, url: &Params, org: Option<&str>) -> Self {
+        let mut params: Vec<(&'static str, String)> = write_keys(route)
             .iter()
             .filter_map(|k| url.non_empty(k).map(|v| (*k, v.to_owned())))
             .collect();
+        if route == Route::V2Write
+            && let Some(org) = org
+        {
+            params.push(("org", org.to_owned()));
+        }
         Self { params }
     }
 
@@ -363,14 +369,13 @@ pub fn v3_canonical(method: &Method, query: &V3Query) -> Canonical {
     }
 }
 
-/// The canonical form of a Flux request: a JSON body; the URL keeps only
-/// the organization, which selects where InfluxDB looks the buckets up.
-pub fn flux_canonical(url: &Params, request: &FluxRequest) -> Canonical {
-    let org = ["org", "orgID"]
-        .into_iter()
-        .filter_map(|k| url.non_empty(k).map(|v| (k, v)));
+/// The canonical form of a Flux request: a JSON body; the URL names only
+/// the operator's organization (`org`), which selects where InfluxDB 2
+/// looks the buckets up — never the caller's, whose bucket `x` may be
+/// another organization's `x`.
+pub fn flux_canonical(org: Option<&str>, request: &FluxRequest) -> Canonical {
     Canonical {
-        query: Params::encode(org),
+        query: Params::encode(org.map(|org| ("org", org))),
         body: Some((Bytes::from(request.to_json()), JSON)),
     }
 }

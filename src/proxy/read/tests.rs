@@ -122,8 +122,10 @@ fn flux_requests() {
         Bytes::from_static(b"from(bucket: \"x\")"),
     )
     .unwrap();
-    let c = flux_canonical(&url("org=o&bucket=ignored"), &r);
-    assert_eq!(c.query, "org=o");
+    // The operator's organization, never the caller's.
+    let c = flux_canonical(Some("ours"), &r);
+    assert_eq!(c.query, "org=ours");
+    assert_eq!(flux_canonical(None, &r).query, "");
     assert_eq!(
         c.body,
         Some((
@@ -191,8 +193,16 @@ fn writes_keep_only_their_parameters() {
     let w = Write::read(
         Route::V1Write,
         &url("db=a+b&rp=autogen&precision=ns&u=me&p=secret&junk=1&consistency="),
+        Some("ours"),
     );
     assert_eq!(w.canonical().query, "db=a+b&rp=autogen&precision=ns");
-    let w = Write::read(Route::V2Write, &url("org=o&bucket=x%2Fr&precision=s"));
-    assert_eq!(w.canonical().query, "bucket=x%2Fr&org=o&precision=s");
+    // A v2 write goes to the operator's organization, never the caller's.
+    let w = Write::read(
+        Route::V2Write,
+        &url("org=theirs&orgID=1&bucket=x%2Fr&precision=s"),
+        Some("ours"),
+    );
+    assert_eq!(w.canonical().query, "bucket=x%2Fr&precision=s&org=ours");
+    let w = Write::read(Route::V2Write, &url("org=theirs&bucket=x"), None);
+    assert_eq!(w.canonical().query, "bucket=x");
 }

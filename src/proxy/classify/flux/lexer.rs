@@ -156,7 +156,9 @@ impl Lexer<'_> {
     fn regex_allowed(prev: &[Tok]) -> Result<bool, FluxError> {
         Ok(match back(prev, 1) {
             None => true,
-            Some(Tok::Kw("empty")) => return Err(FluxError::Unsupported("'/' after 'empty'")),
+            Some(Tok::Kw(word @ ("empty" | "in" | "test"))) => {
+                return Err(FluxError::ChangedKeyword(word));
+            }
             Some(Tok::Kw(_)) => true,
             Some(Tok::P(p)) => !matches!(*p, ")" | "]" | "}" | "<-"),
             Some(Tok::Str(_)) => {
@@ -404,7 +406,7 @@ mod tests {
             ("a ? b", FluxError::IllegalChar('?')),
             ("a # b", FluxError::IllegalChar('#')),
             ("a ! b", FluxError::IllegalChar('!')),
-            ("x = empty /a/", FluxError::Unsupported("'/' after 'empty'")),
+            ("x = empty /a/", FluxError::ChangedKeyword("empty")),
         ] {
             assert_eq!(lex(src).map(|_| ()), Err(e), "{src:?}");
         }

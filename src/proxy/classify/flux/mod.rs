@@ -60,7 +60,19 @@ pub enum FluxError {
     WriteFunctionAsValue(String),
     #[error("query names no bucket")]
     NoBucket,
+    #[error(
+        "{0:?} is a keyword in some Flux versions and an identifier in others (0.184 and later); rename it"
+    )]
+    ChangedKeyword(&'static str),
+    #[error("package {0:?} may only be used as {0}.<name>")]
+    PackageAsValue(String),
+    #[error("{0:?} may not be reached by index")]
+    IndexedFunction(String),
 }
+
+/// Names whose value reads or writes buckets the analyzer must see called
+/// by name: reaching them by index (`influxdb["to"]`) would hide them.
+const INDEX_REFUSED: &[&str] = &["to", "wideTo", "from", "buckets", "databases"];
 
 const ALLOWED_IMPORTS: &[&str] = &[
     "strings",
@@ -155,8 +167,29 @@ impl Analyzer {
                     i = self.import(toks, i)?;
                     continue;
                 }
-                Tok::Kw("builtin" | "testcase" | "test") => {
+                Tok::Kw("builtin" | "testcase") => {
                     return Err(FluxError::Unsupported("builtin and test statements"));
+                }
+                // Flux 0.184 made these identifiers (`in / x / 2` is a
+                // division there, a regex before): read one way here, the
+                // other there.
+                Tok::Kw(word @ ("in" | "empty" | "test")) => {
+                    return Err(FluxError::ChangedKeyword(word));
+                }
+                Tok::P("[") if is_index(toks, i) => {
+                    if let (Some(Tok::Str(Some(key))), Some(Tok::P("]"))) =
+                        (toks.get(i + 1), toks.get(i + 2))
+                        && INDEX_REFUSED.contains(&key.as_str())
+                    {
+                        return Err(FluxError::IndexedFunction(key.clone()));
+                    }
+                    stack.push(Frame {
+                        kind: Kind::Bracket,
+                        callee: None,
+                        via_array: false,
+                        prop_start: false,
+                        has_bucket: false,
+                    });
                 }
                 Tok::P(open @ ("(" | "{" | "[")) => {
                     let kind = match *open {
@@ -285,6 +318,16 @@ impl Analyzer {
     fn ident_use(&self, toks: &[Tok], i: usize, name: &str) -> Result<(), FluxError> {
         let before = |k: usize| i.checked_sub(k).and_then(|j| toks.get(j));
         let member = before(1) == Some(&Tok::P("."));
+        // A package is a record of functions: held in a variable, passed
+        // along or indexed, its `to` or `buckets` would be called under
+        // another name. Only `alias.member` is accepted.
+        if !member && self.aliases.contains_key(name) {
+            let dotted = toks.get(i + 1) == Some(&Tok::P("."))
+                && matches!(toks.get(i + 2), Some(Tok::Ident(_)));
+            if !dotted {
+                return Err(FluxError::PackageAsValue(name.to_owned()));
+            }
+        }
         let package_member =
             member && matches!(before(2), Some(Tok::Ident(q)) if self.aliases.contains_key(q));
         let called = toks.get(i + 1) == Some(&Tok::P("("));
@@ -301,6 +344,14 @@ impl Analyzer {
             _ => Ok(()),
         }
     }
+}
+
+/// True when the `[` at `i` indexes the value before it (`x["k"]`,
+/// `f()["k"]`), not an array literal.
+fn is_index(toks: &[Tok], i: usize) -> bool {
+    i.checked_sub(1)
+        .and_then(|j| toks.get(j))
+        .is_some_and(|t| matches!(t, Tok::Ident(_) | Tok::P(")" | "]")))
 }
 
 fn finish_call(frame: &Frame) -> Result<(), FluxError> {
@@ -500,6 +551,48 @@ mod tests {
         );
         let q = "import \"influxdata/influxdb/v1\"\nv1.json(file: \"/etc/passwd\")";
         assert_eq!(err(q), FluxError::ForbiddenArgument("file".into()));
+    }
+
+    #[test]
+    fn words_flux_versions_read_differently_are_refused() {
+        // `in` is an identifier since Flux 0.184: `in / (…) / 1.0` divides
+        // there and was a regex before.
+        let q = "in = 1.0\nleak = in /(from(bucket: \"secret\"))._value/ 1.0\nfrom(bucket: \"x\")";
+        assert_eq!(err(q), FluxError::ChangedKeyword("in"));
+        for word in ["in", "empty", "test"] {
+            let q = format!("{word} = 1\nfrom(bucket: \"x\")");
+            assert_eq!(err(&q), FluxError::ChangedKeyword(word), "{q}");
+        }
+    }
+
+    #[test]
+    fn packages_only_as_package_dot_member() {
+        let refused = [
+            "import \"influxdata/influxdb\"\nb = influxdb[\"buckets\"]()",
+            "import \"influxdata/influxdb\"\nfrom(bucket: \"x\") |> influxdb[\"to\"](bucket: \"s\")",
+            "import \"experimental\"\nfrom(bucket: \"x\") |> experimental[\"to\"](bucket: \"s\")",
+            "import \"influxdata/influxdb\"\nr = influxdb\nr.buckets()",
+            "import \"influxdata/influxdb\"\nr = {p: influxdb}\nr.p.buckets()",
+            "import \"influxdata/influxdb/v1\"\nf = (p) => p.databases()\nf(p: v1)",
+        ];
+        for q in refused {
+            assert!(
+                matches!(
+                    analyze(q),
+                    Err(FluxError::PackageAsValue(_) | FluxError::IndexedFunction(_))
+                ),
+                "{q}: {:?}",
+                analyze(q)
+            );
+        }
+        // Records are still indexed by their columns.
+        ok("from(bucket: \"x\") |> map(fn: (r) => ({r with v: r[\"_value\"] * 2.0}))");
+        ok(
+            "import \"strings\"\nfrom(bucket: \"x\") |> map(fn: (r) => ({r with h: strings.toUpper(v: r.host)}))",
+        );
+        ok(
+            "from(bucket: \"x\") |> filter(fn: (r) => contains(value: r.host, set: [\"to\", \"from\"]))",
+        );
     }
 
     #[test]

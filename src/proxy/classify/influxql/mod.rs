@@ -40,12 +40,26 @@ impl DbRef {
     }
 }
 
+/// A database a statement names, with the retention policy it names with it
+/// (if any), and whether it writes there. InfluxDB 3 reads a database and a
+/// retention policy other than `autogen` or `default` as the database
+/// `db/rp` (`iox_query_influxql_rewrite` `resolve_dbrp`), so such a pair
+/// needs that database too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scoped {
+    pub database: String,
+    pub policy: Option<String>,
+    pub write: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Statement {
     /// SELECT / EXPLAIN [ANALYZE] SELECT / SHOW <per-database thing>: read on every db in `reads`, write on every db in `writes` (SELECT ... INTO targets).
     Data {
         reads: Vec<DbRef>,
         writes: Vec<DbRef>,
+        /// Every database named explicitly, with its retention policy.
+        scoped: Vec<Scoped>,
     },
     /// `SHOW DATABASES` (the proxy filters the answer).
     ShowDatabases,

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::lexer::{Lexer, Tok};
-use super::{DbRef, ScanError, Statement};
+use super::{DbRef, ScanError, Scoped, Statement};
 
 mod admin;
 
@@ -28,6 +28,7 @@ pub(super) struct Parser<'a> {
     depth: usize,
     reads: BTreeSet<DbRef>,
     writes: BTreeSet<DbRef>,
+    scoped: BTreeSet<Scoped>,
 }
 
 impl<'a> Parser<'a> {
@@ -37,6 +38,7 @@ impl<'a> Parser<'a> {
             depth: 0,
             reads: BTreeSet::new(),
             writes: BTreeSet::new(),
+            scoped: BTreeSet::new(),
         }
     }
 
@@ -146,6 +148,7 @@ impl<'a> Parser<'a> {
     pub(super) fn statement(&mut self) -> Result<Statement, ScanError> {
         self.reads.clear();
         self.writes.clear();
+        self.scoped.clear();
         let first = self.bump()?;
         let word = match &first {
             Tok::Word(w) if first.ident().is_none() => w.to_ascii_uppercase(),
@@ -169,6 +172,7 @@ impl<'a> Parser<'a> {
         Statement::Data {
             reads: std::mem::take(&mut self.reads).into_iter().collect(),
             writes: std::mem::take(&mut self.writes).into_iter().collect(),
+            scoped: std::mem::take(&mut self.scoped).into_iter().collect(),
         }
     }
 
@@ -224,7 +228,23 @@ impl<'a> Parser<'a> {
         }
         let db = segs.first().filter(|_| segs.len() == 3);
         self.writes.insert(DbRef::from_name(db.map(String::as_str)));
+        if segs.len() == 3 {
+            self.scope(&segs[0], &segs[1], true);
+        }
         Ok(())
+    }
+
+    /// Records that `database` (when named) is used with retention policy
+    /// `policy` (empty: none).
+    fn scope(&mut self, database: &str, policy: &str, write: bool) {
+        if database.is_empty() {
+            return;
+        }
+        self.scoped.insert(Scoped {
+            database: database.to_owned(),
+            policy: (!policy.is_empty()).then(|| policy.to_owned()),
+            write,
+        });
     }
 
     fn sources(&mut self, subqueries: bool) -> Result<(), ScanError> {
@@ -260,6 +280,9 @@ impl<'a> Parser<'a> {
                 None
             }
         };
+        if db.is_some() {
+            self.scope(&segs[0], &segs[1], false);
+        }
         Ok(Some(DbRef::from_name(db.map(String::as_str))))
     }
 
@@ -475,10 +498,13 @@ impl<'a> Parser<'a> {
             let name = got.ident().ok_or_else(|| unexpected(&got, "database"))?;
             db = Some(name.to_owned());
             // SHOW MEASUREMENTS ON db.rp / db.*
+            let mut policy = String::new();
             if self.eat(&Tok::Dot)? {
                 let rp_ok = |t: &Tok| t.ident().is_some() || *t == Tok::Op("*");
-                self.expect_if(rp_ok, "retention policy")?;
+                let rp = self.expect_if(rp_ok, "retention policy")?;
+                policy = rp.ident().unwrap_or("*").to_owned();
             }
+            self.scope(name, &policy, false);
         }
         self.reads.insert(DbRef::from_name(db.as_deref()));
         if self.eat_kw("FROM")? {

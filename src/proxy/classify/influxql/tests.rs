@@ -11,7 +11,7 @@ fn parse_ok(q: &str) -> Vec<Statement> {
 
 fn data(q: &str) -> (Vec<DbRef>, Vec<DbRef>) {
     match parse_ok(q).as_slice() {
-        [Statement::Data { reads, writes }] => (reads.clone(), writes.clone()),
+        [Statement::Data { reads, writes, .. }] => (reads.clone(), writes.clone()),
         other => panic!("{q:?}: expected one data statement, got {other:?}"),
     }
 }
@@ -347,12 +347,50 @@ fn user_and_server_statements_are_refused() {
 }
 
 #[test]
+fn retention_policies_named_with_a_database_are_kept() {
+    let scoped = |q: &str| match parse_ok(q).as_slice() {
+        [Statement::Data { scoped, .. }] => scoped
+            .iter()
+            .map(|s| (s.database.clone(), s.policy.clone(), s.write))
+            .collect::<Vec<_>>(),
+        other => panic!("{q}: {other:?}"),
+    };
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        scoped("SELECT * FROM x.foo.m"),
+        [("x".into(), some("foo"), false)]
+    );
+    assert_eq!(
+        scoped("SELECT * FROM x.foo./re/"),
+        [("x".into(), some("foo"), false)]
+    );
+    assert_eq!(scoped("SELECT * FROM x..m"), [("x".into(), None, false)]);
+    assert!(
+        scoped("SELECT * FROM foo.m").is_empty(),
+        "no database named"
+    );
+    assert_eq!(
+        scoped("SELECT * INTO y.bar.m FROM m"),
+        [("y".into(), some("bar"), true)]
+    );
+    assert_eq!(
+        scoped("SHOW MEASUREMENTS ON x.foo"),
+        [("x".into(), some("foo"), false)]
+    );
+}
+
+#[test]
 fn statement_lists() {
     let got = parse_ok(";SELECT * FROM a..m; DROP DATABASE x;; SHOW DATABASES;");
     let want = [
         Statement::Data {
             reads: dbs("a"),
             writes: vec![],
+            scoped: vec![Scoped {
+                database: "a".into(),
+                policy: None,
+                write: false,
+            }],
         },
         Statement::Admin {
             what: "DROP DATABASE".into(),
@@ -547,7 +585,8 @@ proptest! {
         let mut union = BTreeSet::new();
         for (stmt, (db, _)) in got.iter().zip(&srcs) {
             let want = vec![DbRef::from_name(db.as_deref())];
-            prop_assert_eq!(stmt, &Statement::Data { reads: want.clone(), writes: vec![] });
+            let matches = matches!(stmt, Statement::Data { reads, writes, .. } if *reads == want && writes.is_empty());
+            prop_assert!(matches, "{:?}", stmt);
             union.extend(want);
         }
         let all = srcs.iter().map(|(db, _)| DbRef::from_name(db.as_deref()));

@@ -1,0 +1,185 @@
+//! InfluxDB 3 SQL: what a query needs beyond its database.
+//!
+//! InfluxDB 3 plans SQL against one database's catalog, so a query reads
+//! that database only — except for its `system` schema, where two tables
+//! are the whole server's, whatever database the query runs against
+//! (`influxdb3_system_tables`, `AllSystemSchemaTablesProvider::new`):
+//! `system.queries` (the one query log: every query's text, literals
+//! included) and `system.processing_engine_logs` (every plugin's log). The
+//! `_internal` database's `system.tokens` lists the database's own tokens.
+//!
+//! The proxy does not plan SQL; it reads the query's tokens with the SQL
+//! tokenizer DataFusion uses (`sqlparser`, the version InfluxDB 3 builds
+//! with, its generic dialect, DataFusion's default) and looks for the word
+//! `system` (any case, quoted or not) followed by a period: a reference to
+//! the system schema in any position — a table, a column, a three-part
+//! `catalog.system.table` name. The word after the period is the table:
+//!
+//! - the per-database tables ([`DATABASE_SYSTEM_TABLES`]) need nothing more;
+//! - `tokens` is refused to every token: the upstream's credentials are not
+//!   the proxy's to show;
+//! - anything else (`queries`, `processing_engine_logs`, a name spelled so
+//!   that only the database knows what it means) needs read on every
+//!   database (`*`).
+//!
+//! Comments and string literals are the tokenizer's, as they are the
+//! database's (an operator who sets another `datafusion.sql_parser.dialect`
+//! on InfluxDB 3 should know this reads the generic one). Beyond that the
+//! reading errs on the side of more: `system.` in any position counts, a
+//! name after it that is not one of the per-database tables needs `*`, and
+//! SQL the tokenizer cannot read is refused.
+
+use sqlparser::dialect::GenericDialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+use super::Plan;
+use crate::authz::Need;
+use crate::proxy::reject::Rejection;
+use crate::tokens::model::ALL_DATABASES;
+
+/// System tables that show only the database the query runs against.
+pub const DATABASE_SYSTEM_TABLES: [&str; 6] = [
+    "last_caches",
+    "distinct_caches",
+    "parquet_files",
+    "processing_engine_triggers",
+    "processing_engine_trigger_arguments",
+    "influxdb_schema",
+];
+
+/// The system table no token may read through the proxy.
+const REFUSED_SYSTEM_TABLE: &str = "tokens";
+
+/// What SQL `sql` run against `database` needs.
+pub fn sql_plan(database: &str, sql: &str) -> Result<Plan, Rejection> {
+    let mut needs = vec![Need::read(database)];
+    for table in system_tables(sql)? {
+        if DATABASE_SYSTEM_TABLES.contains(&table.as_str()) {
+            continue;
+        }
+        if table == REFUSED_SYSTEM_TABLE {
+            return Ok(Plan::Refused(
+                "system.tokens lists the database's own credentials and is not readable through the proxy".to_owned(),
+            ));
+        }
+        let all = Need::read(ALL_DATABASES);
+        if !needs.contains(&all) {
+            needs.push(all);
+        }
+    }
+    Ok(Plan::Needs(needs))
+}
+
+/// The (lowercased) names that follow `system.` in `sql`. A name that is
+/// not a plain word (a number, a string, nothing) is returned as written
+/// after the period, which is never a per-database table's name.
+fn system_tables(sql: &str) -> Result<Vec<String>, Rejection> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| Rejection::BadRequest(format!("the SQL query cannot be read: {e}")))?;
+    let mut words = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .peekable();
+    let mut tables = Vec::new();
+    while let Some(token) = words.next() {
+        let Token::Word(word) = token else { continue };
+        if word.value.to_lowercase() != "system" {
+            continue;
+        }
+        match words.peek() {
+            Some(Token::Period) => {
+                words.next();
+                tables.push(match words.peek() {
+                    Some(Token::Word(table)) => table.value.to_lowercase(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                });
+            }
+            // `system.1` and the like: the tokenizer reads a number.
+            Some(Token::Number(n, _)) if n.starts_with('.') => tables.push(n.clone()),
+            _ => {}
+        }
+    }
+    Ok(tables)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn needs(sql: &str) -> Vec<Need> {
+        match sql_plan("x", sql).unwrap() {
+            Plan::Needs(needs) => needs,
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_wide_system_tables_need_every_database() {
+        let all = vec![Need::read("x"), Need::read("*")];
+        for sql in [
+            "SELECT query_text FROM system.queries",
+            "select * from SYSTEM.QUERIES",
+            "SELECT * FROM \"system\".\"queries\" WHERE query_text LIKE '%secret%'",
+            "SELECT * FROM system.processing_engine_logs",
+            "SELECT 1 AS a UNION ALL SELECT count(*) FROM system . queries",
+            "SELECT * FROM system/* c */./* d */queries",
+            "SELECT * FROM system\n--\n.queries",
+            "SELECT * FROM public.system.queries",
+            "SELECT * FROM `system`.`queries`",
+            "SELECT * FROM system.\"Queries\"",
+            "SELECT * FROM system.\"queries \"",
+            "SELECT * FROM t WHERE x IN (SELECT 1 FROM system.queries)",
+            "WITH q AS (SELECT * FROM system.queries) SELECT * FROM q",
+            "SELECT * FROM system.1",
+            "SELECT * FROM system.",
+        ] {
+            assert_eq!(needs(sql), all, "{sql}");
+        }
+    }
+
+    #[test]
+    fn ordinary_sql_and_per_database_system_tables_need_the_database() {
+        for sql in [
+            "SELECT 1",
+            "SELECT * FROM cpu WHERE host = 'system'",
+            "SELECT system FROM cpu",
+            "SELECT * FROM system.last_caches",
+            "SELECT * FROM SYSTEM.Parquet_Files",
+            "SELECT * FROM system.influxdb_schema",
+            "SELECT * FROM systems.queries",
+            // Comments and literals are the same tokens to the database.
+            "SELECT 1 -- system.queries",
+            "SELECT 'system.queries'",
+            "SELECT 1 /* system.queries */",
+        ] {
+            assert_eq!(needs(sql), vec![Need::read("x")], "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_upstreams_tokens_are_refused() {
+        for sql in [
+            "SELECT * FROM system.tokens",
+            "SELECT * FROM SYSTEM.\"tokens\"",
+            "SELECT * FROM system.queries, system.tokens",
+        ] {
+            assert!(
+                matches!(sql_plan("_internal", sql), Ok(Plan::Refused(_))),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_sql_is_refused() {
+        for sql in ["SELECT 'unterminated", "SELECT \"x", "SELECT /* open"] {
+            assert!(
+                matches!(sql_plan("x", sql), Err(Rejection::BadRequest(_))),
+                "{sql}"
+            );
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! F3: what an unauthenticated client can hold through the public routes
+//! (`/ping`, `/health`, `--allow-path`).
+//!
+//! Public requests are forwarded with the caller's body streamed upstream
+//! as it comes: not bounded in size, not bounded in time (the body guard
+//! every decided request gets, `Streamed` with `--body-read-timeout`, is not
+//! applied). InfluxDB 1.x answers `/ping` only once the request body is
+//! complete (checked against the Debian influxd 1.6.7: a `GET /ping` with
+//! `Content-Length: 100000` and 3 bytes of body gets no answer), so every
+//! such request holds one upstream connection until `--upstream-timeout`
+//! (60 s) and then costs the proxy a 504, at no cost to the client: N
+//! connections (or N HTTP/2 streams on one connection) are N upstream
+//! connections.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::support::Env;
+
+/// Sends `head` plus `body_start` and waits up to `wait` for the status line.
+async fn status_within(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body_start: &[u8],
+    wait: Duration,
+) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body_start).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_body_on_a_public_route_does_not_hold_the_upstream() {
+    let env = Env::start(None).await;
+    let started = Instant::now();
+    // The capturing upstream, like influxd, answers once it has the body;
+    // the proxy's body timeout here is 2 s, its upstream timeout 60 s.
+    let head = "GET /ping HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n";
+    let answer = status_within(env.proxy.addr, head, b"abc", Duration::from_secs(10)).await;
+    let waited = started.elapsed();
+    assert!(
+        answer.as_deref().is_some_and(|line| !line.contains(" 5")),
+        "an unauthenticated GET /ping whose body never ends held the request (and its upstream \
+         connection) for {waited:?} and got {answer:?}; a public route should not forward a body \
+         it does not need, or should bound it like every other body"
+    );
+}
+
+#[tokio::test]
+async fn public_routes_do_not_forward_request_bodies() {
+    // A body on /ping means nothing to any InfluxDB; forwarding it lets an
+    // unauthenticated client stream arbitrary bytes to the database.
+    let env = Env::start(None).await;
+    let body = vec![b'a'; 4 << 20];
+    let reply = crate::common::proxy::send(crate::common::proxy::request(
+        "GET",
+        &env.proxy.url("/ping"),
+        &[],
+        body,
+    ))
+    .await;
+    let forwarded: usize = env.upstream.requests().iter().map(|r| r.body.len()).sum();
+    assert_eq!(
+        forwarded, 0,
+        "an unauthenticated GET /ping streamed {forwarded} body bytes to the database (status {})",
+        reply.status
+    );
+}
+
+/// A proxy with a 1 s header timeout and the default 60 s idle timeout.
+async fn serve_with_header_timeout(
+    env: &Env,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    use fluxgate::proxy::Proxy;
+    use fluxgate::proxy::forward::{Protocol, Upstream};
+    use fluxgate::proxy::http::HttpService;
+    use fluxgate::proxy::listener::{self, ListenerSettings};
+    let gate = crate::common::proxy::gate(
+        std::sync::Arc::new(fluxgate::authz::client::AuthzClient::for_uri(
+            env.tokens.url().parse().unwrap(),
+            Duration::from_secs(2),
+        )),
+        &crate::common::proxy::settings(),
+    );
+    let upstream = Upstream::new(env.upstream.url().parse().unwrap(), None, Protocol::Http1);
+    let proxy = Proxy::new(HttpService::new(gate, upstream, Default::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let settings = ListenerSettings {
+        header_read_timeout: Duration::from_secs(1),
+        ..ListenerSettings::default()
+    };
+    let shutdown = stop.clone();
+    tokio::spawn(async move {
+        listener::serve(listener, proxy, settings, shutdown.cancelled_owned()).await;
+    });
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_by_the_header_timeout() {
+    // `--header-read-timeout` is documented as the slowloris bound, but a
+    // connection that never sends its first byte is only closed by the idle
+    // timeout (60 s): 10 000 silent connections refreshed once a minute hold
+    // every `--max-connections` slot, and every other client waits in the
+    // kernel's backlog.
+    let env = Env::start(None).await;
+    let (addr, stop) = serve_with_header_timeout(&env).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+    stop.cancel();
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection was still open after {:?} with a 1 s header timeout",
+        started.elapsed()
+    );
+}
