@@ -13,6 +13,7 @@ pub mod store;
 pub mod throttle;
 pub mod unicode;
 pub mod watch;
+pub mod wire;
 
 pub use registry::TokenRegistry;
 pub use sqlite::SqliteStore;
