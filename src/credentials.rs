@@ -5,13 +5,15 @@
 //! [`Token`] is the only type that holds a caller's secret. It has no
 //! `Display`, its `Debug` is redacted, errors about it never echo it, and
 //! its bytes are zeroed when it is dropped (as are the decoded bytes of
-//! Basic credentials), so they do not linger in freed memory.
+//! Basic credentials), so they do not linger in freed memory. Its SHA-512
+//! [`TokenHash`] is the only form anything keeps.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::{Zeroize as _, Zeroizing};
 
-use crate::tokens::secret::TokenHash;
+use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
 
 /// A token presented by a caller.
 #[derive(Clone, PartialEq, Eq)]
@@ -100,6 +102,51 @@ fn scheme_known(scheme: &[u8]) -> bool {
     [b"bearer".as_slice(), b"token", b"basic"]
         .iter()
         .any(|s| scheme.eq_ignore_ascii_case(s))
+}
+
+/// The SHA-512 hash of a token string: how tokens are stored and looked up.
+///
+/// Tokens carry at least 256 bits of entropy, so a plain hash cannot be
+/// brute-forced and a password KDF would only cost latency on every call.
+#[derive(Clone, Copy)]
+pub struct TokenHash(pub [u8; 64]);
+
+impl TokenHash {
+    /// Hashes a token as presented by a client.
+    pub fn of(token: &[u8]) -> Self {
+        Self(Sha512::digest(token).into())
+    }
+
+    /// The raw hash bytes (what the store keeps).
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+
+    /// Rebuilds a hash read back from the store.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+}
+
+impl PartialEq for TokenHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for TokenHash {}
+
+impl std::hash::Hash for TokenHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The hash is uniformly distributed already; a prefix is enough for buckets.
+        state.write(&self.0[..16]);
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,11 @@ pub mod tokens {
     tonic::include_proto!("fluxgate.tokens.v1");
 }
 
+/// The database name that means every database: in a token's permissions,
+/// and in an Authorize call that needs every database (a statement or table
+/// that reaches them all).
+pub const ALL_DATABASES: &str = "*";
+
 /// Encoded `FileDescriptorSet` of every fluxgate proto, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/fluxgate_descriptor.bin"));

@@ -56,19 +56,7 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 /// stream has gained one (after an upgrade).
 const REPROBE_EVERY: Duration = Duration::from_secs(60);
 
-/// Whether and how the proxy follows the token change stream
-/// (`--authz-watch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum WatchMode {
-    /// Follow it; fall back to none when the authorizer does not implement
-    /// it (answers UNIMPLEMENTED).
-    #[default]
-    Auto,
-    /// Follow it; without it the proxy is not ready (unless stale grace).
-    Required,
-    /// Do not follow it: every allow lives the disconnected TTL at most.
-    Off,
-}
+pub use crate::config::WatchMode;
 
 /// How a cache follows the change stream.
 #[derive(Debug, Clone, Default)]

@@ -166,7 +166,7 @@ impl CliError {
     pub fn report(&self) -> ExitCode {
         // One line, whatever the message holds: scripts read the first
         // line, and nothing in it may drive the terminal.
-        eprintln!("fluxgate: {}", super::output::clean(&self.message));
+        eprintln!("fluxgate: {}", super::terminal::clean(&self.message));
         ExitCode::from(self.kind.exit_code())
     }
 }

@@ -25,6 +25,7 @@ pub mod output;
 pub mod proxy_token;
 pub mod revoke;
 pub mod show;
+pub mod terminal;
 pub mod token;
 
 use std::process::ExitCode;

@@ -19,6 +19,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::error::CliError;
+use super::terminal::clean;
 use crate::proto::tokens as pb;
 use crate::tokens::model::MAX_EXPIRY_SECS;
 use crate::tokens::unicode;
@@ -458,22 +459,6 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     }
     lines.push(chars[start..].iter().collect());
     lines
-}
-
-/// Control characters (newlines, escape sequences) from the token service
-/// would break the layout or drive the terminal, and format characters
-/// (zero-width, bidirectional overrides) would make text look like other
-/// text: both are shown escaped, as `\u{1b}`.
-pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() || unicode::is_format(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

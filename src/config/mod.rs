@@ -17,6 +17,6 @@ pub use check::{Checked, check};
 pub use file::{ConfigError, parse_args};
 pub use options::*;
 pub use values::{
-    ByteSize, HumanDuration, count_between, duration_between, size_between, u32_between,
+    ByteSize, HumanDuration, WatchMode, count_between, duration_between, size_between, u32_between,
     usize_between,
 };

@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::values::{
-    ByteSize, HumanDuration, count_between, duration_between, size_between, u32_between,
+    ByteSize, HumanDuration, WatchMode, count_between, duration_between, size_between, u32_between,
     usize_between,
 };
-use crate::authz::invalidation::WatchMode;
 use crate::cli::args::{
     DatabaseCommand, LoginArgs, ManagementCommand, ProxyTokenCommand, TokenCommand,
 };

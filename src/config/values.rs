@@ -8,6 +8,20 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Whether and how the proxy follows the token change stream
+/// (`--authz-watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WatchMode {
+    /// Follow it; fall back to none when the authorizer does not implement
+    /// it (answers UNIMPLEMENTED).
+    #[default]
+    Auto,
+    /// Follow it; without it the proxy is not ready (unless stale grace).
+    Required,
+    /// Do not follow it: every allow lives the disconnected TTL at most.
+    Off,
+}
+
 /// A duration written the human way: `500ms`, `2s`, `1h 30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);

@@ -37,6 +37,7 @@ use super::read::{self, Canonical};
 use super::reject::{Api, Rejection};
 use crate::authz::{Action, Need, NeedDecision};
 use crate::credentials::Token;
+use crate::proto::ALL_DATABASES;
 
 /// What an operator configured for the HTTP path.
 #[derive(Debug, Clone, Default)]
@@ -170,7 +171,7 @@ impl HttpService {
             Route::V3AllowedAdmin => {
                 let gate = &self.inner.gate;
                 let every = Need {
-                    database: "*".to_owned(),
+                    database: ALL_DATABASES.to_owned(),
                     action: Action::Create,
                 };
                 gate.authorize(&token, &[every], trail, peer).await?;
@@ -411,7 +412,7 @@ impl HttpService {
         trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let every = Need {
-            database: "*".to_owned(),
+            database: ALL_DATABASES.to_owned(),
             action: Action::Delete,
         };
         self.inner

@@ -4,7 +4,6 @@
 //! [`watch`](super::watch)).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
@@ -13,9 +12,10 @@ use crate::credentials;
 use crate::proto::tokens as pb;
 use crate::proto::tokens::token_service_server::TokenService;
 
-use super::model::{DatabasePermission, TokenKind, TokenRecord, ValidationError, max_expiry};
+use super::model::{DatabasePermission, TokenKind, TokenRecord};
 use super::registry::TokenRegistry;
 use super::watch;
+use super::wire::{permissions_from_wire, rfc3339, system_time, token_info};
 
 /// The management service.
 #[derive(Debug, Clone)]
@@ -92,69 +92,6 @@ impl ManagementService {
         let token = self.registry.revoke(id, kind).await?;
         Ok(Response::new(token_info(&token)))
     }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
-    Timestamp::from(t)
-}
-
-/// A wire timestamp as a time; anything past year 9999 (which no date
-/// format can print) is refused here already.
-fn system_time(t: Timestamp) -> Result<SystemTime, Status> {
-    let time = SystemTime::try_from(t).map_err(|_| {
-        Status::invalid_argument("timestamp out of range (expected 1970-01-01 to 9999-12-31)")
-    })?;
-    if time > max_expiry() {
-        return Err(Status::invalid_argument(
-            ValidationError::ExpiryTooLate.to_string(),
-        ));
-    }
-    Ok(time)
-}
-
-pub(crate) fn kind_to_wire(kind: TokenKind) -> pb::TokenKind {
-    match kind {
-        TokenKind::Database => pb::TokenKind::Database,
-        TokenKind::Management => pb::TokenKind::Management,
-        TokenKind::Proxy => pb::TokenKind::Proxy,
-    }
-}
-
-/// The wire form of a token record (never the token string).
-pub fn token_info(t: &TokenRecord) -> pb::TokenInfo {
-    pb::TokenInfo {
-        id: t.id.clone(),
-        kind: kind_to_wire(t.kind) as i32,
-        description: t.description.clone(),
-        permissions: t
-            .permissions
-            .iter()
-            .map(|p| pb::DatabasePermission {
-                database: p.database.clone(),
-                read: p.read,
-                write: p.write,
-            })
-            .collect(),
-        created_at: Some(timestamp(t.created_at)),
-        expires_at: t.expires_at.map(timestamp),
-        revoked_at: t.revoked_at.map(timestamp),
-        updated_at: t.updated_at.map(timestamp),
-    }
-}
-
-fn permissions_from_wire(permissions: Vec<pb::DatabasePermission>) -> Vec<DatabasePermission> {
-    permissions
-        .into_iter()
-        .map(|p| DatabasePermission {
-            database: p.database,
-            read: p.read,
-            write: p.write,
-        })
-        .collect()
 }
 
 #[tonic::async_trait]

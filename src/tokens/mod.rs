@@ -20,6 +20,7 @@ pub mod throttle;
 pub mod time;
 pub mod unicode;
 pub mod watch;
+pub mod wire;
 
 pub use location::StoreLocation;
 pub use postgres::PgStore;

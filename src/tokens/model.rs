@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::secret::TokenHash;
 use super::unicode;
+use crate::credentials::TokenHash;
 
-/// The database name that stands for every database.
-pub const ALL_DATABASES: &str = "*";
+pub use crate::proto::ALL_DATABASES;
 
 /// Longest database name accepted, in bytes.
 pub const MAX_DATABASE_NAME: usize = 256;

@@ -1,16 +1,15 @@
-//! Token strings and their hashes: generation from the OS CSPRNG, the SHA-512
-//! hash that is the only stored form, and constant-time comparison.
+//! Token strings: generation from the OS CSPRNG, with the kind's prefix.
+//! Their SHA-512 hash ([`TokenHash`], the only stored form) lives with the
+//! credential parsing, which the proxy shares.
 //!
 //! A token string never leaves this module except as the return value of
 //! [`generate`], which the caller hands to the client exactly once.
 
+use super::model::TokenKind;
+pub use crate::credentials::TokenHash;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::TryRngCore as _;
-use sha2::{Digest, Sha512};
-use subtle::ConstantTimeEq;
-
-use super::model::TokenKind;
 
 /// Random bytes per token: 384 bits, above the 256 the threat model needs.
 const RANDOM_BYTES: usize = 48;
@@ -21,51 +20,6 @@ pub const DATABASE_PREFIX: &str = "fgdb_";
 pub const MANAGEMENT_PREFIX: &str = "fgmt_";
 /// Prefix of proxy tokens.
 pub const PROXY_PREFIX: &str = "fgpx_";
-
-/// The SHA-512 hash of a token string: how tokens are stored and looked up.
-///
-/// Tokens carry at least 256 bits of entropy, so a plain hash cannot be
-/// brute-forced and a password KDF would only cost latency on every call.
-#[derive(Clone, Copy)]
-pub struct TokenHash(pub [u8; 64]);
-
-impl TokenHash {
-    /// Hashes a token as presented by a client.
-    pub fn of(token: &[u8]) -> Self {
-        Self(Sha512::digest(token).into())
-    }
-
-    /// The raw hash bytes (what the store keeps).
-    pub fn as_bytes(&self) -> &[u8; 64] {
-        &self.0
-    }
-
-    /// Rebuilds a hash read back from the store.
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        bytes.try_into().ok().map(Self)
-    }
-}
-
-impl PartialEq for TokenHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl Eq for TokenHash {}
-
-impl std::hash::Hash for TokenHash {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // The hash is uniformly distributed already; a prefix is enough for buckets.
-        state.write(&self.0[..16]);
-    }
-}
-
-impl std::fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenHash(..)")
-    }
-}
 
 /// A freshly generated token string. Not `Debug`, not `Display`: the only way
 /// out is [`NewToken::into_string`], used to answer the create call.

@@ -17,10 +17,10 @@ use tonic::{Request, Status};
 use crate::credentials;
 use crate::proto::tokens as pb;
 
-use super::management::{kind_to_wire, timestamp};
 use super::model::{TokenKind, TokenRecord};
 use super::registry::TokenRegistry;
 use super::store::{Change, ChangeKind};
+use super::wire::{kind_to_wire, timestamp};
 
 /// The change stream as the gRPC service returns it.
 pub type WatchStream =

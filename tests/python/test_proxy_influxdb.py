@@ -158,7 +158,10 @@ def test_v2_client_write_reaches_the_upstream_intact(fluxgate_bin, tmp_path):
             path, headers, body = _Capture.captured[0]
             headers = {k.lower(): v for k, v in headers.items()}
             assert path.startswith("/api/v2/write?")
-            assert "bucket=telegraf%2Fautogen" in path and "org=my-org" in path
+            assert "bucket=telegraf%2Fautogen" in path
+            # The organization is the operator's (--upstream-org), never the
+            # caller's: none is configured here.
+            assert "org=" not in path
             assert "authorization" not in headers
             assert headers["content-encoding"] == "gzip"
             assert gzip.decompress(body).decode() == "\n".join(lines)

@@ -21,7 +21,6 @@ use crate::cli::args::{ApiKind, HostOptions};
 use crate::cli::client::AuthzUrl;
 use crate::cli::credentials::{self, ManagementToken};
 use crate::cli::error::{CliError, ErrorKind};
-use crate::proxy::read::params::Params;
 use crate::tls::PemFile;
 use crate::tls::client::{ClientFiles, rustls_config};
 
@@ -192,7 +191,9 @@ impl Host {
 
     /// Runs InfluxQL on `/query`; the statement's own error is an error.
     pub(super) async fn influxql(&self, statement: &str) -> Result<Value, CliError> {
-        let form = Params::encode([("q", statement)]);
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("q", statement)
+            .finish();
         let answer = self
             .call(
                 Method::POST,

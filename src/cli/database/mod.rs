@@ -33,7 +33,6 @@ use super::args::{ApiKind, DatabaseCommand, Format};
 use super::error::{CliError, ErrorKind};
 use super::output;
 use super::revoke;
-use crate::proxy::read::params::Params;
 
 /// Runs one `fluxgate database …` command. Flags are checked before any
 /// credential is looked up or anything is sent.
@@ -115,7 +114,9 @@ pub async fn run(command: DatabaseCommand) -> Result<(), CliError> {
                             .await?;
                     }
                     Retention::Infinite => {
-                        let query = Params::encode([("db", name.as_str())]);
+                        let query = form_urlencoded::Serializer::new(String::new())
+                            .append_pair("db", &name)
+                            .finish();
                         host.v3(
                             Method::DELETE,
                             "/api/v3/configure/database/retention_period",
@@ -153,7 +154,9 @@ pub async fn run(command: DatabaseCommand) -> Result<(), CliError> {
                             .await?;
                     }
                     ApiKind::V3 => {
-                        let query = Params::encode([("db", name.as_str())]);
+                        let query = form_urlencoded::Serializer::new(String::new())
+                            .append_pair("db", name)
+                            .finish();
                         host.v3(Method::DELETE, "/api/v3/configure/database", &query, None)
                             .await?;
                     }

@@ -18,6 +18,7 @@ use super::read::json::{FluxRequest, V3Query};
 use super::read::{InfluxQl, Write};
 use super::reject::Rejection;
 use crate::authz::{Action, Need};
+use crate::proto::ALL_DATABASES;
 
 /// What a request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +238,10 @@ pub fn v3_query(route: Route, query: &V3Query) -> Result<Plan, Rejection> {
 /// "invalid token" (401) or, for any known token, allowed or forbidden.
 pub fn token_probe(database: Option<&str>) -> Need {
     Need {
-        database: database.filter(|d| !d.is_empty()).unwrap_or("*").to_owned(),
+        database: database
+            .filter(|d| !d.is_empty())
+            .unwrap_or(ALL_DATABASES)
+            .to_owned(),
         action: Action::Create,
     }
 }

@@ -34,8 +34,8 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::Plan;
 use crate::authz::Need;
+use crate::proto::ALL_DATABASES;
 use crate::proxy::reject::Rejection;
-use crate::tokens::model::ALL_DATABASES;
 
 /// System tables that show only the database the query runs against.
 pub const DATABASE_SYSTEM_TABLES: [&str; 6] = [

@@ -25,7 +25,7 @@ pub(super) fn every(action: Action) -> Vec<(DbRef, Action)> {
 }
 
 /// The name that stands for every database.
-pub(super) const ALL: &str = "*";
+pub(super) const ALL: &str = crate::proto::ALL_DATABASES;
 
 impl Parser<'_> {
     /// An administrative statement, its first keyword consumed: the
