@@ -16,8 +16,8 @@ use crate::audit::{Audit, AuditOptions, Destination};
 use crate::authz::Authorizer;
 use crate::authz::cache::{self, CacheConfig, CachedAuthorizer};
 use crate::authz::client::{AuthzClient, ProxyCredential};
+use crate::authz::failover::AuthzEndpoints;
 use crate::authz::invalidation::FollowOptions;
-use crate::authz::local::LocalAuthorizer;
 use crate::config::{
     AuthzArgs, BootstrapArgs, ProxyArgs, ProxyOptions, ServeArgs, TokenServiceOptions,
     UpstreamScheme,
@@ -31,6 +31,7 @@ use crate::proxy::http::{AllowedPaths, HttpService};
 use crate::proxy::listener::{self, ListenerSettings};
 use crate::telemetry;
 use crate::tls::{self, ServerTls};
+use crate::tokens::local::LocalAuthorizer;
 use crate::tokens::registry::RegistryOptions;
 use crate::tokens::throttle::InvalidTokenThrottle;
 use crate::tokens::{StoreLocation, TokenRegistry, bootstrap, server};
@@ -364,7 +365,7 @@ pub async fn preflight(command: &crate::config::Command, offline: bool) -> anyho
         }
         Command::Proxy(a) => {
             tls::options::proxy_listener(&a.proxy)?;
-            tls::options::authz_endpoint(&a.authz)?;
+            tls::options::authz_endpoints(&a.authz)?;
             if let Some(path) = &a.authz.authz_token_file {
                 ProxyCredential::from_file(path)?;
             }
@@ -484,7 +485,7 @@ pub async fn run_proxy(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::
     let call_budget = args.proxy.authz_timeout.0.mul_f64(0.8);
     // TLS files are checked before anything listens.
     let proxy_tls = tls::options::proxy_listener(&args.proxy)?;
-    let authz_endpoint = tls::options::authz_endpoint(&args.authz)?;
+    let authz_endpoint = AuthzEndpoints::new(tls::options::authz_endpoints(&args.authz)?);
     let credential = args
         .authz
         .authz_token_file

@@ -28,6 +28,12 @@ pub mod tokens {
 /// that reaches them all).
 pub const ALL_DATABASES: &str = "*";
 
+/// Response metadata carrying a valid token's expiry in Unix milliseconds.
+///
+/// Extra metadata leaves the IOx message contract untouched: IOx components
+/// ignore it, fluxgate's proxy uses it to never cache an allow past expiry.
+pub const EXPIRES_AT_METADATA: &str = "fluxgate-token-expires-at-ms";
+
 /// Encoded `FileDescriptorSet` of every fluxgate proto, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/fluxgate_descriptor.bin"));

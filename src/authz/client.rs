@@ -17,13 +17,13 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 
 use crate::credentials::Token;
+use crate::proto::EXPIRES_AT_METADATA;
 use crate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServiceClient;
 use crate::proto::iox_authz::permission::PermissionOneOf;
 use crate::proto::iox_authz::resource_action_permission::{
     Action as PbAction, ResourceType, Target,
 };
 use crate::proto::iox_authz::{AuthorizeRequest, Permission, ResourceActionPermission};
-use crate::tokens::authorize::EXPIRES_AT_METADATA;
 
 use super::failover::{AuthzEndpoints, FailoverChannel};
 use super::{Action, Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};

@@ -1,6 +1,8 @@
 //! The proxy's side of authorization: what a request needs ([`Need`]), the
 //! per-permission answers ([`NeedDecision`]), the combined [`Decision`], and
-//! the [`Authorizer`] trait the client and the decision cache implement.
+//! the [`Authorizer`] trait the client and the decision cache implement
+//! (and the token service's in-process authorizer,
+//! [`crate::tokens::local::LocalAuthorizer`]).
 
 pub mod cache;
 pub mod client;
@@ -10,7 +12,6 @@ pub mod failover;
 mod flight;
 pub mod invalidation;
 pub mod key;
-pub mod local;
 mod stats;
 
 use std::sync::Arc;
@@ -19,7 +20,34 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::credentials::Token;
-pub use crate::tokens::model::Action;
+
+/// An action on a database, as in the IOx contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Read table and column names only.
+    ReadSchema,
+    /// Query data.
+    Read,
+    /// Write data.
+    Write,
+    /// Create the database: never held by a database token.
+    Create,
+    /// Delete the database: never held by a database token.
+    Delete,
+}
+
+impl Action {
+    /// Lower-case name for logs and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ReadSchema => "read_schema",
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Create => "create",
+            Action::Delete => "delete",
+        }
+    }
+}
 
 /// One permission a request needs: `action` on `database`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::client::AuthzUrl;
 use super::error::CliError;
 use super::keyring_store;
+use super::url::AuthzUrl;
 
 /// The environment variable holding a management token.
 pub const TOKEN_ENV: &str = "FLUXGATE_TOKEN";

@@ -38,19 +38,6 @@ pub mod exit_code {
     pub const UNAVAILABLE: u8 = 5;
 }
 
-/// The exit-code table, appended to the management commands' `--help`.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  success
-  1  other failure
-  2  usage: bad flags or URL, no permission given, invalid request,
-     revoke without a terminal and without --force
-  3  authentication: no management token found, or the token service
-     refused it (unknown, expired, revoked, or a database token)
-  4  not found: no token with that id
-  5  unavailable: the token service cannot be reached or timed out,
-     or the OS keyring is unavailable";
-
 /// What kind of failure, which decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use prost_types::Timestamp;
 
-use super::args::ExpiryOptions;
 use super::error::CliError;
+use crate::config::commands::ExpiryOptions;
 use crate::proto::tokens as pb;
 use crate::tokens::model::{
     MAX_PERMISSIONS, max_expiry, validate_database_name, validate_description,

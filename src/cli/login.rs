@@ -8,12 +8,12 @@
 
 use std::io::{BufRead as _, IsTerminal as _, Read as _};
 
-use super::args::LoginArgs;
 use super::client::{AuthzUrl, Client};
 use super::credentials::{self, ManagementToken, Source};
 use super::error::CliError;
 use super::keyring_store::{self, SERVICE as KEYRING_SERVICE};
 use super::output;
+use crate::config::commands::LoginArgs;
 use crate::proto::tokens as pb;
 
 /// Longest line read from standard input.

@@ -2,12 +2,12 @@
 
 use std::time::SystemTime;
 
-use super::args::ManagementCommand;
 use super::client::Client;
 use super::error::CliError;
 use super::input;
 use super::revoke::{self, Kind};
 use super::show::{self, ListKind};
+use crate::config::commands::ManagementCommand;
 use crate::proto::tokens as pb;
 
 /// Runs one `fluxgate management …` command.

@@ -3,7 +3,7 @@
 //! client of the token service's management API (and, for databases, of
 //! the proxy) in the style of `influxctl`.
 //!
-//! - [`args`]: the flags (scripts depend on them).
+//! - [`crate::config::commands`]: the flags (scripts depend on them).
 //! - [`client`]: the `--authz` URL, connection and token metadata.
 //! - [`credentials`] and [`keyring_store`]: where the management token comes from.
 //! - [`input`]: checks of permissions and expiry flags.
@@ -12,7 +12,6 @@
 //! - [`database`]: database administration through the proxy.
 //! - [`error`]: messages and the exit codes (documented there and in `--help`).
 
-pub mod args;
 pub mod client;
 pub mod credentials;
 pub mod database;
@@ -27,33 +26,34 @@ pub mod revoke;
 pub mod show;
 pub mod terminal;
 pub mod token;
+pub mod url;
 
 use std::process::ExitCode;
 
 use error::CliError;
 
 /// Runs `fluxgate token …`.
-pub async fn run_token(command: args::TokenCommand) -> ExitCode {
+pub async fn run_token(command: crate::config::commands::TokenCommand) -> ExitCode {
     finish(token::run(command).await)
 }
 
 /// Runs `fluxgate management …`.
-pub async fn run_management(command: args::ManagementCommand) -> ExitCode {
+pub async fn run_management(command: crate::config::commands::ManagementCommand) -> ExitCode {
     finish(management::run(command).await)
 }
 
 /// Runs `fluxgate proxy-token …`.
-pub async fn run_proxy_token(command: args::ProxyTokenCommand) -> ExitCode {
+pub async fn run_proxy_token(command: crate::config::commands::ProxyTokenCommand) -> ExitCode {
     finish(proxy_token::run(command).await)
 }
 
 /// Runs `fluxgate database …`.
-pub async fn run_database(command: args::DatabaseCommand) -> ExitCode {
+pub async fn run_database(command: crate::config::commands::DatabaseCommand) -> ExitCode {
     finish(database::run(command).await)
 }
 
 /// Runs `fluxgate login`.
-pub async fn run_login(args: args::LoginArgs) -> ExitCode {
+pub async fn run_login(args: crate::config::commands::LoginArgs) -> ExitCode {
     finish(login::run(args).await)
 }
 

@@ -3,12 +3,12 @@
 
 use std::time::SystemTime;
 
-use super::args::ProxyTokenCommand;
 use super::client::Client;
 use super::error::CliError;
 use super::input;
 use super::revoke::{self, Kind};
 use super::show::{self, ListKind};
+use crate::config::commands::ProxyTokenCommand;
 use crate::proto::tokens as pb;
 
 /// Runs one `fluxgate proxy-token …` command.

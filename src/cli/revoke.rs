@@ -10,11 +10,11 @@
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
-use super::args::ConnectionOptions;
 use super::client::{AuthzUrl, Client};
 use super::credentials;
 use super::error::{CliError, ErrorKind};
 use super::output;
+use crate::config::commands::ConnectionOptions;
 use crate::proto::tokens as pb;
 
 /// Which kind of token to revoke.

@@ -3,9 +3,9 @@
 
 use std::time::SystemTime;
 
-use super::args::Format;
 use super::error::CliError;
 use super::output::{self, TokenView};
+use crate::config::commands::Format;
 use crate::proto::tokens as pb;
 
 /// Which list layout to use.

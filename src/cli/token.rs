@@ -2,12 +2,12 @@
 
 use std::time::SystemTime;
 
-use super::args::TokenCommand;
 use super::client::Client;
 use super::error::CliError;
 use super::input;
 use super::revoke::{self, Kind};
 use super::show::{self, ListKind};
+use crate::config::commands::TokenCommand;
 use crate::proto::tokens as pb;
 
 /// Runs one `fluxgate token …` command. Flags are checked before any

@@ -8,6 +8,7 @@
 //! same parser as the flag, so the two cannot drift apart.
 
 mod check;
+pub mod commands;
 mod file;
 mod options;
 pub mod reference;

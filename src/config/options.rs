@@ -9,12 +9,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::commands::{
+    DatabaseCommand, LoginArgs, ManagementCommand, ProxyTokenCommand, TokenCommand,
+};
 use super::values::{
     ByteSize, HumanDuration, WatchMode, count_between, duration_between, size_between, u32_between,
     usize_between,
-};
-use crate::cli::args::{
-    DatabaseCommand, LoginArgs, ManagementCommand, ProxyTokenCommand, TokenCommand,
 };
 
 /// Token-authorization sidecar for InfluxDB.

@@ -8,10 +8,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tonic::transport::Endpoint;
+
 use super::client::{self, ClientFiles};
 use super::server::{ALPN_GRPC, ALPN_PROXY, ServerFiles};
 use super::{PemFile, ServerTls, TlsError};
-use crate::authz::failover::AuthzEndpoints;
 use crate::config::{
     AuthzClientOptions, AuthzTlsOptions, ProxyOptions, ServeTokenServiceTlsOptions,
     TokenServiceTlsOptions,
@@ -126,9 +127,10 @@ impl AuthzTlsOptions {
 }
 
 /// The token service's endpoints for `fluxgate proxy` (`--authz`, one URL or
-/// several, with `--authz-ca`, `--authz-client-cert`, `--authz-client-key`
-/// applying to each). Warns when tokens would cross the network in clear.
-pub fn authz_endpoint(options: &AuthzClientOptions) -> Result<AuthzEndpoints, TlsError> {
+/// several, in order of preference, with `--authz-ca`, `--authz-client-cert`,
+/// `--authz-client-key` applying to each). Warns when tokens would cross the
+/// network in clear.
+pub fn authz_endpoints(options: &AuthzClientOptions) -> Result<Vec<Endpoint>, TlsError> {
     if options.authz.is_empty() {
         return Err(TlsError::Options(
             "--authz needs at least one URL".to_owned(),
@@ -145,7 +147,7 @@ pub fn authz_endpoint(options: &AuthzClientOptions) -> Result<AuthzEndpoints, Tl
         }
         endpoints.push(client::grpc_endpoint("--authz", uri, &files)?);
     }
-    Ok(AuthzEndpoints::new(endpoints))
+    Ok(endpoints)
 }
 
 /// Starts following `tls`'s files (every [`super::reload::DEFAULT_POLL`],

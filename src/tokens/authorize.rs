@@ -9,6 +9,7 @@ use crate::credentials;
 
 use tonic::{Request, Response, Status};
 
+use crate::proto::EXPIRES_AT_METADATA;
 use crate::proto::iox_authz::iox_authorizer_service_server::IoxAuthorizerService;
 use crate::proto::iox_authz::permission::PermissionOneOf;
 use crate::proto::iox_authz::resource_action_permission::{
@@ -19,12 +20,6 @@ use crate::proto::iox_authz::{AuthorizeRequest, AuthorizeResponse, Permission, S
 use super::model::{Action, TokenKind, TokenRecord};
 use super::registry::TokenRegistry;
 use super::throttle::{Caller, InvalidTokenThrottle, Throttled};
-
-/// Response metadata carrying a valid token's expiry in Unix milliseconds.
-///
-/// Extra metadata leaves the IOx message contract untouched: IOx components
-/// ignore it, fluxgate's proxy uses it to never cache an allow past expiry.
-pub const EXPIRES_AT_METADATA: &str = "fluxgate-token-expires-at-ms";
 
 /// The Authorize service.
 #[derive(Debug, Clone)]

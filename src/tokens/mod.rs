@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod bootstrap;
+pub mod local;
 pub mod location;
 pub mod management;
 pub mod model;

@@ -67,33 +67,7 @@ impl TokenKind {
     pub const ALL: [TokenKind; 3] = [TokenKind::Database, TokenKind::Management, TokenKind::Proxy];
 }
 
-/// An action on a database, as in the IOx contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Action {
-    /// Read table and column names only.
-    ReadSchema,
-    /// Query data.
-    Read,
-    /// Write data.
-    Write,
-    /// Create the database: never held by a database token.
-    Create,
-    /// Delete the database: never held by a database token.
-    Delete,
-}
-
-impl Action {
-    /// Lower-case name for logs and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::ReadSchema => "read_schema",
-            Action::Read => "read",
-            Action::Write => "write",
-            Action::Create => "create",
-            Action::Delete => "delete",
-        }
-    }
-}
+pub use crate::authz::Action;
 
 /// Read and/or write on one database or on [`ALL_DATABASES`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fluxgate::authz::Authorizer;
-use fluxgate::authz::local::LocalAuthorizer;
 use fluxgate::proxy::Proxy;
 use fluxgate::proxy::flight::FlightService;
 use fluxgate::proxy::forward::{Protocol, Upstream};
@@ -28,6 +27,7 @@ use fluxgate::proxy::http::HttpService;
 use fluxgate::proxy::listener::{self, ListenerSettings};
 use fluxgate::tls::server::{ALPN_PROXY, ServerFiles};
 use fluxgate::tls::{PemFile, ServerTls};
+use fluxgate::tokens::local::LocalAuthorizer;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;

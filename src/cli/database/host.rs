@@ -17,10 +17,10 @@ use serde_json::Value;
 
 use super::Listed;
 use super::retention::{Retention, go_duration};
-use crate::cli::args::{ApiKind, HostOptions};
 use crate::cli::client::AuthzUrl;
 use crate::cli::credentials::{self, ManagementToken};
 use crate::cli::error::{CliError, ErrorKind};
+use crate::config::commands::{ApiKind, HostOptions};
 use crate::tls::PemFile;
 use crate::tls::client::{ClientFiles, rustls_config};
 

@@ -29,10 +29,10 @@ use serde_json::{Value, json};
 
 use self::host::{Host, ident};
 pub use self::retention::Retention;
-use super::args::{ApiKind, DatabaseCommand, Format};
 use super::error::{CliError, ErrorKind};
 use super::output;
 use super::revoke;
+use crate::config::commands::{ApiKind, DatabaseCommand, Format};
 
 /// Runs one `fluxgate database …` command. Flags are checked before any
 /// credential is looked up or anything is sent.

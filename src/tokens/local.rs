@@ -1,14 +1,15 @@
-//! The in-process authorizer of `fluxgate serve`: decisions straight from the
-//! token registry in the same process, with no network hop and nothing to
+//! The in-process authorizer of `fluxgate serve`: the proxy's
+//! [`Authorizer`] answered straight from the token registry in the same
+//! process, with no network hop and nothing to
 //! cache (a revocation is seen by the very next request).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
+use super::TokenRegistry;
+use crate::authz::{Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
 use crate::credentials::Token;
-use crate::tokens::TokenRegistry;
 
 /// Decides from a [`TokenRegistry`] in this process.
 #[derive(Debug, Clone)]

@@ -1,11 +1,24 @@
-//! The management command line's surface, in the style of `influxctl`.
-//! Scripts depend on these names: change them only with care.
+//! The command line's client commands (`token`, `management`,
+//! `proxy-token`, `database`, `login`), in the style of `influxctl`: the
+//! surface scripts depend on, so change names only with care. What they do
+//! is in [`crate::cli`].
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::error::EXIT_CODES_HELP;
+/// The exit-code table, appended to the management commands' `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  other failure
+  2  usage: bad flags or URL, no permission given, invalid request,
+     revoke without a terminal and without --force
+  3  authentication: no management token found, or the token service
+     refused it (unknown, expired, revoked, or a database token)
+  4  not found: no token with that id
+  5  unavailable: the token service cannot be reached or timed out,
+     or the OS keyring is unavailable";
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -36,7 +49,7 @@ pub struct ConnectionOptions {
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub tls: crate::config::AuthzTlsOptions,
+    pub tls: super::AuthzTlsOptions,
 }
 
 /// Permissions and expiry of a token being created.
