@@ -4,13 +4,16 @@
 
 pub mod cache;
 pub mod client;
+mod coalesce;
+mod config;
 mod entry;
 mod epoch;
-mod flight;
 pub mod invalidation;
 pub mod key;
 pub mod local;
 mod stats;
+mod store;
+mod watch;
 
 use std::sync::Arc;
 use std::time::SystemTime;
