@@ -38,11 +38,11 @@ use super::coalesce::{Answer, Coalescer, Join};
 pub use super::config::CacheConfig;
 use super::config::FETCH_ATTEMPTS;
 use super::entry::{Cached, millis};
-use super::epoch::Subject;
 use super::key::{DecisionKey, Fingerprint, KeyRef};
 pub use super::stats::{CacheStats, describe_metrics};
 use super::stats::{CallResult, Invalidation, Stats};
 use super::store::DecisionStore;
+use super::subject::SubjectId;
 use super::watch::{WatchState, WatchStatus};
 use super::{Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
 use crate::credentials::Token;
@@ -129,9 +129,9 @@ impl CachedAuthorizer {
         self.shared.store.entry_count()
     }
 
-    /// Applies pending evictions and updates the entry gauge.
+    /// Removes entries gone by now and updates the entry gauge.
     pub async fn run_maintenance(&self) {
-        self.shared.store.run_maintenance().await;
+        self.shared.store.run_maintenance();
         self.shared.publish_entries();
     }
 
@@ -163,45 +163,51 @@ impl Shared {
         self.stats.entries(self.store.entry_count());
     }
 
-    /// True when `cached` may be served as a hit at `now`: within its TTL
-    /// and, unless the change stream is followed and caught up, no older
-    /// than the disconnected TTL (nothing would have told the cache of a
-    /// revocation since).
-    fn is_fresh(&self, cached: &Cached, now: u64) -> bool {
-        if now >= cached.fresh_until() {
-            return false;
-        }
-        self.watch.is_connected()
-            || now
-                < cached
+    /// Until when a fresh `cached` may be served (cache clock ms): its
+    /// TTL, and while the change stream is not followed, the disconnected
+    /// TTL.
+    fn served_until(&self, cached: &Cached) -> u64 {
+        let until = cached.fresh_until();
+        if self.watch.is_connected() {
+            until
+        } else {
+            until.min(
+                cached
                     .fetched_at
-                    .saturating_add(millis(self.config.disconnected_ttl))
+                    .saturating_add(millis(self.config.disconnected_ttl)),
+            )
+        }
     }
 
-    /// The cached decision for `key`, if fresh and current.
-    async fn fresh(&self, key: &KeyRef<'_>, now: u64) -> Option<NeedDecision> {
-        let cached = self.store.current(key).await?;
-        self.is_fresh(&cached, now).then(|| cached.decision())
+    /// The cached decision for `key` if fresh and current, and until when
+    /// it may be served.
+    fn fresh(&self, key: &KeyRef<'_>, now: u64) -> Option<(NeedDecision, u64)> {
+        let cached = self.store.current(key, now)?;
+        let until = self.served_until(&cached);
+        (now < until).then(|| (cached.decision(), until))
     }
 
     /// Fills `decisions[i]` from the cache for each `i` of `candidates`;
-    /// returns the indices still missing.
-    async fn lookup(
+    /// returns the indices still missing, and until when the decisions
+    /// found may be served.
+    fn lookup(
         &self,
         fingerprint: Fingerprint,
         needs: &[Need],
         candidates: impl Iterator<Item = usize>,
         decisions: &mut [NeedDecision],
-    ) -> Vec<usize> {
+    ) -> (Vec<usize>, u64) {
         let now = self.store.clock().now();
         let mut missing = Vec::new();
         let mut hits = 0;
+        let mut served_until = u64::MAX;
         for i in candidates {
             let need = &needs[i];
             let key = KeyRef::new(fingerprint, &need.database, need.action);
-            match self.fresh(&key, now).await {
-                Some(d) => {
+            match self.fresh(&key, now) {
+                Some((d, until)) => {
                     decisions[i] = d;
+                    served_until = served_until.min(until);
                     hits += 1;
                 }
                 None => missing.push(i),
@@ -210,10 +216,11 @@ impl Shared {
         if !missing.is_empty() {
             // An invalid token is invalid for every database and action.
             let token = KeyRef::token_level(fingerprint);
-            if let Some(NeedDecision::InvalidToken) = self.fresh(&token, now).await {
+            if let Some((NeedDecision::InvalidToken, until)) = self.fresh(&token, now) {
                 for &i in &missing {
                     decisions[i] = NeedDecision::InvalidToken;
                 }
+                served_until = served_until.min(until);
                 hits += missing.len() as u64;
                 missing.clear();
             }
@@ -221,17 +228,17 @@ impl Shared {
         if hits > 0 {
             self.stats.hits(hits);
         }
-        missing
+        (missing, served_until)
     }
 
     /// Caches a fresh verdict for `keys` (one per decision), fetched with
     /// `stamp`, about `subjects` (one per decision).
-    async fn record(
+    fn record(
         &self,
         fingerprint: Fingerprint,
         keys: &[DecisionKey],
         verdict: &Verdict,
-        subjects: &[Option<Arc<Subject>>],
+        subjects: &[Option<SubjectId>],
         stamp: u64,
     ) {
         let now = self.store.clock().now();
@@ -250,36 +257,29 @@ impl Shared {
             };
             token_invalid |= matches!(decision, NeedDecision::InvalidToken);
             let value = Cached::new(subject.clone(), allowed, stamp, now, fresh_until, evict_at);
-            self.store.insert(key.clone(), value).await;
+            self.store.insert(key, value);
         }
         if token_invalid {
             let until = self.config.invalid_token_until(connected, now);
             let value = Cached::new(None, false, stamp, now, until, until);
-            self.store
-                .insert(self.store.token_key(fingerprint), value)
-                .await;
+            self.store.insert(&self.store.token_key(fingerprint), value);
         }
         self.publish_entries();
     }
 
     /// When the token service failed: the decision for `need` from a stale
     /// allow, if the grace allows it.
-    async fn stale(
-        &self,
-        key: &KeyRef<'_>,
-        need: &Need,
-        error: &AuthzError,
-    ) -> Option<NeedDecision> {
+    fn stale(&self, key: &KeyRef<'_>, need: &Need, error: &AuthzError) -> Option<NeedDecision> {
         self.config.stale_grace?;
-        let cached = self.store.current(key).await?;
         let now = self.store.clock().now();
-        if self.is_fresh(&cached, now) {
+        let cached = self.store.current(key, now)?;
+        if now < self.served_until(&cached) {
             // Refreshed by another call in the meantime.
             self.stats.hits(1);
             return Some(cached.decision());
         }
         let subject = cached.subject.as_ref()?;
-        if !cached.allowed() || subject.is_dead() || now >= cached.evict_at() {
+        if !cached.allowed() || self.store.is_dead(subject) || now >= cached.evict_at() {
             return None;
         }
         let grace = self.config.grace_ms();
@@ -292,7 +292,7 @@ impl Shared {
         }
         self.stats.stale_served();
         tracing::warn!(
-            subject = %subject.id(),
+            subject = %subject,
             database = %need.database,
             action = need.action.as_str(),
             stale_ms = now.saturating_sub(cached.fresh_until()),
@@ -335,16 +335,15 @@ impl Shared {
                     needs.len()
                 )));
             }
-            let subjects = self.subjects(&verdict.decisions);
+            let subjects = subjects(&verdict.decisions);
             if !subjects
                 .iter()
-                .all(|s| self.store.is_current(stamp, s.as_deref()))
+                .all(|s| self.store.admits(stamp, s.as_ref()))
             {
                 tracing::debug!("the token changed during its authorization; asking again");
                 continue;
             }
-            self.record(fingerprint, &keys, &verdict, &subjects, stamp)
-                .await;
+            self.record(fingerprint, &keys, &verdict, &subjects, stamp);
             return Ok(Arc::new(Fetched {
                 keys,
                 decisions: verdict.decisions,
@@ -383,27 +382,28 @@ impl Shared {
         self.stats.call_ended(outcome, started.elapsed());
         result
     }
+}
 
-    /// The shared subject of each decision (`None` for an invalid token).
-    fn subjects(&self, decisions: &[NeedDecision]) -> Vec<Option<Arc<Subject>>> {
-        let mut last: Option<Arc<Subject>> = None;
-        decisions
-            .iter()
-            .map(|d| match d {
-                NeedDecision::Allowed { subject } | NeedDecision::Forbidden { subject } => {
-                    if let Some(l) = &last
-                        && l.id() == subject
-                    {
-                        return Some(Arc::clone(l));
-                    }
-                    let s = self.store.subject(subject);
-                    last = Some(Arc::clone(&s));
-                    Some(s)
+/// The token id of each decision (`None` for an invalid token); decisions
+/// about one token share one.
+fn subjects(decisions: &[NeedDecision]) -> Vec<Option<SubjectId>> {
+    let mut last: Option<(&Arc<str>, SubjectId)> = None;
+    decisions
+        .iter()
+        .map(|d| match d {
+            NeedDecision::Allowed { subject } | NeedDecision::Forbidden { subject } => {
+                if let Some((id, packed)) = &last
+                    && *id == subject
+                {
+                    return Some(packed.clone());
                 }
-                NeedDecision::InvalidToken => None,
-            })
-            .collect()
-    }
+                let packed = SubjectId::from_shared(subject);
+                last = Some((subject, packed.clone()));
+                Some(packed)
+            }
+            NeedDecision::InvalidToken => None,
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -420,9 +420,8 @@ impl Authorizer for CachedAuthorizer {
         // Read before looking up: a fetch landing after this is seen by
         // `join` (see there).
         let mut completions = s.calls.completions();
-        let mut missing = s
-            .lookup(fingerprint, needs, 0..needs.len(), &mut decisions)
-            .await;
+        let (mut missing, mut served_until) =
+            s.lookup(fingerprint, needs, 0..needs.len(), &mut decisions);
         let mut looked_again = 0;
         let (waiting, missing) = loop {
             if missing.is_empty() {
@@ -431,6 +430,7 @@ impl Authorizer for CachedAuthorizer {
                     // The expiry only bounded how long the entries live.
                     expires_at: None,
                     cache: CacheUse::Hit,
+                    reusable_until: Some(s.store.clock().instant(served_until)),
                 });
             }
             let keys: Vec<DecisionKey> = missing
@@ -450,9 +450,10 @@ impl Authorizer for CachedAuthorizer {
                 Join::LookAgain => {
                     looked_again += 1;
                     completions = s.calls.completions();
-                    missing = s
-                        .lookup(fingerprint, needs, missing.into_iter(), &mut decisions)
-                        .await;
+                    let (still, until) =
+                        s.lookup(fingerprint, needs, missing.into_iter(), &mut decisions);
+                    missing = still;
+                    served_until = served_until.min(until);
                 }
             }
         };
@@ -481,7 +482,7 @@ impl Authorizer for CachedAuthorizer {
                 },
                 Err(error) => error,
             };
-            match s.stale(&key, need, error).await {
+            match s.stale(&key, need, error) {
                 Some(d) => {
                     decisions[i] = d;
                     cache = CacheUse::Stale;
@@ -493,6 +494,8 @@ impl Authorizer for CachedAuthorizer {
             decisions,
             expires_at,
             cache,
+            // Reused once it is a hit.
+            reusable_until: None,
         })
     }
 
@@ -505,5 +508,14 @@ impl Authorizer for CachedAuthorizer {
         } else {
             Err("not following the token service's change stream".to_owned())
         }
+    }
+
+    fn generation(&self) -> Option<u64> {
+        // Both only grow: the sum changes when either does.
+        Some(self.shared.store.generation() + self.shared.watch.transitions())
+    }
+
+    fn reused(&self, verdict: &Verdict) {
+        self.shared.stats.hits(verdict.decisions.len() as u64);
     }
 }

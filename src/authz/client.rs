@@ -163,6 +163,7 @@ impl Authorizer for AuthzClient {
         if !response.valid {
             return Ok(Verdict {
                 cache: CacheUse::None,
+                reusable_until: None,
                 decisions: vec![NeedDecision::InvalidToken; needs.len()],
                 expires_at: None,
             });
@@ -184,6 +185,7 @@ impl Authorizer for AuthzClient {
             .collect();
         Ok(Verdict {
             cache: CacheUse::None,
+            reusable_until: None,
             decisions,
             expires_at,
         })

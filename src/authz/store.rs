@@ -4,44 +4,37 @@
 //! none that an invalidation made stale since it was fetched.
 //!
 //! - Entries are keyed per (token fingerprint, database, action) — see
-//!   [`key`](super::key) — and evicted at their own `evict_at`, or earlier
-//!   when the table is full.
+//!   [`key`](super::key) — and gone at their own `evict_at`, or earlier
+//!   when the table is full ([`table`](super::table)).
 //! - Every fetch is stamped ([`DecisionStore::stamp`]) before it starts; an
 //!   invalidation of the token (or a flush) after that makes the answer
 //!   not current, whether it is already stored or still in flight (see
 //!   [`epoch`](super::epoch)).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use moka::future::Cache;
-
 use super::Need;
-use super::entry::{Cached, Clock, EntryExpiry};
-use super::epoch::{Epochs, Subject};
+use super::entry::{Cached, Clock};
+use super::epoch::Epochs;
 use super::key::{ANY_ACTION, DecisionKey, Fingerprint, Interner, KeyRef, action_byte};
+use super::subject::SubjectId;
+use super::table::Table;
 
 /// Cached decisions and their invalidation state.
 pub(crate) struct DecisionStore {
     clock: Clock,
-    cache: Cache<DecisionKey, Cached>,
+    table: Table,
     epochs: Epochs,
     databases: Interner,
 }
 
 impl DecisionStore {
-    /// A table of at most `max_entries`, remembering invalidations for
-    /// `retention` (longer than any entry fetched before one can live).
+    /// A table of at most about `max_entries`, remembering invalidations
+    /// for `retention` (longer than any entry fetched before one can live).
     pub(crate) fn new(max_entries: u64, retention: Duration) -> Self {
-        let clock = Clock::new();
-        let cache = Cache::builder()
-            .name("fluxgate-decisions")
-            .max_capacity(max_entries)
-            .expire_after(EntryExpiry { clock })
-            .build();
         Self {
-            clock,
-            cache,
+            clock: Clock::new(),
+            table: Table::new(max_entries),
             epochs: Epochs::new(retention),
             databases: Interner::new(),
         }
@@ -66,21 +59,20 @@ impl DecisionStore {
         DecisionKey::new(fingerprint, self.databases.intern(""), ANY_ACTION)
     }
 
-    /// The entry for `key` if it is current (no invalidation since it was
-    /// fetched); one that is not is dropped.
-    pub(crate) async fn current(&self, key: &KeyRef<'_>) -> Option<Cached> {
-        let cached = self.cache.get(key).await?;
-        if self.is_current(cached.stamp, cached.subject.as_deref()) {
-            Some(cached)
-        } else {
-            self.cache.invalidate(key).await;
-            None
-        }
+    /// The entry for `key` if it is there at `now` and current (no
+    /// invalidation since it was fetched).
+    pub(crate) fn current(&self, key: &KeyRef<'_>, now: u64) -> Option<Cached> {
+        let cached = self.table.get(key, now)?;
+        // One that is not current stays until replaced or evicted: it is
+        // never served again.
+        self.epochs
+            .is_current(cached.stamp, cached.subject.as_ref())
+            .then_some(cached)
     }
 
     /// Stores `value` under `key`.
-    pub(crate) async fn insert(&self, key: DecisionKey, value: Cached) {
-        self.cache.insert(key, value).await;
+    pub(crate) fn insert(&self, key: &DecisionKey, value: Cached) {
+        self.table.insert(key, value, self.clock.now());
     }
 
     /// The stamp for a fetch starting now.
@@ -88,39 +80,44 @@ impl DecisionStore {
         self.epochs.stamp()
     }
 
-    /// The shared record of token id `id`, which entries about it carry.
-    pub(crate) fn subject(&self, id: &str) -> Arc<Subject> {
-        self.epochs.subject(id)
+    /// Changes with every invalidation and flush: while it does not, a
+    /// decision served before is still current.
+    pub(crate) fn generation(&self) -> u64 {
+        self.epochs.generation()
     }
 
-    /// True when a decision about `subject` (none for an invalid token)
-    /// fetched with `stamp` may still be used.
-    pub(crate) fn is_current(&self, stamp: u64, subject: Option<&Subject>) -> bool {
-        self.epochs.is_current(stamp, subject)
+    /// True when an answer about `subject` (none for an invalid token)
+    /// fetched with `stamp` may be stored and served.
+    pub(crate) fn admits(&self, stamp: u64, subject: Option<&SubjectId>) -> bool {
+        self.epochs.admits(stamp, subject)
+    }
+
+    /// True when the token `subject` is known to be revoked or expired.
+    pub(crate) fn is_dead(&self, subject: &SubjectId) -> bool {
+        self.epochs.is_dead(subject)
     }
 
     /// Makes every decision about token `id` fetched before now not
     /// current; `dead`: revoked or expired, never usable again.
     pub(crate) fn invalidate_subject(&self, id: &str, dead: bool) {
-        // Entries are not scanned: each carries its subject, whose
-        // invalidation number every hit compares. They age out or are
-        // dropped when next read.
+        // Entries are not scanned: every read compares the entry's stamp
+        // with the invalidations since. They age out or are replaced.
         self.epochs.invalidate(id, dead);
     }
 
     /// Drops every decision, including answers still in flight.
     pub(crate) fn flush(&self) {
         self.epochs.flush();
-        self.cache.invalidate_all();
+        self.table.clear();
     }
 
-    /// Entries held (approximate until [`DecisionStore::run_maintenance`]).
+    /// Entries held (gone ones included until [`DecisionStore::run_maintenance`]).
     pub(crate) fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
+        self.table.len() as u64
     }
 
-    /// Applies pending evictions.
-    pub(crate) async fn run_maintenance(&self) {
-        self.cache.run_pending_tasks().await;
+    /// Removes entries gone by now.
+    pub(crate) fn run_maintenance(&self) {
+        self.table.sweep(self.clock.now());
     }
 }

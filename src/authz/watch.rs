@@ -22,6 +22,8 @@ pub(crate) struct WatchState {
     syncs: AtomicU64,
     flushes: AtomicU64,
     invalidations: AtomicU64,
+    /// Changes of `connected` or `streamless`.
+    transitions: AtomicU64,
     gauge: metrics::Gauge,
 }
 
@@ -37,6 +39,7 @@ impl WatchState {
             syncs: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
+            transitions: AtomicU64::new(0),
             gauge: metrics::gauge!("fluxgate_watch_connected"),
         }
     }
@@ -64,12 +67,23 @@ impl WatchState {
         if was && !connected {
             self.broke_at.store(self.clock.now(), Ordering::SeqCst);
         }
+        if was != connected {
+            self.transitions.fetch_add(1, Ordering::SeqCst);
+        }
         self.gauge.set(if connected { 1.0 } else { 0.0 });
     }
 
     /// Records whether a change stream is expected at all.
     pub(crate) fn set_streamless(&self, streamless: bool) {
-        self.streamless.store(streamless, Ordering::SeqCst);
+        if self.streamless.swap(streamless, Ordering::SeqCst) != streamless {
+            self.transitions.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Changes with every change of the stream's state: what decisions
+    /// may be served and for how long depends on it.
+    pub(crate) fn transitions(&self) -> u64 {
+        self.transitions.load(Ordering::SeqCst)
     }
 
     /// Records the last revision applied.
