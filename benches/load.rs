@@ -10,7 +10,13 @@
 //!   tiny token-checking HTTP endpoint for nginx's `auth_request`;
 //! - the `fluxgate proxy` binary built with this benchmark, as a separate
 //!   process asking that token service through its decision cache (so its
-//!   CPU time can be read from `/proc/<pid>/stat`);
+//!   CPU time can be read from `/proc/<pid>/stat`), and `fluxgate serve`
+//!   (proxy and token service in one process) over a copy of the same
+//!   token store;
+//! - with `FLUXGATE_BENCH_BEFORE_BIN` (another build of fluxgate, e.g. the
+//!   commit a change started from): that binary's `proxy` and `serve` too,
+//!   as targets `before` and `before-serve`, so that before and after are
+//!   measured in the same rounds;
 //! - nginx (`/usr/sbin/nginx`, Debian `nginx-light`), when installed, as a
 //!   reverse proxy with `auth_request` to the token-checking endpoint and
 //!   `proxy_cache` on the auth subrequest keyed by the `Authorization`
@@ -28,9 +34,9 @@
 //! against each target (direct, fluxgate, nginx), after a warm-up that also
 //! fills both caches. Rounds are repeated and the target order rotated per
 //! round; the report gives medians over rounds, and per-round ratios'
-//! medians: fluxgate/direct (added p50 latency), fluxgate/nginx
-//! (throughput, CPU seconds per 10,000 requests of the proxy process) and
-//! fluxgate/hyper-noauth (CPU).
+//! medians, for each fluxgate target: against direct (added p50 latency),
+//! nginx (throughput, CPU seconds per 10,000 requests of the proxy
+//! process), hyper-noauth (CPU) and its `before` build (throughput, CPU).
 //!
 //! Settings (environment): `FLUXGATE_BENCH_SECS` (5, per measured run),
 //! `FLUXGATE_BENCH_WARMUP_SECS` (1), `FLUXGATE_BENCH_ROUNDS` (3),
@@ -38,8 +44,11 @@
 //! (comma-separated names, default all), `FLUXGATE_BENCH_NGINX` (path, or
 //! `off`), `FLUXGATE_BENCH_WRK` (`off` skips the wrk second opinion),
 //! `FLUXGATE_BENCH_PERF` (`1`: after the rounds, record a flat `perf`
-//! profile of fluxgate and nginx per scenario), `FLUXGATE_BENCH_BIN` (the
-//! fluxgate binary), `FLUXGATE_BENCH_RESULTS` (output directory, default
+//! profile of fluxgate, nginx and the bare proxy per scenario),
+//! `FLUXGATE_BENCH_BIN` (the fluxgate binary), `FLUXGATE_BENCH_BEFORE_BIN`
+//! (a second fluxgate binary to compare with; unset: none),
+//! `FLUXGATE_BENCH_SERVE` (`off` skips the `serve` targets),
+//! `FLUXGATE_BENCH_RESULTS` (output directory, default
 //! `target/bench-results`).
 #![allow(clippy::unwrap_used)]
 
@@ -118,7 +127,14 @@ impl Scenario {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
     Direct,
+    /// `fluxgate proxy` (this build).
     Fluxgate,
+    /// `fluxgate serve` (this build).
+    FluxgateServe,
+    /// `fluxgate proxy` of `FLUXGATE_BENCH_BEFORE_BIN`.
+    Before,
+    /// `fluxgate serve` of `FLUXGATE_BENCH_BEFORE_BIN`.
+    BeforeServe,
     Nginx,
     /// A bare hyper reverse proxy with no authorization: what the same
     /// stack (tokio, hyper server + pooled client) costs by itself.
@@ -126,12 +142,42 @@ enum Target {
 }
 
 impl Target {
+    const ALL: [Target; 7] = [
+        Target::Direct,
+        Target::Fluxgate,
+        Target::FluxgateServe,
+        Target::Before,
+        Target::BeforeServe,
+        Target::Nginx,
+        Target::Hyper,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Target::Direct => "direct",
             Target::Fluxgate => "fluxgate",
+            Target::FluxgateServe => "fluxgate-serve",
+            Target::Before => "before",
+            Target::BeforeServe => "before-serve",
             Target::Nginx => "nginx",
             Target::Hyper => "hyper-noauth",
+        }
+    }
+
+    /// The fluxgate targets, whose ratios the report gives.
+    fn is_fluxgate(self) -> bool {
+        matches!(
+            self,
+            Target::Fluxgate | Target::FluxgateServe | Target::Before | Target::BeforeServe
+        )
+    }
+
+    /// The same command in the `before` build.
+    fn before(self) -> Option<Target> {
+        match self {
+            Target::Fluxgate => Some(Target::Before),
+            Target::FluxgateServe => Some(Target::BeforeServe),
+            _ => None,
         }
     }
 }
@@ -655,60 +701,78 @@ async fn drive_flight(
 // The proxies under test
 
 /// Where each target listens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Endpoints {
-    upstream_http: SocketAddr,
-    upstream_flight: SocketAddr,
-    fluxgate: SocketAddr,
-    nginx_http: Option<SocketAddr>,
-    nginx_grpc: Option<SocketAddr>,
-    hyper: SocketAddr,
+    http: BTreeMap<Target, SocketAddr>,
+    grpc: BTreeMap<Target, SocketAddr>,
 }
 
 impl Endpoints {
     fn http(&self, target: Target) -> Option<SocketAddr> {
-        match target {
-            Target::Direct => Some(self.upstream_http),
-            Target::Fluxgate => Some(self.fluxgate),
-            Target::Nginx => self.nginx_http,
-            Target::Hyper => Some(self.hyper),
-        }
+        self.http.get(&target).copied()
     }
 
     fn grpc(&self, target: Target) -> Option<SocketAddr> {
-        match target {
-            Target::Direct => Some(self.upstream_flight),
-            Target::Fluxgate => Some(self.fluxgate),
-            Target::Nginx => self.nginx_grpc,
-            Target::Hyper => None,
-        }
+        self.grpc.get(&target).copied()
     }
 }
 
+/// What a fluxgate target runs.
+enum Launch<'a> {
+    /// `fluxgate proxy` asking the token service at `authz`.
+    Proxy {
+        authz: SocketAddr,
+        proxy_token_file: &'a Path,
+    },
+    /// `fluxgate serve` over the token store in `data_dir`.
+    Serve { data_dir: &'a Path },
+}
+
+/// Starts `binary` as `target` on `listen`; its admin port is written to
+/// `<target>-admin-port` in `dir`.
 fn start_fluxgate(
+    binary: &Path,
+    target: Target,
+    command: Launch<'_>,
     dir: &Path,
     listen: u16,
     upstream: SocketAddr,
     flight: SocketAddr,
-    authz: SocketAddr,
-    proxy_token_file: &Path,
 ) -> ProcessGuard {
-    let log_path = dir.join("fluxgate-proxy.log");
+    let log_path = dir.join(format!("{}.log", target.name()));
     let log = std::fs::File::create(&log_path).unwrap();
     let admin = free_port();
-    let mut cmd = clean_command(&support::fluxgate_binary());
+    let mut cmd = clean_command(binary);
+    match command {
+        Launch::Proxy {
+            authz,
+            proxy_token_file,
+        } => {
+            cmd.args([
+                "proxy",
+                "--authz",
+                &format!("http://{authz}"),
+                "--authz-token-file",
+                &proxy_token_file.display().to_string(),
+            ]);
+        }
+        Launch::Serve { data_dir } => {
+            cmd.args([
+                "serve",
+                "--authz-listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--data-dir",
+                &data_dir.display().to_string(),
+            ]);
+        }
+    }
     cmd.args([
-        "proxy",
         "--listen",
         &format!("127.0.0.1:{listen}"),
         "--upstream",
         &format!("http://{upstream}"),
         "--upstream-grpc",
         &format!("http://{flight}"),
-        "--authz",
-        &format!("http://{authz}"),
-        "--authz-token-file",
-        &proxy_token_file.display().to_string(),
         "--admin-listen",
         &format!("127.0.0.1:{admin}"),
         "--log-level",
@@ -717,10 +781,26 @@ fn start_fluxgate(
     .stdin(Stdio::null())
     .stdout(log.try_clone().unwrap())
     .stderr(log);
-    let mut guard = ProcessGuard::new("fluxgate proxy", cmd.spawn().expect("start fluxgate"));
+    let mut guard = ProcessGuard::new(target.name(), cmd.spawn().expect("start fluxgate"));
     guard.wait_for_port(listen, &log_path);
-    std::fs::write(dir.join("fluxgate-admin-port"), admin.to_string()).unwrap();
+    std::fs::write(
+        dir.join(format!("{}-admin-port", target.name())),
+        admin.to_string(),
+    )
+    .unwrap();
     guard
+}
+
+/// Copies the token store in `from` to `to` (a closed SQLite store: its
+/// files as they are).
+fn copy_store(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
 }
 
 fn running_as_root() -> bool {
@@ -985,31 +1065,25 @@ impl Settings {
 struct Bench {
     endpoints: Endpoints,
     token: String,
-    fluxgate_pid: u32,
-    nginx_pids: Vec<u32>,
-    hyper_pid: u32,
+    /// The processes of each target but direct.
+    pids: BTreeMap<Target, Vec<u32>>,
     ticks: u64,
     concurrency: usize,
 }
 
 impl Bench {
     fn pids(&self, target: Target) -> Option<Vec<u32>> {
-        match target {
-            Target::Direct => None,
-            Target::Fluxgate => Some(vec![self.fluxgate_pid]),
-            Target::Nginx => Some(self.nginx_pids.clone()),
-            Target::Hyper => Some(vec![self.hyper_pid]),
-        }
-    }
-
-    fn available(&self, target: Target) -> bool {
-        target != Target::Nginx || !self.nginx_pids.is_empty()
+        self.pids.get(&target).cloned()
     }
 
     /// Whether `target` takes part in `scenario` (the bare hyper proxy
     /// forwards HTTP/1.1 only).
     fn serves(&self, scenario: Scenario, target: Target) -> bool {
-        self.available(target) && !(scenario == Scenario::FlightDoGet && target == Target::Hyper)
+        if scenario == Scenario::FlightDoGet {
+            self.endpoints.grpc(target).is_some()
+        } else {
+            self.endpoints.http(target).is_some()
+        }
     }
 
     async fn run(&self, scenario: Scenario, target: Target, secs: f64) -> RunResult {
@@ -1102,68 +1176,73 @@ fn report(results: &Results, settings: &Settings) -> String {
             )
         }
     };
+    let added = |scenario: Scenario, target: Target| -> Option<Vec<f64>> {
+        match (
+            results.get(&(scenario, target)),
+            results.get(&(scenario, Target::Direct)),
+        ) {
+            (Some(t), Some(d)) => Some(t.iter().zip(d).map(|(t, d)| t.p50_us - d.p50_us).collect()),
+            _ => None,
+        }
+    };
+    let rps = |r: &RunResult| Some(r.rps());
     let mut rows = Vec::new();
     for scenario in &settings.scenarios {
-        let added: Option<Vec<f64>> = match (
-            results.get(&(*scenario, Target::Fluxgate)),
-            results.get(&(*scenario, Target::Direct)),
-        ) {
-            (Some(f), Some(d)) => Some(f.iter().zip(d).map(|(f, d)| f.p50_us - d.p50_us).collect()),
-            _ => None,
-        };
-        let added_nginx: Option<Vec<f64>> = match (
-            results.get(&(*scenario, Target::Nginx)),
-            results.get(&(*scenario, Target::Direct)),
-        ) {
-            (Some(n), Some(d)) => Some(n.iter().zip(d).map(|(n, d)| n.p50_us - d.p50_us).collect()),
-            _ => None,
-        };
+        for target in Target::ALL.into_iter().filter(|t| t.is_fluxgate()) {
+            if !results.contains_key(&(*scenario, target)) {
+                continue;
+            }
+            let before = target.before();
+            rows.push(vec![
+                scenario.name().to_owned(),
+                target.name().to_owned(),
+                fmt(added(*scenario, target), 0),
+                fmt(ratio(*scenario, target, Target::Nginx, &rps), 2),
+                fmt(
+                    ratio(*scenario, target, Target::Nginx, &RunResult::cpu_per_10k),
+                    2,
+                ),
+                fmt(
+                    ratio(*scenario, target, Target::Hyper, &RunResult::cpu_per_10k),
+                    2,
+                ),
+                fmt(before.and_then(|b| ratio(*scenario, target, b, &rps)), 2),
+                fmt(
+                    before.and_then(|b| ratio(*scenario, target, b, &RunResult::cpu_per_10k)),
+                    2,
+                ),
+            ]);
+        }
         rows.push(vec![
             scenario.name().to_owned(),
-            fmt(added, 0),
-            fmt(
-                ratio(*scenario, Target::Fluxgate, Target::Direct, &|r| {
-                    Some(r.rps())
-                }),
-                2,
-            ),
-            fmt(added_nginx, 0),
-            fmt(
-                ratio(*scenario, Target::Fluxgate, Target::Nginx, &|r| {
-                    Some(r.rps())
-                }),
-                2,
-            ),
+            "(nginx)".to_owned(),
+            fmt(added(*scenario, Target::Nginx), 0),
+            String::new(),
+            String::new(),
             fmt(
                 ratio(
                     *scenario,
-                    Target::Fluxgate,
                     Target::Nginx,
-                    &RunResult::cpu_per_10k,
-                ),
-                2,
-            ),
-            fmt(
-                ratio(
-                    *scenario,
-                    Target::Fluxgate,
                     Target::Hyper,
                     &RunResult::cpu_per_10k,
                 ),
                 2,
             ),
+            String::new(),
+            String::new(),
         ]);
     }
     out.push_str("\nRatios (median of per-round values, range in brackets):\n\n");
     out.push_str(&table(
         &[
             "scenario",
-            "fluxgate p50 added µs",
-            "req/s fluxgate/direct",
-            "nginx p50 added µs",
-            "req/s fluxgate/nginx",
-            "CPU/req fluxgate/nginx",
-            "CPU/req fluxgate/hyper-noauth",
+            "target",
+            "p50 added µs",
+            "req/s ÷ nginx",
+            "CPU/req ÷ nginx",
+            "CPU/req ÷ hyper-noauth",
+            "req/s ÷ before",
+            "CPU/req ÷ before",
         ],
         &rows,
     ));
@@ -1253,12 +1332,7 @@ async fn wrk_opinion(bench: &Bench, settings: &Settings, dir: &Path) -> Option<S
         }
         let script = dir.join(format!("wrk-{}.lua", scenario.name()));
         std::fs::write(&script, lua).unwrap();
-        for target in [
-            Target::Direct,
-            Target::Fluxgate,
-            Target::Nginx,
-            Target::Hyper,
-        ] {
+        for target in Target::ALL {
             let Some(addr) = bench
                 .endpoints
                 .http(target)
@@ -1447,8 +1521,8 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
     // The token service and a database token.
     let store_dir = dir.join("tokens");
     std::fs::create_dir_all(&store_dir).unwrap();
-    let store = SqliteStore::open(&store_dir).await.unwrap();
-    let registry = TokenRegistry::open(Arc::new(store)).await.unwrap();
+    let store = Arc::new(SqliteStore::open(&store_dir).await.unwrap());
+    let registry = TokenRegistry::open(Arc::clone(&store) as _).await.unwrap();
     let (_, token) = registry
         .create(
             TokenKind::Database,
@@ -1480,6 +1554,20 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
         std::fs::set_permissions(&proxy_token_file, std::fs::Permissions::from_mode(0o600))
             .unwrap();
     }
+    // `fluxgate serve` targets get copies of this store (same tokens); the
+    // token service reopens it.
+    store.close().await;
+    registry.close();
+    let serve_stores: Vec<PathBuf> = [Target::FluxgateServe, Target::BeforeServe]
+        .iter()
+        .map(|t| {
+            let copy = dir.join(format!("{}-tokens", t.name()));
+            copy_store(&store_dir, &copy);
+            copy
+        })
+        .collect();
+    let store = SqliteStore::open(&store_dir).await.unwrap();
+    let registry = TokenRegistry::open(Arc::new(store)).await.unwrap();
     let (listener, authz) = bind().await;
     let stop_tokens = CancellationToken::new();
     {
@@ -1500,16 +1588,53 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
         }));
     }
 
-    // fluxgate, as its own process.
-    let fluxgate_port = free_port();
-    let fluxgate = start_fluxgate(
-        dir,
-        fluxgate_port,
-        upstream_http,
-        upstream_flight,
-        authz,
-        &proxy_token_file,
-    );
+    // fluxgate, as its own processes: this build, and the one to compare
+    // with when given.
+    let mut endpoints = Endpoints::default();
+    endpoints.http.insert(Target::Direct, upstream_http);
+    endpoints.grpc.insert(Target::Direct, upstream_flight);
+    let mut pids: BTreeMap<Target, Vec<u32>> = BTreeMap::new();
+    let mut guards: Vec<ProcessGuard> = Vec::new();
+    let before_binary = std::env::var_os("FLUXGATE_BENCH_BEFORE_BIN").map(PathBuf::from);
+    let serve = !std::env::var("FLUXGATE_BENCH_SERVE").is_ok_and(|v| v == "off" || v == "0");
+    let launches = [
+        (Target::Fluxgate, Some(support::fluxgate_binary())),
+        (Target::FluxgateServe, serve.then(support::fluxgate_binary)),
+        (Target::Before, before_binary.clone()),
+        (Target::BeforeServe, before_binary.clone().filter(|_| serve)),
+    ];
+    for (target, binary) in launches {
+        let Some(binary) = binary else {
+            continue;
+        };
+        let launch = match target {
+            Target::FluxgateServe => Launch::Serve {
+                data_dir: &serve_stores[0],
+            },
+            Target::BeforeServe => Launch::Serve {
+                data_dir: &serve_stores[1],
+            },
+            _ => Launch::Proxy {
+                authz,
+                proxy_token_file: &proxy_token_file,
+            },
+        };
+        let port = free_port();
+        let guard = start_fluxgate(
+            &binary,
+            target,
+            launch,
+            dir,
+            port,
+            upstream_http,
+            upstream_flight,
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        endpoints.http.insert(target, addr);
+        endpoints.grpc.insert(target, addr);
+        pids.insert(target, vec![guard.pid()]);
+        guards.push(guard);
+    }
 
     // nginx, when installed.
     let nginx_binary = match std::env::var("FLUXGATE_BENCH_NGINX") {
@@ -1529,35 +1654,26 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
             "nginx not found (install nginx-light) or disabled: nginx rows skipped".to_owned(),
         );
     }
-
-    let endpoints = Endpoints {
-        upstream_http,
-        upstream_flight,
-        fluxgate: SocketAddr::from(([127, 0, 0, 1], fluxgate_port)),
-        nginx_http: nginx.as_ref().map(|n| n.http),
-        nginx_grpc: nginx.as_ref().map(|n| n.grpc),
-        hyper: SocketAddr::from(([127, 0, 0, 1], hyper_port)),
-    };
-    let nginx_pids = nginx.as_ref().map_or_else(Vec::new, |n| {
-        let mut pids = vec![n.guard.pid()];
-        pids.extend(children_of(n.guard.pid()));
-        pids
-    });
+    if let Some(n) = &nginx {
+        endpoints.http.insert(Target::Nginx, n.http);
+        endpoints.grpc.insert(Target::Nginx, n.grpc);
+        let mut nginx_pids = vec![n.guard.pid()];
+        nginx_pids.extend(children_of(n.guard.pid()));
+        pids.insert(Target::Nginx, nginx_pids);
+    }
+    endpoints.http.insert(
+        Target::Hyper,
+        SocketAddr::from(([127, 0, 0, 1], hyper_port)),
+    );
+    pids.insert(Target::Hyper, vec![hyper.pid()]);
     let bench = Bench {
         endpoints,
         token: token.clone(),
-        fluxgate_pid: fluxgate.pid(),
-        nginx_pids,
-        hyper_pid: hyper.pid(),
+        pids,
         ticks: clock_ticks(),
         concurrency: settings.concurrency,
     };
-    let all_targets = [
-        Target::Direct,
-        Target::Fluxgate,
-        Target::Nginx,
-        Target::Hyper,
-    ];
+    let all_targets = Target::ALL;
     let targets_of = |scenario: Scenario| -> Vec<Target> {
         all_targets
             .into_iter()
@@ -1614,15 +1730,17 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
     let elapsed = started.elapsed();
 
     let mut text = format!(
-        "fluxgate load benchmark\nmachine: {machine_before}\nload average after: {}\nmeasured for {:.0} s; fluxgate {} (pid {}); nginx {} ({} processes)\n\n",
+        "fluxgate load benchmark\nmachine: {machine_before}\nload average after: {}\nmeasured for {:.0} s; fluxgate {}; before {}; nginx {} ({} processes)\n\n",
         support::load_average(),
         elapsed.as_secs_f64(),
         support::fluxgate_binary().display(),
-        bench.fluxgate_pid,
+        before_binary
+            .as_ref()
+            .map_or("absent".to_owned(), |p| p.display().to_string()),
         nginx_binary
             .as_ref()
             .map_or("absent".to_owned(), |p| p.display().to_string()),
-        bench.nginx_pids.len(),
+        bench.pids(Target::Nginx).map_or(0, |p| p.len()),
     );
     text.push_str(&report(&results, settings));
     text.push_str(&format!(
@@ -1641,7 +1759,12 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
     if std::env::var("FLUXGATE_BENCH_PERF").is_ok_and(|v| v == "1") {
         text.push_str("\nProfiles (perf record -F 999, flat, self time):\n");
         for scenario in &settings.scenarios {
-            for target in [Target::Fluxgate, Target::Nginx, Target::Hyper] {
+            for target in [
+                Target::Fluxgate,
+                Target::FluxgateServe,
+                Target::Nginx,
+                Target::Hyper,
+            ] {
                 if bench.serves(*scenario, target) {
                     text.push_str(
                         &profile(&bench, *scenario, target, settings.secs, out_dir).await,
@@ -1654,7 +1777,7 @@ async fn run(settings: &Settings, dir: &Path, out_dir: &Path) -> String {
 
     stop_tokens.cancel();
     registry.close();
-    drop(fluxgate);
+    drop(guards);
     drop(nginx);
     drop(hyper);
     text

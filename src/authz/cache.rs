@@ -13,7 +13,7 @@
 //!   bound too. They are served again once the stream is back and caught
 //!   up (or asked again).
 //! - The needs a check misses are asked in one Authorize call; concurrent
-//!   misses of the same key share it (see the `flight` module).
+//!   misses of the same key share it ([`coalesce`](super::coalesce)).
 //!   Errors and timeouts are never cached.
 //! - Fail closed: without `--stale-grace`, an error is an error. With it,
 //!   an allow that went stale less than the grace ago is served while the
@@ -23,104 +23,63 @@
 //!   a token revoked during the outage (the proxy cannot know) may be
 //!   served for up to the grace.
 //! - The invalidation follower ([`invalidation`](super::invalidation))
-//!   invalidates a token's entries on every change of it; the `epoch`
-//!   module makes that O(1) and also covers answers still in flight.
+//!   invalidates a token's entries on every change of it, through
+//!   [`CachedAuthorizer::invalidate_subject`] and [`CachedAuthorizer::flush`];
+//!   the [`store`](super::store) makes that O(1) and also covers answers
+//!   still in flight.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use moka::future::Cache;
+use futures_util::FutureExt as _;
 
-use super::entry::{Cached, Clock, EntryExpiry, jittered, millis};
-use super::epoch::{Epochs, Subject};
-use super::flight::{Flights, Join};
-use super::invalidation::WatchState;
-use super::key::{ANY_ACTION, DecisionKey, Fingerprint, Interner, KeyRef, action_byte};
+use super::coalesce::{Answer, Coalescer, Join};
+pub use super::config::CacheConfig;
+use super::config::FETCH_ATTEMPTS;
+use super::entry::{Cached, millis};
+use super::key::{DecisionKey, Fingerprint, KeyRef};
 pub use super::stats::{CacheStats, describe_metrics};
-use super::stats::{Counts, Metrics};
+use super::stats::{CallResult, Invalidation, Stats};
+use super::store::DecisionStore;
+use super::subject::SubjectId;
+use super::watch::{WatchState, WatchStatus};
 use super::{Authorizer, AuthzError, CacheUse, Need, NeedDecision, Verdict};
-use crate::config::CacheOptions;
 use crate::credentials::Token;
-
-/// Settings of a [`CachedAuthorizer`].
-#[derive(Debug, Clone)]
-pub struct CacheConfig {
-    /// How long an allow is reused.
-    pub allow_ttl: Duration,
-    /// How long a forbidden or invalid-token answer is reused.
-    pub deny_ttl: Duration,
-    /// Relative TTL jitter: each TTL is scaled by a random factor in
-    /// `1 ± jitter` (0.1 = ±10 %).
-    pub jitter: f64,
-    /// Most entries kept.
-    pub max_entries: u64,
-    /// How long past its TTL an allow may be served while the token
-    /// service is unavailable; `None` (the default) fails closed.
-    pub stale_grace: Option<Duration>,
-    /// Longest TTL of anything cached while the change stream is down.
-    pub disconnected_ttl: Duration,
-    /// Deadline of one call to the inner authorizer.
-    pub fetch_timeout: Duration,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            allow_ttl: Duration::from_secs(60),
-            deny_ttl: Duration::from_secs(5),
-            jitter: 0.1,
-            max_entries: 100_000,
-            stale_grace: None,
-            disconnected_ttl: Duration::from_secs(5),
-            fetch_timeout: Duration::from_secs(2),
-        }
-    }
-}
-
-impl CacheConfig {
-    /// The settings of `options`, with calls bounded by `fetch_timeout`.
-    pub fn from_options(options: &CacheOptions, fetch_timeout: Duration) -> Self {
-        Self {
-            allow_ttl: options.cache_allow_ttl.0,
-            deny_ttl: options.cache_deny_ttl.0,
-            jitter: f64::from(options.cache_ttl_jitter) / 100.0,
-            max_entries: options.cache_max_entries,
-            stale_grace: options.stale_grace.map(|g| g.0).filter(|g| !g.is_zero()),
-            disconnected_ttl: options.cache_disconnected_allow_ttl.0,
-            fetch_timeout,
-        }
-    }
-
-    /// The longest any entry can live, plus the longest fetch: how long an
-    /// invalidation must be remembered.
-    fn longest_lifetime(&self) -> Duration {
-        let ttl = self.allow_ttl.max(self.deny_ttl).mul_f64(1.0 + self.jitter);
-        ttl + self.stale_grace.unwrap_or_default()
-            + self.fetch_timeout * super::flight::FETCH_ATTEMPTS
-            + Duration::from_secs(1)
-    }
-}
 
 /// A caching [`Authorizer`]. Cheap to clone; clones share one cache.
 #[derive(Clone)]
 pub struct CachedAuthorizer {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
-/// The state every clone, fetch task and the follower share.
-pub(crate) struct Shared {
-    pub(crate) inner: Arc<dyn Authorizer>,
-    pub(crate) config: CacheConfig,
-    pub(crate) clock: Clock,
-    cache: Cache<DecisionKey, Cached>,
-    pub(crate) epochs: Epochs,
-    databases: Interner,
-    pub(crate) flights: Flights,
-    pub(crate) watch: WatchState,
-    pub(crate) counts: Counts,
-    pub(crate) metrics: Metrics,
+/// The state every clone and fetch task share.
+struct Shared {
+    inner: Arc<dyn Authorizer>,
+    config: CacheConfig,
+    store: DecisionStore,
+    calls: Arc<Coalescer<DecisionKey, Fetched>>,
+    watch: WatchState,
+    stats: Stats,
+}
+
+/// What one Authorize call found out, for the checks that joined it.
+#[derive(Debug)]
+struct Fetched {
+    keys: Vec<DecisionKey>,
+    decisions: Vec<NeedDecision>,
+    /// The token's expiry, when the authorizer told.
+    expires_at: Option<SystemTime>,
+}
+
+impl Fetched {
+    /// The decision for `key`, if this call asked about it.
+    fn decision(&self, key: &KeyRef<'_>) -> Option<NeedDecision> {
+        self.keys
+            .iter()
+            .position(|k| k.borrowed() == *key)
+            .and_then(|i| self.decisions.get(i).cloned())
+    }
 }
 
 impl std::fmt::Debug for CachedAuthorizer {
@@ -136,25 +95,16 @@ impl CachedAuthorizer {
     /// A cache in front of `inner`. It counts as disconnected from the
     /// change stream until [`CachedAuthorizer::follow`] connects.
     pub fn new(inner: Arc<dyn Authorizer>, config: CacheConfig) -> Self {
-        let clock = Clock::new();
-        let cache = Cache::builder()
-            .name("fluxgate-decisions")
-            .max_capacity(config.max_entries)
-            .expire_after(EntryExpiry { clock })
-            .build();
-        let epochs = Epochs::new(config.longest_lifetime());
+        let store = DecisionStore::new(config.max_entries, config.longest_lifetime());
+        let watch = WatchState::new(store.clock());
         Self {
             shared: Arc::new(Shared {
                 inner,
                 config,
-                clock,
-                cache,
-                epochs,
-                databases: Interner::new(),
-                flights: Flights::new(),
-                watch: WatchState::new(),
-                counts: Counts::default(),
-                metrics: Metrics::new(),
+                store,
+                calls: Arc::new(Coalescer::new()),
+                watch,
+                stats: Stats::new(),
             }),
         }
     }
@@ -166,94 +116,98 @@ impl CachedAuthorizer {
 
     /// What the cache did so far.
     pub fn stats(&self) -> CacheStats {
-        self.shared.counts.snapshot()
+        self.shared.stats.snapshot()
+    }
+
+    /// Where the change-stream follower is.
+    pub fn watch_status(&self) -> WatchStatus {
+        self.shared.watch.status()
     }
 
     /// Entries held (approximate until [`Self::run_maintenance`]).
     pub fn entry_count(&self) -> u64 {
-        self.shared.cache.entry_count()
+        self.shared.store.entry_count()
     }
 
-    /// Applies pending evictions and updates the entry gauge.
+    /// Removes entries gone by now and updates the entry gauge.
     pub async fn run_maintenance(&self) {
-        self.shared.cache.run_pending_tasks().await;
+        self.shared.store.run_maintenance();
         self.shared.publish_entries();
     }
 
     /// Invalidates every decision about token `id` (`dead`: revoked or
     /// expired, never to be served again, not even stale).
     pub fn invalidate_subject(&self, id: &str, dead: bool) {
-        // Entries are not scanned: each carries its subject, whose
-        // invalidation number every hit compares. They age out or are
-        // dropped when next read.
-        self.shared.epochs.invalidate(id, dead);
+        self.shared.store.invalidate_subject(id, dead);
     }
 
     /// Drops every decision, including answers still in flight.
     pub fn flush(&self) {
-        self.shared.epochs.flush();
-        self.shared.cache.invalidate_all();
+        self.shared.store.flush();
         self.shared.publish_entries();
+    }
+
+    /// The follower's state, which the follower writes.
+    pub(crate) fn watch(&self) -> &WatchState {
+        &self.shared.watch
+    }
+
+    /// Counts an invalidation in the metrics.
+    pub(crate) fn count_invalidation(&self, why: Invalidation) {
+        self.shared.stats.invalidated(why);
     }
 }
 
 impl Shared {
     fn publish_entries(&self) {
-        self.metrics.entries.set(self.cache.entry_count() as f64);
+        self.stats.entries(self.store.entry_count());
     }
 
-    fn hit(&self, n: u64) {
-        self.counts.hits.fetch_add(n, Ordering::Relaxed);
-        self.metrics.hits.increment(n);
-    }
-
-    /// True when `cached` may be served as a hit at `now`: within its TTL
-    /// and, unless the change stream is followed and caught up, no older
-    /// than the disconnected TTL (nothing would have told the cache of a
-    /// revocation since).
-    fn is_fresh(&self, cached: &Cached, now: u64) -> bool {
-        if now >= cached.fresh_until() {
-            return false;
-        }
-        self.watch.is_connected()
-            || now
-                < cached
+    /// Until when a fresh `cached` may be served (cache clock ms): its
+    /// TTL, and while the change stream is not followed, the disconnected
+    /// TTL.
+    fn served_until(&self, cached: &Cached) -> u64 {
+        let until = cached.fresh_until();
+        if self.watch.is_connected() {
+            until
+        } else {
+            until.min(
+                cached
                     .fetched_at
-                    .saturating_add(millis(self.config.disconnected_ttl))
+                    .saturating_add(millis(self.config.disconnected_ttl)),
+            )
+        }
     }
 
-    /// The cached decision for `key`, if fresh and current. Drops it when
-    /// it is no longer current.
-    async fn fresh(&self, key: &KeyRef<'_>, now: u64) -> Option<NeedDecision> {
-        let cached = self.cache.get(key).await?;
-        if !self
-            .epochs
-            .is_current(cached.stamp, cached.subject.as_deref())
-        {
-            self.cache.invalidate(key).await;
-            return None;
-        }
-        self.is_fresh(&cached, now).then(|| cached.decision())
+    /// The cached decision for `key` if fresh and current, and until when
+    /// it may be served.
+    fn fresh(&self, key: &KeyRef<'_>, now: u64) -> Option<(NeedDecision, u64)> {
+        let cached = self.store.current(key, now)?;
+        let until = self.served_until(&cached);
+        (now < until).then(|| (cached.decision(), until))
     }
 
     /// Fills `decisions[i]` from the cache for each `i` of `candidates`;
-    /// returns the indices still missing.
-    async fn lookup(
+    /// returns the indices still missing, and until when the decisions
+    /// found may be served.
+    fn lookup(
         &self,
         fingerprint: Fingerprint,
         needs: &[Need],
         candidates: impl Iterator<Item = usize>,
         decisions: &mut [NeedDecision],
-    ) -> Vec<usize> {
-        let now = self.clock.now();
+    ) -> (Vec<usize>, u64) {
+        let now = self.store.clock().now();
         let mut missing = Vec::new();
         let mut hits = 0;
+        let mut served_until = u64::MAX;
         for i in candidates {
             let need = &needs[i];
             let key = KeyRef::new(fingerprint, &need.database, need.action);
-            match self.fresh(&key, now).await {
-                Some(d) => {
+            match self.fresh(&key, now) {
+                Some((d, until)) => {
                     decisions[i] = d;
+                    served_until = served_until.min(until);
                     hits += 1;
                 }
                 None => missing.push(i),
@@ -262,122 +216,73 @@ impl Shared {
         if !missing.is_empty() {
             // An invalid token is invalid for every database and action.
             let token = KeyRef::token_level(fingerprint);
-            if let Some(NeedDecision::InvalidToken) = self.fresh(&token, now).await {
+            if let Some((NeedDecision::InvalidToken, until)) = self.fresh(&token, now) {
                 for &i in &missing {
                     decisions[i] = NeedDecision::InvalidToken;
                 }
+                served_until = served_until.min(until);
                 hits += missing.len() as u64;
                 missing.clear();
             }
         }
         if hits > 0 {
-            self.hit(hits);
+            self.stats.hits(hits);
         }
-        missing
-    }
-
-    /// The owned key of `need`.
-    pub(crate) fn key(&self, fingerprint: Fingerprint, need: &Need) -> DecisionKey {
-        DecisionKey::new(
-            fingerprint,
-            self.databases.intern(&need.database),
-            action_byte(need.action),
-        )
-    }
-
-    /// A TTL scaled by the jitter factor.
-    fn jittered(&self, ttl: Duration) -> Duration {
-        jittered(ttl, self.config.jitter)
+        (missing, served_until)
     }
 
     /// Caches a fresh verdict for `keys` (one per decision), fetched with
     /// `stamp`, about `subjects` (one per decision).
-    pub(crate) async fn store(
+    fn record(
         &self,
         fingerprint: Fingerprint,
         keys: &[DecisionKey],
         verdict: &Verdict,
-        subjects: &[Option<Arc<Subject>>],
+        subjects: &[Option<SubjectId>],
         stamp: u64,
     ) {
-        let now = self.clock.now();
+        let now = self.store.clock().now();
         let connected = self.watch.is_connected();
         // The token's expiry on this process's monotonic clock.
         let expires = verdict
             .expires_at
             .map(|t| now.saturating_add(t.duration_since(SystemTime::now()).map_or(0, millis)));
-        let grace = self.config.stale_grace.map_or(0, millis);
         let mut token_invalid = false;
         for ((key, decision), subject) in keys.iter().zip(&verdict.decisions).zip(subjects) {
             let allowed = matches!(decision, NeedDecision::Allowed { .. });
-            let base = if allowed {
-                self.config.allow_ttl
-            } else {
-                self.config.deny_ttl
-            };
-            let mut ttl = self.jittered(base);
-            if !connected {
-                // No invalidations arrive: keep nothing for long.
-                ttl = ttl.min(self.config.disconnected_ttl);
-            }
-            let mut fresh_until = now.saturating_add(millis(ttl));
-            let mut evict_at = fresh_until;
-            if allowed {
-                evict_at = fresh_until.saturating_add(grace);
-                if let Some(e) = expires {
-                    fresh_until = fresh_until.min(e);
-                    evict_at = evict_at.min(e);
-                }
-            }
-            if fresh_until <= now {
+            let Some((fresh_until, evict_at)) =
+                self.config.lifetime(allowed, connected, now, expires)
+            else {
                 continue;
-            }
+            };
             token_invalid |= matches!(decision, NeedDecision::InvalidToken);
             let value = Cached::new(subject.clone(), allowed, stamp, now, fresh_until, evict_at);
-            self.cache.insert(key.clone(), value).await;
+            self.store.insert(key, value);
         }
         if token_invalid {
-            let ttl = self.jittered(self.config.deny_ttl);
-            let ttl = if connected {
-                ttl
-            } else {
-                ttl.min(self.config.disconnected_ttl)
-            };
-            let until = now.saturating_add(millis(ttl));
-            let key = DecisionKey::new(fingerprint, self.databases.intern(""), ANY_ACTION);
+            let until = self.config.invalid_token_until(connected, now);
             let value = Cached::new(None, false, stamp, now, until, until);
-            self.cache.insert(key, value).await;
+            self.store.insert(&self.store.token_key(fingerprint), value);
         }
         self.publish_entries();
     }
 
     /// When the token service failed: the decision for `need` from a stale
     /// allow, if the grace allows it.
-    async fn stale(
-        &self,
-        key: &KeyRef<'_>,
-        need: &Need,
-        error: &AuthzError,
-    ) -> Option<NeedDecision> {
+    fn stale(&self, key: &KeyRef<'_>, need: &Need, error: &AuthzError) -> Option<NeedDecision> {
         self.config.stale_grace?;
-        let cached = self.cache.get(key).await?;
-        let now = self.clock.now();
-        if !self
-            .epochs
-            .is_current(cached.stamp, cached.subject.as_deref())
-        {
-            return None;
-        }
-        if self.is_fresh(&cached, now) {
+        let now = self.store.clock().now();
+        let cached = self.store.current(key, now)?;
+        if now < self.served_until(&cached) {
             // Refreshed by another call in the meantime.
-            self.hit(1);
+            self.stats.hits(1);
             return Some(cached.decision());
         }
         let subject = cached.subject.as_ref()?;
-        if !cached.allowed() || subject.is_dead() || now >= cached.evict_at() {
+        if !cached.allowed() || self.store.is_dead(subject) || now >= cached.evict_at() {
             return None;
         }
-        let grace = self.config.stale_grace.map_or(0, millis);
+        let grace = self.config.grace_ms();
         if let Some(broke_at) = self.watch.broke_at()
             && now >= broke_at.saturating_add(grace)
         {
@@ -385,10 +290,9 @@ impl Shared {
             // revocations of the whole outage may be pending.
             return None;
         }
-        self.counts.stale_served.fetch_add(1, Ordering::Relaxed);
-        self.metrics.stale_served.increment(1);
+        self.stats.stale_served();
         tracing::warn!(
-            subject = %subject.id(),
+            subject = %subject,
             database = %need.database,
             action = need.action.as_str(),
             stale_ms = now.saturating_sub(cached.fresh_until()),
@@ -397,6 +301,109 @@ impl Shared {
         );
         Some(cached.decision())
     }
+
+    /// The call that asks for `needs` (stored as `keys`), to run in its own
+    /// task.
+    fn fetch_call(
+        self: &Arc<Self>,
+        token: &Token,
+        fingerprint: Fingerprint,
+        needs: Vec<Need>,
+        keys: Vec<DecisionKey>,
+    ) -> futures_util::future::BoxFuture<'static, Answer<Fetched>> {
+        let (shared, token) = (Arc::clone(self), token.clone());
+        async move { shared.fetch(&token, fingerprint, &needs, keys).await }.boxed()
+    }
+
+    /// Asks the inner authorizer and caches the answer. Asks again when the
+    /// token changed (or the cache was flushed) while the call was in
+    /// flight, since that answer may predate the change.
+    async fn fetch(
+        &self,
+        token: &Token,
+        fingerprint: Fingerprint,
+        needs: &[Need],
+        keys: Vec<DecisionKey>,
+    ) -> Answer<Fetched> {
+        for _ in 0..FETCH_ATTEMPTS {
+            let stamp = self.store.stamp();
+            let verdict = self.call(token, needs).await?;
+            if verdict.decisions.len() != needs.len() {
+                return Err(AuthzError::Unavailable(format!(
+                    "the authorizer answered {} decisions for {} permissions",
+                    verdict.decisions.len(),
+                    needs.len()
+                )));
+            }
+            let subjects = subjects(&verdict.decisions);
+            if !subjects
+                .iter()
+                .all(|s| self.store.admits(stamp, s.as_ref()))
+            {
+                tracing::debug!("the token changed during its authorization; asking again");
+                continue;
+            }
+            self.record(fingerprint, &keys, &verdict, &subjects, stamp);
+            return Ok(Arc::new(Fetched {
+                keys,
+                decisions: verdict.decisions,
+                expires_at: verdict.expires_at,
+            }));
+        }
+        Err(AuthzError::Unavailable(
+            "the token changed during every authorization attempt".to_owned(),
+        ))
+    }
+
+    /// One call to the inner authorizer, bounded and measured.
+    async fn call(&self, token: &Token, needs: &[Need]) -> Result<Verdict, AuthzError> {
+        self.stats.call_started();
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(self.config.fetch_timeout, self.inner.check(token, needs))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(AuthzError::Timeout),
+            };
+        let outcome = match &result {
+            Ok(v) if v.decisions.contains(&NeedDecision::InvalidToken) => CallResult::Invalid,
+            Ok(v)
+                if v.decisions
+                    .iter()
+                    .all(|d| matches!(d, NeedDecision::Allowed { .. })) =>
+            {
+                CallResult::Allowed
+            }
+            Ok(_) => CallResult::Forbidden,
+            Err(AuthzError::Unavailable(_)) => CallResult::Unavailable,
+            Err(AuthzError::Timeout) => CallResult::Timeout,
+        };
+        self.stats.call_ended(outcome, started.elapsed());
+        result
+    }
+}
+
+/// The token id of each decision (`None` for an invalid token); decisions
+/// about one token share one.
+fn subjects(decisions: &[NeedDecision]) -> Vec<Option<SubjectId>> {
+    let mut last: Option<(&Arc<str>, SubjectId)> = None;
+    decisions
+        .iter()
+        .map(|d| match d {
+            NeedDecision::Allowed { subject } | NeedDecision::Forbidden { subject } => {
+                if let Some((id, packed)) = &last
+                    && *id == subject
+                {
+                    return Some(packed.clone());
+                }
+                let packed = SubjectId::from_shared(subject);
+                last = Some((subject, packed.clone()));
+                Some(packed)
+            }
+            NeedDecision::InvalidToken => None,
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -412,50 +419,53 @@ impl Authorizer for CachedAuthorizer {
         let mut decisions = vec![NeedDecision::InvalidToken; needs.len()];
         // Read before looking up: a fetch landing after this is seen by
         // `join` (see there).
-        let mut completions = s.flights.completions();
-        let mut missing = s
-            .lookup(fingerprint, needs, 0..needs.len(), &mut decisions)
-            .await;
+        let mut completions = s.calls.completions();
+        let (mut missing, mut served_until) =
+            s.lookup(fingerprint, needs, 0..needs.len(), &mut decisions);
         let mut looked_again = 0;
-        let waiting = loop {
+        let (waiting, missing) = loop {
             if missing.is_empty() {
                 return Ok(Verdict {
                     decisions,
                     // The expiry only bounded how long the entries live.
                     expires_at: None,
                     cache: CacheUse::Hit,
+                    reusable_until: Some(s.store.clock().instant(served_until)),
                 });
             }
-            match s.join(
-                token,
-                fingerprint,
-                needs,
-                &missing,
-                completions,
-                looked_again,
-            ) {
-                Join::Wait(waiting) => break waiting,
+            let keys: Vec<DecisionKey> = missing
+                .iter()
+                .map(|&i| s.store.key(fingerprint, &needs[i]))
+                .collect();
+            let (join, coalesced) = s.calls.join(&keys, completions, looked_again, |new| {
+                let needs = new.iter().map(|&n| needs[missing[n]].clone()).collect();
+                let keys = new.iter().map(|&n| keys[n].clone()).collect();
+                s.fetch_call(token, fingerprint, needs, keys)
+            });
+            if coalesced > 0 {
+                s.stats.coalesced(coalesced);
+            }
+            match join {
+                Join::Wait(waiting) => break (waiting, missing),
                 Join::LookAgain => {
                     looked_again += 1;
-                    completions = s.flights.completions();
-                    missing = s
-                        .lookup(fingerprint, needs, missing.into_iter(), &mut decisions)
-                        .await;
+                    completions = s.calls.completions();
+                    let (still, until) =
+                        s.lookup(fingerprint, needs, missing.into_iter(), &mut decisions);
+                    missing = still;
+                    served_until = served_until.min(until);
                 }
             }
         };
-        s.counts
-            .misses
-            .fetch_add(waiting.needs.len() as u64, Ordering::Relaxed);
-        s.metrics.misses.increment(waiting.needs.len() as u64);
+        s.stats.misses(missing.len() as u64);
 
-        let results = waiting.wait().await;
+        let answers = waiting.wait().await;
         let mut expires_at: Option<SystemTime> = None;
         let mut cache = CacheUse::Miss;
-        for &(i, flight) in &waiting.needs {
+        for (&i, &call) in missing.iter().zip(&waiting.call_of) {
             let need = &needs[i];
             let key = KeyRef::new(fingerprint, &need.database, need.action);
-            let error = match &results[flight] {
+            let error = match &answers[call] {
                 Ok(outcome) => match outcome.decision(&key) {
                     Some(d) => {
                         decisions[i] = d;
@@ -472,7 +482,7 @@ impl Authorizer for CachedAuthorizer {
                 },
                 Err(error) => error,
             };
-            match s.stale(&key, need, error).await {
+            match s.stale(&key, need, error) {
                 Some(d) => {
                     decisions[i] = d;
                     cache = CacheUse::Stale;
@@ -484,6 +494,8 @@ impl Authorizer for CachedAuthorizer {
             decisions,
             expires_at,
             cache,
+            // Reused once it is a hit.
+            reusable_until: None,
         })
     }
 
@@ -497,38 +509,13 @@ impl Authorizer for CachedAuthorizer {
             Err("not following the token service's change stream".to_owned())
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn generation(&self) -> Option<u64> {
+        // Both only grow: the sum changes when either does.
+        Some(self.shared.store.generation() + self.shared.watch.transitions())
+    }
 
-    #[test]
-    fn options_map_to_the_config() {
-        use clap::Parser as _;
-        let cli = crate::config::Cli::try_parse_from([
-            "fluxgate",
-            "proxy",
-            "--upstream",
-            "http://127.0.0.1:8181",
-            "--cache-ttl-jitter",
-            "20",
-            "--stale-grace",
-            "30s",
-            "--cache-disconnected-allow-ttl",
-            "2s",
-        ])
-        .expect("valid flags");
-        let crate::config::Command::Proxy(args) = cli.command else {
-            panic!("not proxy");
-        };
-        let c = CacheConfig::from_options(&args.cache, Duration::from_secs(1));
-        assert_eq!(c.allow_ttl, Duration::from_secs(60));
-        assert_eq!(c.deny_ttl, Duration::from_secs(5));
-        assert_eq!(c.max_entries, 100_000);
-        assert!((c.jitter - 0.2).abs() < 1e-9);
-        assert_eq!(c.stale_grace, Some(Duration::from_secs(30)));
-        assert_eq!(c.disconnected_ttl, Duration::from_secs(2));
-        assert_eq!(c.fetch_timeout, Duration::from_secs(1));
+    fn reused(&self, verdict: &Verdict) {
+        self.shared.stats.hits(verdict.decisions.len() as u64);
     }
 }

@@ -192,6 +192,7 @@ impl Authorizer for AuthzClient {
         if !response.valid {
             return Ok(Verdict {
                 cache: CacheUse::None,
+                reusable_until: None,
                 decisions: vec![NeedDecision::InvalidToken; needs.len()],
                 expires_at: None,
             });
@@ -213,6 +214,7 @@ impl Authorizer for AuthzClient {
             .collect();
         Ok(Verdict {
             cache: CacheUse::None,
+            reusable_until: None,
             decisions,
             expires_at,
         })

@@ -1,16 +1,12 @@
 //! One cached decision and its lifetime: the compact entry the decision
 //! cache stores (who, which fetch, when fetched, how long fresh, how long
 //! kept for stale grace, allow or not), the clock its times are counted on,
-//! TTL jitter, and the expiry policy that evicts each entry at its own time.
+//! and TTL jitter.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
-
 use super::NeedDecision;
-use super::epoch::Subject;
-use super::key::DecisionKey;
+use super::subject::SubjectId;
 
 /// Milliseconds since the cache was created: compact timestamps.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +29,8 @@ impl Clock {
         millis(t.saturating_duration_since(self.base))
     }
 
-    fn instant(&self, ms: u64) -> Instant {
+    /// The instant `ms` stands for.
+    pub(crate) fn instant(&self, ms: u64) -> Instant {
         self.base + Duration::from_millis(ms)
     }
 }
@@ -51,12 +48,12 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A cached decision: 32 bytes (moka adds its own ~400 per entry; see
-/// the memory figures in `benches/cache_hit.rs`).
-#[derive(Clone)]
+/// A cached decision: 48 bytes (the table adds its key and ~10 bytes of
+/// index; see the memory figures in `benches/cache_hit.rs`).
+#[derive(Debug, Clone)]
 pub(crate) struct Cached {
     /// The token's id; `None` for an invalid token.
-    pub(crate) subject: Option<Arc<Subject>>,
+    pub(crate) subject: Option<SubjectId>,
     /// [`Epochs`](super::epoch::Epochs) stamp of the fetch that produced it.
     pub(crate) stamp: u64,
     /// When it was fetched ([`Clock`] ms): bounds it while the change
@@ -73,7 +70,7 @@ const ALLOWED_BIT: u32 = 1 << 31;
 
 impl Cached {
     pub(crate) fn new(
-        subject: Option<Arc<Subject>>,
+        subject: Option<SubjectId>,
         allowed: bool,
         stamp: u64,
         fetched_at: u64,
@@ -113,48 +110,12 @@ impl Cached {
         match &self.subject {
             None => NeedDecision::InvalidToken,
             Some(s) if self.allowed() => NeedDecision::Allowed {
-                subject: Arc::clone(s.id()),
+                subject: s.to_shared(),
             },
             Some(s) => NeedDecision::Forbidden {
-                subject: Arc::clone(s.id()),
+                subject: s.to_shared(),
             },
         }
-    }
-}
-
-/// Evicts each entry at its own `evict_at`.
-pub(crate) struct EntryExpiry {
-    pub(crate) clock: Clock,
-}
-
-impl EntryExpiry {
-    fn remaining(&self, value: &Cached, from: Instant) -> Option<Duration> {
-        Some(
-            self.clock
-                .instant(value.evict_at())
-                .saturating_duration_since(from),
-        )
-    }
-}
-
-impl Expiry<DecisionKey, Cached> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &DecisionKey,
-        value: &Cached,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        self.remaining(value, created_at)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &DecisionKey,
-        value: &Cached,
-        updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        self.remaining(value, updated_at)
     }
 }
 
@@ -177,8 +138,7 @@ mod tests {
 
     #[test]
     fn entries_are_compact() {
-        // Part of the ≤ 256 bytes per decision budget (see benches/).
-        assert!(std::mem::size_of::<Cached>() <= 32);
-        assert!(std::mem::size_of::<DecisionKey>() <= 40);
+        // Part of the ≤ 128 bytes per decision aim (see benches/).
+        assert!(std::mem::size_of::<Cached>() <= 48);
     }
 }

@@ -25,7 +25,6 @@
 //!   back; `off` never follows.
 //! - The stream carries token ids only; they are safe to log.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -33,18 +32,11 @@ use tokio_util::sync::CancellationToken;
 use super::cache::CachedAuthorizer;
 use super::client::ProxyCredential;
 use super::failover::{AuthzEndpoints, FailoverChannel};
+use super::stats::Invalidation;
+pub use super::watch::WatchStatus;
 use crate::proto::tokens::token_service_client::TokenServiceClient;
 use crate::proto::tokens::watch_token_changes_response::Event;
 use crate::proto::tokens::{ChangeKind, TokenChange, WatchTokenChangesRequest};
-
-/// The `reason` label values of `fluxgate_invalidations_total`.
-pub(crate) const REASONS: [&str; 5] = [
-    "revoked",
-    "permissions_changed",
-    "expired",
-    "unknown",
-    "flush",
-];
 
 /// First reconnect delay.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -67,106 +59,7 @@ pub struct FollowOptions {
     pub credential: Option<ProxyCredential>,
 }
 
-/// Where the follower is, shared with the cache.
-#[derive(Debug)]
-pub(crate) struct WatchState {
-    connected: AtomicBool,
-    /// No change stream is expected (`--authz-watch off`, or `auto` found
-    /// an authorizer without one): readiness needs only Authorize.
-    streamless: AtomicBool,
-    /// When the stream last broke (cache clock ms; 0: never connected).
-    broke_at: AtomicU64,
-    /// Last applied revision plus one (0: none yet).
-    revision: AtomicU64,
-    syncs: AtomicU64,
-    flushes: AtomicU64,
-    invalidations: AtomicU64,
-    gauge: metrics::Gauge,
-}
-
-impl WatchState {
-    pub(crate) fn new() -> Self {
-        Self {
-            connected: AtomicBool::new(false),
-            streamless: AtomicBool::new(false),
-            broke_at: AtomicU64::new(0),
-            revision: AtomicU64::new(0),
-            syncs: AtomicU64::new(0),
-            flushes: AtomicU64::new(0),
-            invalidations: AtomicU64::new(0),
-            gauge: metrics::gauge!("fluxgate_watch_connected"),
-        }
-    }
-
-    /// True while a synced change stream is open.
-    pub(crate) fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-    }
-
-    /// True when no change stream is expected.
-    pub(crate) fn is_streamless(&self) -> bool {
-        self.streamless.load(Ordering::SeqCst)
-    }
-
-    /// When the stream broke ([`Clock`](super::cache) ms), while it is
-    /// expected and down.
-    pub(crate) fn broke_at(&self) -> Option<u64> {
-        (!self.is_connected() && !self.is_streamless())
-            .then(|| self.broke_at.load(Ordering::SeqCst))
-    }
-
-    /// Records the stream up or down at `now` (cache clock ms).
-    fn set_connected(&self, connected: bool, now: u64) {
-        let was = self.connected.swap(connected, Ordering::SeqCst);
-        if was && !connected {
-            self.broke_at.store(now, Ordering::SeqCst);
-        }
-        self.gauge.set(if connected { 1.0 } else { 0.0 });
-    }
-
-    fn set_streamless(&self, streamless: bool) {
-        self.streamless.store(streamless, Ordering::SeqCst);
-    }
-
-    fn set_revision(&self, revision: u64) {
-        self.revision
-            .store(revision.saturating_add(1), Ordering::SeqCst);
-    }
-}
-
-/// A snapshot of the follower's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WatchStatus {
-    /// A synced change stream is open.
-    pub connected: bool,
-    /// The last revision applied.
-    pub revision: Option<u64>,
-    /// Streams that synced so far (1 + reconnects).
-    pub syncs: u64,
-    /// Whole-cache flushes: the first sync, then each time the stream
-    /// could not resume or skipped a revision.
-    pub flushes: u64,
-    /// Changes that invalidated a token's decisions.
-    pub invalidations: u64,
-    /// No change stream is followed on purpose (`--authz-watch off`, or
-    /// `auto` against an authorizer without one).
-    pub streamless: bool,
-}
-
 impl CachedAuthorizer {
-    /// Where the change-stream follower is.
-    pub fn watch_status(&self) -> WatchStatus {
-        let w = &self.shared.watch;
-        WatchStatus {
-            connected: w.is_connected(),
-            revision: w.revision.load(Ordering::SeqCst).checked_sub(1),
-            syncs: w.syncs.load(Ordering::SeqCst),
-            flushes: w.flushes.load(Ordering::SeqCst),
-            invalidations: w.invalidations.load(Ordering::SeqCst),
-            streamless: w.is_streamless(),
-        }
-    }
-
     /// Follows the change stream of the token service at `endpoints` (one
     /// replica or several: a reconnect goes to the next when one is gone)
     /// until `shutdown` (mode `auto`, no credential), and keeps the cache's
@@ -188,7 +81,7 @@ impl CachedAuthorizer {
     ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         if options.mode == WatchMode::Off {
-            self.shared.watch.set_streamless(true);
+            self.watch().set_streamless(true);
             tracing::info!(
                 "not following the token change stream (--authz-watch off): allows live the disconnected TTL at most"
             );
@@ -230,8 +123,8 @@ impl CachedAuthorizer {
     /// for the first sync, where that is routine.
     fn record_flush(&self, why: &str, first: bool) {
         self.flush();
-        self.shared.watch.flushes.fetch_add(1, Ordering::SeqCst);
-        metrics::counter!("fluxgate_invalidations_total", "reason" => "flush").increment(1);
+        self.watch().count_flush();
+        self.count_invalidation(Invalidation::Flush);
         if first {
             tracing::debug!(reason = why, "flushed the decision cache");
         } else {
@@ -290,10 +183,9 @@ impl Follower {
                 () = shutdown.cancelled() => break,
                 ended = self.stream_once() => ended,
             };
-            let shared = &self.cache.shared;
-            let watch = &shared.watch;
+            let watch = self.cache.watch();
             let was_connected = watch.is_connected();
-            watch.set_connected(false, shared.clock.now());
+            watch.set_connected(false);
             self.catching_up_to = None;
             if ended.synced {
                 backoff = BACKOFF_MIN;
@@ -338,8 +230,7 @@ impl Follower {
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
-        let shared = &self.cache.shared;
-        shared.watch.set_connected(false, shared.clock.now());
+        self.cache.watch().set_connected(false);
     }
 
     /// Opens the stream, syncs, applies changes until it ends.
@@ -374,7 +265,7 @@ impl Follower {
         let Some(Event::Sync(sync)) = first.event else {
             return Ended::before_sync("the stream did not start with a sync".to_owned());
         };
-        let watch = &self.cache.shared.watch;
+        let watch = self.cache.watch();
         if watch.is_streamless() {
             tracing::info!("the authorizer now serves the token change stream; following it");
             watch.set_streamless(false);
@@ -409,7 +300,7 @@ impl Follower {
         }
         self.last = Some(first.revision);
         watch.set_revision(first.revision);
-        watch.syncs.fetch_add(1, Ordering::SeqCst);
+        watch.count_sync();
         if first.revision >= sync.head_revision || other_store {
             self.set_connected();
         } else {
@@ -450,8 +341,7 @@ impl Follower {
 
     fn set_connected(&mut self) {
         self.catching_up_to = None;
-        let shared = &self.cache.shared;
-        shared.watch.set_connected(true, shared.clock.now());
+        self.cache.watch().set_connected(true);
     }
 
     /// Applies the change at `revision`.
@@ -471,7 +361,7 @@ impl Follower {
             }
         }
         self.last = Some(revision);
-        self.cache.shared.watch.set_revision(revision);
+        self.cache.watch().set_revision(revision);
         let caught_up = self.catching_up_to.is_some_and(|head| revision >= head);
         self.invalidate(revision, change);
         if caught_up {
@@ -483,22 +373,18 @@ impl Follower {
     fn invalidate(&self, revision: u64, change: &TokenChange) {
         let (dead, reason) = match ChangeKind::try_from(change.kind) {
             Ok(ChangeKind::Created) => return,
-            Ok(ChangeKind::Revoked) => (true, REASONS[0]),
-            Ok(ChangeKind::PermissionsChanged) => (false, REASONS[1]),
-            Ok(ChangeKind::Expired) => (true, REASONS[2]),
+            Ok(ChangeKind::Revoked) => (true, Invalidation::Revoked),
+            Ok(ChangeKind::PermissionsChanged) => (false, Invalidation::PermissionsChanged),
+            Ok(ChangeKind::Expired) => (true, Invalidation::Expired),
             // A kind this build does not know may take rights away.
-            Ok(ChangeKind::Unspecified) | Err(_) => (false, REASONS[3]),
+            Ok(ChangeKind::Unspecified) | Err(_) => (false, Invalidation::Unknown),
         };
         if change.token_id.is_empty() {
             return;
         }
         self.cache.invalidate_subject(&change.token_id, dead);
-        self.cache
-            .shared
-            .watch
-            .invalidations
-            .fetch_add(1, Ordering::SeqCst);
-        metrics::counter!("fluxgate_invalidations_total", "reason" => reason).increment(1);
-        tracing::debug!(token_id = %change.token_id, reason, revision, "invalidated cached decisions");
+        self.cache.watch().count_invalidation();
+        self.cache.count_invalidation(reason);
+        tracing::debug!(token_id = %change.token_id, reason = reason.as_str(), revision, "invalidated cached decisions");
     }
 }

@@ -6,16 +6,22 @@
 
 pub mod cache;
 pub mod client;
+mod coalesce;
+mod config;
 mod entry;
 mod epoch;
 pub mod failover;
-mod flight;
 pub mod invalidation;
 pub mod key;
+pub mod memo;
 mod stats;
+mod store;
+mod subject;
+mod table;
+mod watch;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 
@@ -103,6 +109,10 @@ pub struct Verdict {
     pub expires_at: Option<SystemTime>,
     /// Whether a decision cache answered (for the audit trail).
     pub cache: CacheUse,
+    /// Until when these decisions hold while the authorizer's
+    /// [generation](Authorizer::generation) is unchanged, so that a
+    /// connection may reuse them ([`memo`]); `None`: ask again every time.
+    pub reusable_until: Option<Instant>,
 }
 
 /// How a decision cache took part in a [`Verdict`].
@@ -199,6 +209,20 @@ pub trait Authorizer: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the authorizer can currently answer (for `/readyz`).
     async fn ready(&self) -> Result<(), String>;
+
+    /// A number that changes whenever a decision given before may have
+    /// stopped holding (a token changed, the cache was flushed, the change
+    /// stream went down): while it is unchanged, a verdict is good until
+    /// its `reusable_until`. `None` (the default): never reuse a verdict.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
+    /// Counts `verdict` answered again from a connection's [`memo`] (a
+    /// cache counts its decisions as hits).
+    fn reused(&self, verdict: &Verdict) {
+        let _ = verdict;
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! What the decision cache counts: per-instance [`CacheStats`] (for tests
-//! and diagnostics) and the Prometheus metrics, whose handles are resolved
-//! once so that a cache hit never looks up a metric by name.
+//! and diagnostics) and the Prometheus metrics, both through one [`Stats`]
+//! whose metric handles are resolved once, so that a cache hit never looks
+//! up a metric by name.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Counts of one cache's work (the same events as its metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,46 +21,83 @@ pub struct CacheStats {
     pub stale_served: u64,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counts {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) inner_calls: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
+/// The `result` label values of `fluxgate_authz_calls_total`.
+const CALL_RESULTS: [&str; 5] = ["allowed", "forbidden", "invalid", "unavailable", "timeout"];
+
+/// How an Authorize call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallResult {
+    /// Every permission granted.
+    Allowed = 0,
+    /// Some permission not granted.
+    Forbidden = 1,
+    /// The token is not valid.
+    Invalid = 2,
+    /// The call failed.
+    Unavailable = 3,
+    /// The call did not answer in time.
+    Timeout = 4,
 }
 
-impl Counts {
-    pub(crate) fn snapshot(&self) -> CacheStats {
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            coalesced: self.coalesced.load(Ordering::Relaxed),
-            inner_calls: self.inner_calls.load(Ordering::Relaxed),
-            stale_served: self.stale_served.load(Ordering::Relaxed),
-        }
+/// The `reason` label values of `fluxgate_invalidations_total`.
+const INVALIDATION_REASONS: [&str; 5] = [
+    "revoked",
+    "permissions_changed",
+    "expired",
+    "unknown",
+    "flush",
+];
+
+/// Why a token's decisions (or all of them) were invalidated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invalidation {
+    /// The token was revoked.
+    Revoked = 0,
+    /// Its permissions were replaced.
+    PermissionsChanged = 1,
+    /// It expired.
+    Expired = 2,
+    /// A change kind this build does not know (it may take rights away).
+    Unknown = 3,
+    /// The whole cache (changes may have been missed).
+    Flush = 4,
+}
+
+impl Invalidation {
+    /// The `reason` label.
+    pub(crate) fn as_str(self) -> &'static str {
+        INVALIDATION_REASONS[self as usize]
     }
 }
 
-/// Metric handles, resolved once: a hit must not look up metric names.
+/// One cache's counters and metric handles.
 #[derive(Debug)]
-pub(crate) struct Metrics {
-    pub(crate) hits: metrics::Counter,
-    pub(crate) misses: metrics::Counter,
-    pub(crate) coalesced: metrics::Counter,
-    pub(crate) stale_served: metrics::Counter,
-    pub(crate) entries: metrics::Gauge,
-    pub(crate) call_seconds: metrics::Histogram,
-    /// `fluxgate_authz_calls_total` by result, in [`CALL_RESULTS`] order.
-    pub(crate) calls: [metrics::Counter; 5],
+pub(crate) struct Stats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
+    inner_calls: AtomicU64,
+    stale_served: AtomicU64,
+    metrics: Metrics,
 }
 
-/// The `result` label values of `fluxgate_authz_calls_total`.
-pub(crate) const CALL_RESULTS: [&str; 5] =
-    ["allowed", "forbidden", "invalid", "unavailable", "timeout"];
+/// Metric handles, resolved once.
+#[derive(Debug)]
+struct Metrics {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    coalesced: metrics::Counter,
+    stale_served: metrics::Counter,
+    entries: metrics::Gauge,
+    call_seconds: metrics::Histogram,
+    /// `fluxgate_authz_calls_total` by result, in [`CallResult`] order.
+    calls: [metrics::Counter; 5],
+    /// `fluxgate_invalidations_total` by reason, in [`Invalidation`] order.
+    invalidations: [metrics::Counter; 5],
+}
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Self {
             hits: metrics::counter!("fluxgate_cache_hits_total"),
             misses: metrics::counter!("fluxgate_cache_misses_total"),
@@ -68,7 +107,78 @@ impl Metrics {
             call_seconds: metrics::histogram!("fluxgate_authz_call_seconds"),
             calls: CALL_RESULTS
                 .map(|r| metrics::counter!("fluxgate_authz_calls_total", "result" => r)),
+            invalidations: INVALIDATION_REASONS
+                .map(|r| metrics::counter!("fluxgate_invalidations_total", "reason" => r)),
         }
+    }
+}
+
+impl Stats {
+    pub(crate) fn new() -> Self {
+        Self {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            inner_calls: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// What was counted so far.
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
+            inner_calls: self.inner_calls.load(Ordering::Relaxed),
+            stale_served: self.stale_served.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `n` needs answered from the cache.
+    pub(crate) fn hits(&self, n: u64) {
+        self.hits.fetch_add(n, Ordering::Relaxed);
+        self.metrics.hits.increment(n);
+    }
+
+    /// `n` needs missed.
+    pub(crate) fn misses(&self, n: u64) {
+        self.misses.fetch_add(n, Ordering::Relaxed);
+        self.metrics.misses.increment(n);
+    }
+
+    /// `n` missed needs joined a call in flight.
+    pub(crate) fn coalesced(&self, n: u64) {
+        self.coalesced.fetch_add(n, Ordering::Relaxed);
+        self.metrics.coalesced.increment(n);
+    }
+
+    /// A stale allow served.
+    pub(crate) fn stale_served(&self) {
+        self.stale_served.fetch_add(1, Ordering::Relaxed);
+        self.metrics.stale_served.increment(1);
+    }
+
+    /// A call to the inner authorizer starts.
+    pub(crate) fn call_started(&self) {
+        self.inner_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call to the inner authorizer ended with `result` after `took`.
+    pub(crate) fn call_ended(&self, result: CallResult, took: Duration) {
+        self.metrics.call_seconds.record(took.as_secs_f64());
+        self.metrics.calls[result as usize].increment(1);
+    }
+
+    /// The cache holds `n` entries.
+    pub(crate) fn entries(&self, n: u64) {
+        self.metrics.entries.set(n as f64);
+    }
+
+    /// Decisions were invalidated.
+    pub(crate) fn invalidated(&self, why: Invalidation) {
+        self.metrics.invalidations[why as usize].increment(1);
     }
 }
 
@@ -113,8 +223,8 @@ pub fn describe_metrics() {
         "fluxgate_watch_connected",
         "1 while the token change stream is followed"
     );
-    let _ = Metrics::new();
-    for reason in super::invalidation::REASONS {
-        metrics::counter!("fluxgate_invalidations_total", "reason" => reason).absolute(0);
+    let metrics = Metrics::new();
+    for counter in &metrics.invalidations {
+        counter.absolute(0);
     }
 }

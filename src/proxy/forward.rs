@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version, request};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -38,17 +39,20 @@ const BODY_HEADERS: &[HeaderName] = &[
 ];
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Which protocol the upstream connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +68,15 @@ pub enum Protocol {
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     base: Uri,
+    /// The base's parts, ready to build every request's URI from.
+    scheme: Option<Scheme>,
+    authority: Option<Authority>,
+    prefix: String,
     credential: Option<HeaderValue>,
     protocol: Protocol,
     response_timeout: Duration,
+    /// `fluxgate_upstream_seconds`, resolved once.
+    seconds: metrics::Histogram,
 }
 
 /// Longest wait for the upstream's response head unless configured.
@@ -112,10 +122,14 @@ impl Upstream {
         }
         Self {
             client: builder.build(connector),
+            scheme: base.scheme().cloned(),
+            authority: base.authority().cloned(),
+            prefix: base.path().trim_end_matches('/').to_owned(),
             base,
             credential,
             protocol,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            seconds: metrics::histogram!("fluxgate_upstream_seconds"),
         }
     }
 
@@ -128,19 +142,21 @@ impl Upstream {
     /// The upstream URI for `path` with query string `query` (empty: none),
     /// under the base URL.
     pub fn target(&self, path: &str, query: &str) -> Result<Uri, Rejection> {
-        let prefix = self.base.path().trim_end_matches('/');
-        let mut path_and_query = format!("{prefix}{path}");
+        let unfit = || Rejection::BadRequest("request target cannot be forwarded".to_owned());
+        let mut path_and_query =
+            String::with_capacity(self.prefix.len() + path.len() + 1 + query.len());
+        path_and_query.push_str(&self.prefix);
+        path_and_query.push_str(path);
         if !query.is_empty() {
             path_and_query.push('?');
             path_and_query.push_str(query);
         }
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query =
-            Some(path_and_query.parse().map_err(|_| {
-                Rejection::BadRequest("request target cannot be forwarded".to_owned())
-            })?);
-        Uri::from_parts(parts)
-            .map_err(|_| Rejection::BadRequest("request target cannot be forwarded".to_owned()))
+        let mut parts = http::uri::Parts::default();
+        parts.scheme.clone_from(&self.scheme);
+        parts.authority.clone_from(&self.authority);
+        // Taken as is, not copied.
+        parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| unfit())?);
+        Uri::from_parts(parts).map_err(|_| unfit())
     }
 
     /// Forwards a request the proxy did not decide (public routes, and
@@ -239,7 +255,7 @@ impl Upstream {
         let started = Instant::now();
         let sent = self.client.request(Request::from_parts(parts, body));
         let result = tokio::time::timeout(self.response_timeout, sent).await;
-        metrics::histogram!("fluxgate_upstream_seconds").record(started.elapsed().as_secs_f64());
+        self.seconds.record(started.elapsed().as_secs_f64());
         let response = match result {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
@@ -336,31 +352,39 @@ fn replace_body_headers(headers: &mut HeaderMap, body: &Bytes, content_type: Opt
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
 fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'static str) {
-    let ip = client.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", v);
+    use std::fmt::Write as _;
+    let mut forwarded_for = String::new();
+    if let Some(existing) = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
+        forwarded_for.push_str(existing);
+        forwarded_for.push_str(", ");
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    let _ = write!(forwarded_for, "{}", client.ip());
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use crate::authz::{
     Action, Authorizer, AuthzError, CacheUse, Decision, Need, NeedDecision, Verdict,
 };
 use crate::credentials::Token;
+use crate::telemetry::{self, RequestLabels, Status};
 
 /// How the gate decides and reads.
 #[derive(Debug, Clone)]
@@ -213,21 +214,36 @@ impl Gate {
             tracing::debug!("audit events cannot be written (--audit-required); refusing");
             return Err(Rejection::AuditUnavailable);
         }
-        let verdict = match tokio::time::timeout(
-            self.inner.authz_timeout,
-            self.inner.authorizer.check(token, needs),
-        )
-        .await
-        {
-            Ok(Ok(verdict)) => verdict,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "no authorization decision; refusing");
-                return Err(Rejection::AuthzUnavailable);
+        let authorizer = &self.inner.authorizer;
+        // Read before deciding: a change during the check is a change
+        // after what the memo remembers.
+        let generation = authorizer.generation();
+        let now = Instant::now();
+        let recalled = generation.and_then(|g| client.memo.recall(g, token, needs, now));
+        let verdict = if let Some(verdict) = recalled {
+            authorizer.reused(&verdict);
+            verdict
+        } else {
+            let verdict = match tokio::time::timeout(
+                self.inner.authz_timeout,
+                authorizer.check(token, needs),
+            )
+            .await
+            {
+                Ok(Ok(verdict)) => verdict,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "no authorization decision; refusing");
+                    return Err(Rejection::AuthzUnavailable);
+                }
+                Err(_) => {
+                    tracing::warn!(error = %AuthzError::Timeout, "no authorization decision; refusing");
+                    return Err(Rejection::AuthzUnavailable);
+                }
+            };
+            if let Some(g) = generation {
+                client.memo.remember(g, token, needs, &verdict, now);
             }
-            Err(_) => {
-                tracing::warn!(error = %AuthzError::Timeout, "no authorization decision; refusing");
-                return Err(Rejection::AuthzUnavailable);
-            }
+            verdict
         };
         if verdict
             .decisions
@@ -382,14 +398,16 @@ impl Gate {
             .then(|| grpc_status_of(&response))
             .flatten();
         let api = request.api.as_str();
-        let status =
-            grpc_status.map_or_else(|| response.status().as_str().to_owned(), |c| c.to_string());
-        metrics::counter!("fluxgate_requests_total", "api" => api, "route" => request.route, "action" => trail.action, "status" => status)
-            .increment(1);
-        metrics::counter!("fluxgate_decisions_total", "api" => api, "decision" => outcome_label)
-            .increment(1);
-        metrics::histogram!("fluxgate_request_seconds", "api" => api)
-            .record(request.started.elapsed().as_secs_f64());
+        telemetry::count_request(
+            RequestLabels {
+                api,
+                route: request.route,
+                action: trail.action,
+                decision: outcome_label,
+                status: grpc_status.map_or(Status::Http(response.status().as_u16()), Status::Grpc),
+            },
+            request.started.elapsed().as_secs_f64(),
+        );
         if request.public || !self.inner.audit.enabled() {
             return response;
         }
@@ -447,13 +465,13 @@ pub struct InFlight(());
 impl InFlight {
     /// Counts one more request in flight until dropped.
     pub fn enter() -> Self {
-        metrics::gauge!("fluxgate_requests_in_flight").increment(1.0);
+        telemetry::in_flight(1.0);
         Self(())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("fluxgate_requests_in_flight").decrement(1.0);
+        telemetry::in_flight(-1.0);
     }
 }

@@ -3,22 +3,33 @@
 //! closes connections that stay idle, and on shutdown stops accepting and
 //! lets every open connection finish its in-flight requests.
 //!
+//! Idleness is watched by one sweeper task per listener, not a timer per
+//! connection: each connection's [`Activity`] is registered with it, and
+//! the sweeper raises a connection's signal (and wakes it) when it sent no
+//! request head within the header timeout, stayed idle past the idle
+//! timeout, or the listener shuts down. A connection's task polls its
+//! connection and, on the way, one atomic.
+//!
 //! Connections come from the one accept loop ([`crate::accept`]). With TLS
 //! ([`serve_tls`]) the handshake is bounded by the header read timeout and
 //! offers ALPN `h2` and `http/1.1`: HTTPS and gRPC over TLS share the port
 //! as HTTP and h2c do without it. Everything after the handshake, the
 //! framing watch included, sees the decrypted stream.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use futures_util::{Stream, StreamExt as _};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +85,15 @@ fn builder(settings: &ListenerSettings) -> Builder<TokioExecutor> {
     builder
 }
 
-/// Requests in flight on one connection and when the last one ended.
+/// What the sweeper tells a connection.
+const RUN: u8 = 0;
+/// Finish the requests in flight and close (idle, or shutting down).
+const DRAIN: u8 = 1;
+/// Close now (no request head within the header timeout).
+const CLOSE: u8 = 2;
+
+/// Requests in flight on one connection and when the last one ended; and
+/// the sweeper's signal to it.
 #[derive(Debug)]
 struct Activity {
     started: Instant,
@@ -82,6 +101,8 @@ struct Activity {
     last_ms: AtomicU64,
     /// A request head arrived: the connection is past the header timeout.
     spoke: AtomicBool,
+    signal: AtomicU8,
+    waker: AtomicWaker,
 }
 
 impl Activity {
@@ -91,6 +112,15 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             spoke: AtomicBool::new(false),
+            signal: AtomicU8::new(RUN),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// Raises `signal` (never lowers it) and wakes the connection.
+    fn tell(&self, signal: u8) {
+        if self.signal.fetch_max(signal, Ordering::AcqRel) < signal {
+            self.waker.wake();
         }
     }
 
@@ -113,6 +143,74 @@ impl Activity {
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         Some(self.started.elapsed().saturating_sub(last))
+    }
+}
+
+/// The connections a sweeper watches.
+#[derive(Debug, Default)]
+struct Sweeper {
+    connections: Mutex<HashMap<u64, Arc<Activity>>>,
+    next: AtomicU64,
+    /// Shutting down: every connection drains, new ones too.
+    closing: AtomicBool,
+}
+
+/// A connection's place with the sweeper; leaves it when dropped.
+struct Watched {
+    sweeper: Arc<Sweeper>,
+    id: u64,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.sweeper.connections.lock().remove(&self.id);
+    }
+}
+
+impl Sweeper {
+    fn watch(self: &Arc<Self>, activity: &Arc<Activity>) -> Watched {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.connections.lock().insert(id, Arc::clone(activity));
+        if self.closing.load(Ordering::Acquire) {
+            activity.tell(DRAIN);
+        }
+        Watched {
+            sweeper: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Looks at every connection once.
+    fn sweep(&self, idle_timeout: Duration, header_timeout: Duration) {
+        for activity in self.connections.lock().values() {
+            if activity.silent_for(header_timeout) {
+                activity.tell(CLOSE);
+            } else if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                activity.tell(DRAIN);
+            }
+        }
+    }
+
+    /// Drains every connection, and every one registered from now on.
+    fn close_all(&self) {
+        self.closing.store(true, Ordering::Release);
+        for activity in self.connections.lock().values() {
+            activity.tell(DRAIN);
+        }
+    }
+
+    /// Sweeps every `tick` until dropped with its task.
+    async fn run(self: Arc<Self>, idle_timeout: Duration, header_timeout: Duration) {
+        let tick = idle_timeout
+            .min(header_timeout)
+            .max(Duration::from_millis(100))
+            / 4;
+        let mut check = tokio::time::interval(tick);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            check.tick().await;
+            self.sweep(idle_timeout, header_timeout);
+        }
     }
 }
 
@@ -162,7 +260,21 @@ async fn serve_incoming<S>(
 {
     let builder = Arc::new(builder(&settings));
     let connections = TaskTracker::new();
-    let closing = CancellationToken::new();
+    let sweeper = Arc::new(Sweeper::default());
+    let sweeping = CancellationToken::new();
+    // The sweeper stops with this function, however it ends.
+    let _sweeping = sweeping.clone().drop_guard();
+    {
+        let (sweeper, stop) = (Arc::clone(&sweeper), sweeping.clone());
+        let (idle, header) = (settings.idle_timeout, settings.header_read_timeout);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = sweeper.run(idle, header) => {}
+            }
+        });
+    }
+    let open = metrics::gauge!("fluxgate_open_connections");
     tokio::pin!(shutdown);
     // Owned, so that dropping it stops accepting before the drain.
     let mut incoming = Box::pin(incoming);
@@ -178,20 +290,19 @@ async fn serve_incoming<S>(
         let connection = Connection {
             proxy: proxy.clone(),
             builder: Arc::clone(&builder),
-            closing: closing.clone(),
-            idle_timeout: settings.idle_timeout,
-            header_timeout: settings.header_read_timeout,
+            sweeper: Arc::clone(&sweeper),
         };
+        let open = open.clone();
         connections.spawn(async move {
-            metrics::gauge!("fluxgate_open_connections").increment(1.0);
+            open.increment(1.0);
             connection.run(stream, addr, scheme).await;
-            metrics::gauge!("fluxgate_open_connections").decrement(1.0);
+            open.decrement(1.0);
             drop(slot);
         });
     }
     // Stop accepting (the accept task ends with the stream).
     drop(incoming);
-    closing.cancel();
+    sweeper.close_all();
     connections.close();
     connections.wait().await;
 }
@@ -200,9 +311,7 @@ async fn serve_incoming<S>(
 struct Connection {
     proxy: Proxy,
     builder: Arc<Builder<TokioExecutor>>,
-    closing: CancellationToken,
-    idle_timeout: Duration,
-    header_timeout: Duration,
+    sweeper: Arc<Sweeper>,
 }
 
 impl Connection {
@@ -217,6 +326,7 @@ impl Connection {
             addr,
             scheme,
             framing,
+            memo: Arc::default(),
         };
         let activity = Arc::new(Activity::new());
         let service = {
@@ -233,40 +343,32 @@ impl Connection {
                 }
             })
         };
-        let (closing, idle_timeout, header_timeout) =
-            (self.closing, self.idle_timeout, self.header_timeout);
+        let _watched = self.sweeper.watch(&activity);
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
-        let tick = idle_timeout
-            .min(header_timeout)
-            .max(Duration::from_millis(100))
-            / 4;
-        let mut check = tokio::time::interval(tick);
         let mut draining = false;
-        loop {
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, client = %addr, "connection ended with an error");
-                    }
-                    break;
-                }
-                () = closing.cancelled(), if !draining => {
+        let ended = std::future::poll_fn(|cx| {
+            activity.waker.register(cx.waker());
+            match activity.signal.load(Ordering::Acquire) {
+                CLOSE => return Poll::Ready(None),
+                // Graceful: a response still streaming is finished first.
+                DRAIN if !draining => {
                     connection.as_mut().graceful_shutdown();
                     draining = true;
                 }
-                _ = check.tick(), if !draining => {
-                    if activity.silent_for(header_timeout) {
-                        tracing::debug!(client = %addr, "no request head within the header timeout; closing");
-                        break;
-                    }
-                    // Graceful: a response still streaming is finished first.
-                    if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
-                        connection.as_mut().graceful_shutdown();
-                        draining = true;
-                    }
-                }
+                _ => {}
             }
+            connection.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        match ended {
+            None => {
+                tracing::debug!(client = %addr, "no request head within the header timeout; closing");
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, client = %addr, "connection ended with an error");
+            }
+            Some(Ok(())) => {}
         }
     }
 }

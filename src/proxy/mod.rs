@@ -25,6 +25,7 @@ pub mod reject;
 pub mod throttle;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ::http::{Request, Response, header};
 use bytes::Bytes;
@@ -36,6 +37,7 @@ use self::framing::AmbiguousFraming;
 use self::gate::InFlight;
 use self::http::HttpService;
 use self::reject::grpc_status;
+use crate::authz::memo::Memo;
 
 /// Who is connected, as the listener saw it.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct Peer {
     pub scheme: &'static str,
     /// Raised when the connection sent a request with ambiguous framing.
     pub framing: AmbiguousFraming,
+    /// The connection's last decisions, reused while they hold.
+    pub memo: Arc<Memo>,
 }
 
 impl Peer {
@@ -55,6 +59,7 @@ impl Peer {
             addr,
             scheme: "http",
             framing: AmbiguousFraming::default(),
+            memo: Arc::default(),
         }
     }
 }

@@ -83,6 +83,7 @@ impl Authorizer for Recording {
             decisions,
             expires_at: None,
             cache: CacheUse::None,
+            reusable_until: None,
         })
     }
 
