@@ -41,6 +41,8 @@ pub async fn run(args: LoginArgs) -> Result<(), CliError> {
         .call("cannot verify the management token", |mut c| async move {
             c.list_management_tokens(pb::ListTokensRequest {
                 include_revoked: false,
+                page_size: 1,
+                page_token: String::new(),
             })
             .await
         })

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use super::client::Client;
 use super::error::CliError;
 use super::input;
+use super::listing;
 use super::revoke::{self, Kind};
 use super::show::{self, ListKind};
 use crate::config::commands::ManagementCommand;
@@ -36,16 +37,17 @@ pub async fn run(command: ManagementCommand) -> Result<(), CliError> {
         ManagementCommand::List {
             conn,
             include_revoked,
+            page_size,
             format,
         } => {
             let client = Client::open(&conn).await?;
-            let request = pb::ListTokensRequest { include_revoked };
-            let list = client
-                .call("cannot list management tokens", |mut c| async move {
-                    c.list_management_tokens(request).await
-                })
-                .await?;
-            show::list(list.tokens, ListKind::Management, format)
+            let request = listing::ListRequest {
+                kind: ListKind::Management,
+                include_revoked,
+                page_size,
+                format,
+            };
+            listing::run(&client, request).await
         }
         ManagementCommand::Revoke { conn, force, ids } => {
             revoke::run(&conn, ids, force, Kind::Management).await

@@ -7,7 +7,8 @@
 //! - [`client`]: the `--authz` URL, connection and token metadata.
 //! - [`credentials`] and [`keyring_store`]: where the management token comes from.
 //! - [`input`]: checks of permissions and expiry flags.
-//! - [`output`] and [`show`]: tables and JSON.
+//! - [`output`], [`table`] and [`show`]: tables and JSON; [`listing`]: lists
+//!   fetched and printed page by page.
 //! - [`token`], [`management`], [`proxy_token`], [`revoke`], [`login`]: the commands.
 //! - [`database`]: database administration through the proxy.
 //! - [`error`]: messages and the exit codes (documented there and in `--help`).
@@ -18,12 +19,14 @@ pub mod database;
 pub mod error;
 pub mod input;
 pub mod keyring_store;
+pub mod listing;
 pub mod login;
 pub mod management;
 pub mod output;
 pub mod proxy_token;
 pub mod revoke;
 pub mod show;
+pub mod table;
 pub mod terminal;
 pub mod token;
 pub mod url;

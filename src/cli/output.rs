@@ -19,6 +19,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::error::CliError;
+pub use super::table::{database_table, management_table};
 use super::terminal::clean;
 use crate::proto::tokens as pb;
 use crate::tokens::model::MAX_EXPIRY_SECS;
@@ -28,8 +29,6 @@ use crate::tokens::unicode;
 pub const DEFAULT_WIDTH: usize = 80;
 /// Widest layout used even on a wider terminal.
 const MAX_WIDTH: usize = 200;
-/// Spaces between table columns.
-const GAP: usize = 2;
 /// Width of the label column of key/value blocks.
 const LABEL: usize = 13;
 
@@ -163,7 +162,7 @@ fn json_time(t: SystemTime) -> String {
     rfc3339(t, true)
 }
 
-fn table_time(t: Option<SystemTime>, none: &str) -> String {
+pub(super) fn table_time(t: Option<SystemTime>, none: &str) -> String {
     t.map_or_else(|| none.to_owned(), |t| rfc3339(t, false))
 }
 
@@ -201,10 +200,23 @@ pub fn json_tokens(out: &mut dyn Write, tokens: &[TokenView]) -> io::Result<()> 
     write_json(out, &items)
 }
 
+/// One token of a list as pretty JSON (no token string), without a final
+/// newline: a JSON array's element, as [`json_tokens`] writes it when its
+/// lines are indented by two spaces.
+pub fn json_list_item(token: &TokenView) -> io::Result<String> {
+    json_text(&token.to_json(None))
+}
+
 /// Pretty JSON with every control or format character (which can only be
 /// inside strings) written as a `\uXXXX` escape: the same document to a
 /// parser, nothing a terminal acts on.
 fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
+    let escaped = json_text(value)?;
+    writeln!(out, "{escaped}")
+}
+
+/// See [`write_json`].
+fn json_text(value: &impl Serialize) -> io::Result<String> {
     let text = serde_json::to_string_pretty(value)?;
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
@@ -217,7 +229,7 @@ fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
             escaped.push(c);
         }
     }
-    writeln!(out, "{escaped}")
+    Ok(escaped)
 }
 
 /// Permissions in compact form: `read:db1,db2 write:db3`, or `-` for none.
@@ -296,126 +308,6 @@ pub fn block(
             out,
             "Store it in a secret store now (a secret file, FLUXGATE_TOKEN, a keyring)."
         )?;
-    }
-    Ok(())
-}
-
-/// A list of database tokens: ID, STATUS, PERMISSIONS, DESCRIPTION.
-pub fn database_table(
-    out: &mut dyn Write,
-    tokens: &[TokenView],
-    now: SystemTime,
-    width: usize,
-) -> io::Result<()> {
-    let rows: Vec<Vec<String>> = tokens
-        .iter()
-        .map(|t| {
-            vec![
-                clean(&t.id),
-                t.status(now).to_owned(),
-                compact_permissions(&t.permissions),
-                clean(&t.description),
-            ]
-        })
-        .collect();
-    table(
-        out,
-        &[
-            ("ID", false),
-            ("STATUS", false),
-            ("PERMISSIONS", true),
-            ("DESCRIPTION", true),
-        ],
-        &rows,
-        width,
-    )
-}
-
-/// A list of management or proxy tokens: ID, STATUS, EXPIRES, DESCRIPTION
-/// (they have no `get`, so the expiry is shown here).
-pub fn management_table(
-    out: &mut dyn Write,
-    tokens: &[TokenView],
-    now: SystemTime,
-    width: usize,
-) -> io::Result<()> {
-    let rows: Vec<Vec<String>> = tokens
-        .iter()
-        .map(|t| {
-            vec![
-                clean(&t.id),
-                t.status(now).to_owned(),
-                table_time(t.expires_at, "never"),
-                clean(&t.description),
-            ]
-        })
-        .collect();
-    table(
-        out,
-        &[
-            ("ID", false),
-            ("STATUS", false),
-            ("EXPIRES", false),
-            ("DESCRIPTION", true),
-        ],
-        &rows,
-        width,
-    )
-}
-
-/// An aligned table. Fixed columns keep their full width (ids are never
-/// cut); flexible ones share what is left, the narrow ones getting all they
-/// need first, and are cut with an ellipsis.
-fn table(
-    out: &mut dyn Write,
-    columns: &[(&str, bool)],
-    rows: &[Vec<String>],
-    width: usize,
-) -> io::Result<()> {
-    let mut widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, (header, _))| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .chain([header.chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let gaps = GAP * columns.len().saturating_sub(1);
-    if widths.iter().sum::<usize>() + gaps > width {
-        let fixed: usize = columns
-            .iter()
-            .zip(&widths)
-            .filter(|((_, flex), _)| !flex)
-            .map(|(_, w)| w)
-            .sum();
-        let mut left = width.saturating_sub(fixed + gaps);
-        let mut flexible: Vec<usize> = (0..columns.len()).filter(|&i| columns[i].1).collect();
-        flexible.sort_by_key(|&i| widths[i]);
-        let mut remaining = flexible.len();
-        for i in flexible {
-            let share = left / remaining.max(1);
-            let header = columns[i].0.chars().count();
-            widths[i] = widths[i].min(share.max(header));
-            left = left.saturating_sub(widths[i]);
-            remaining -= 1;
-        }
-    }
-    let header: Vec<String> = columns.iter().map(|(h, _)| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, w) in widths.iter().enumerate() {
-            if i > 0 {
-                line.push_str(&" ".repeat(GAP));
-            }
-            let cell = truncate(row.get(i).map_or("", String::as_str), *w);
-            let pad = w.saturating_sub(cell.chars().count());
-            line.push_str(&cell);
-            line.push_str(&" ".repeat(pad));
-        }
-        writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use super::client::Client;
 use super::error::CliError;
 use super::input;
+use super::listing;
 use super::revoke::{self, Kind};
 use super::show::{self, ListKind};
 use crate::config::commands::ProxyTokenCommand;
@@ -37,16 +38,17 @@ pub async fn run(command: ProxyTokenCommand) -> Result<(), CliError> {
         ProxyTokenCommand::List {
             conn,
             include_revoked,
+            page_size,
             format,
         } => {
             let client = Client::open(&conn).await?;
-            let request = pb::ListTokensRequest { include_revoked };
-            let list = client
-                .call("cannot list proxy tokens", |mut c| async move {
-                    c.list_proxy_tokens(request).await
-                })
-                .await?;
-            show::list(list.tokens, ListKind::Proxy, format)
+            let request = listing::ListRequest {
+                kind: ListKind::Proxy,
+                include_revoked,
+                page_size,
+                format,
+            };
+            listing::run(&client, request).await
         }
         ProxyTokenCommand::Revoke { conn, force, ids } => {
             revoke::run(&conn, ids, force, Kind::Proxy).await

@@ -1,5 +1,5 @@
 //! What the commands print on success, in the `--format` asked for: a
-//! created token (its string, once), one token, or a list.
+//! created token (its string, once) or one token. Lists: [`super::listing`].
 
 use std::time::SystemTime;
 
@@ -52,31 +52,6 @@ pub fn one(info: pb::TokenInfo, format: Format) -> Result<(), CliError> {
         Format::Table => {
             let width = output::width();
             output::to_stdout(|out| output::block(out, &view, None, SystemTime::now(), width))
-        }
-    }
-}
-
-/// A list of tokens (never their token strings).
-pub fn list(tokens: Vec<pb::TokenInfo>, kind: ListKind, format: Format) -> Result<(), CliError> {
-    let views: Vec<TokenView> = tokens.into_iter().map(TokenView::from_wire).collect();
-    match format {
-        Format::Json => output::to_stdout(|out| output::json_tokens(out, &views)),
-        Format::Table if views.is_empty() => output::to_stdout(|out| {
-            let noun = match kind {
-                ListKind::Database => "database",
-                ListKind::Management => "management",
-                ListKind::Proxy => "proxy",
-            };
-            writeln!(out, "No {noun} tokens.")
-        }),
-        Format::Table => {
-            let (width, now) = (output::width(), SystemTime::now());
-            output::to_stdout(|out| match kind {
-                ListKind::Database => output::database_table(out, &views, now, width),
-                ListKind::Management | ListKind::Proxy => {
-                    output::management_table(out, &views, now, width)
-                }
-            })
         }
     }
 }

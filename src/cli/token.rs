@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use super::client::Client;
 use super::error::CliError;
 use super::input;
+use super::listing;
 use super::revoke::{self, Kind};
 use super::show::{self, ListKind};
 use crate::config::commands::TokenCommand;
@@ -41,16 +42,17 @@ pub async fn run(command: TokenCommand) -> Result<(), CliError> {
         TokenCommand::List {
             conn,
             include_revoked,
+            page_size,
             format,
         } => {
             let client = Client::open(&conn).await?;
-            let request = pb::ListTokensRequest { include_revoked };
-            let list = client
-                .call("cannot list database tokens", |mut c| async move {
-                    c.list_database_tokens(request).await
-                })
-                .await?;
-            show::list(list.tokens, ListKind::Database, format)
+            let request = listing::ListRequest {
+                kind: ListKind::Database,
+                include_revoked,
+                page_size,
+                format,
+            };
+            listing::run(&client, request).await
         }
         TokenCommand::Get { conn, format, id } => {
             let client = Client::open(&conn).await?;

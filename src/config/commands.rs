@@ -96,6 +96,9 @@ pub enum TokenCommand {
         /// Also list revoked tokens.
         #[arg(long)]
         include_revoked: bool,
+        /// Tokens fetched per request, 1 to 10000 (default: the token service's, 1000); the list is printed as pages arrive.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        page_size: Option<u32>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -176,6 +179,9 @@ pub enum ManagementCommand {
         /// Also list revoked tokens.
         #[arg(long)]
         include_revoked: bool,
+        /// Tokens fetched per request, 1 to 10000 (default: the token service's, 1000); the list is printed as pages arrive.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        page_size: Option<u32>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -222,6 +228,9 @@ pub enum ProxyTokenCommand {
         /// Also list revoked tokens.
         #[arg(long)]
         include_revoked: bool,
+        /// Tokens fetched per request, 1 to 10000 (default: the token service's, 1000); the list is printed as pages arrive.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        page_size: Option<u32>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use prost::Message as _;
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
@@ -13,7 +14,8 @@ use crate::proto::tokens as pb;
 use crate::proto::tokens::token_service_server::TokenService;
 
 use super::model::{DatabasePermission, TokenKind, TokenRecord};
-use super::registry::TokenRegistry;
+use super::paging;
+use super::registry::{ListPosition, TokenRegistry};
 use super::watch;
 use super::wire::{permissions_from_wire, rfc3339, system_time, token_info};
 
@@ -81,11 +83,43 @@ impl ManagementService {
         }))
     }
 
-    fn list(&self, kind: TokenKind, include_revoked: bool) -> Response<pb::ListTokensResponse> {
-        let tokens = self.registry.list(kind, include_revoked);
-        Response::new(pb::ListTokensResponse {
-            tokens: tokens.iter().map(|t| token_info(t)).collect(),
-        })
+    /// One page of tokens of `kind`: at most the page size asked for (see
+    /// [`paging`]) and at most [`paging::MAX_PAGE_BYTES`] of them, so no
+    /// response nears a client's message limit.
+    fn list(
+        &self,
+        kind: TokenKind,
+        request: &pb::ListTokensRequest,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let after = paging::decode(kind, &request.page_token)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let limit = paging::page_size(request.page_size);
+        let page = self
+            .registry
+            .list_page(kind, request.include_revoked, after.as_ref(), limit);
+        let mut tokens = Vec::with_capacity(page.tokens.len());
+        let mut bytes = 0;
+        let mut more = page.more;
+        for record in &page.tokens {
+            let info = token_info(record);
+            // The field's tag and length prefix: at most 1 + 4 bytes here.
+            let size = info.encoded_len() + 5;
+            if !tokens.is_empty() && bytes + size > paging::MAX_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += size;
+            tokens.push(info);
+        }
+        let last = tokens.len().checked_sub(1).and_then(|i| page.tokens.get(i));
+        let next_page_token = match last {
+            Some(last) if more => paging::encode(kind, &ListPosition::of(last)),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens,
+            next_page_token,
+        }))
     }
 
     async fn revoke(&self, id: &str, kind: TokenKind) -> Result<Response<pb::TokenInfo>, Status> {
@@ -117,7 +151,7 @@ impl TokenService for ManagementService {
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         self.require_management(&request)?;
-        Ok(self.list(TokenKind::Database, request.get_ref().include_revoked))
+        self.list(TokenKind::Database, request.get_ref())
     }
 
     async fn get_database_token(
@@ -174,7 +208,7 @@ impl TokenService for ManagementService {
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         self.require_management(&request)?;
-        Ok(self.list(TokenKind::Management, request.get_ref().include_revoked))
+        self.list(TokenKind::Management, request.get_ref())
     }
 
     async fn revoke_management_token(
@@ -207,7 +241,7 @@ impl TokenService for ManagementService {
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         self.require_management(&request)?;
-        Ok(self.list(TokenKind::Proxy, request.get_ref().include_revoked))
+        self.list(TokenKind::Proxy, request.get_ref())
     }
 
     async fn revoke_proxy_token(

@@ -8,6 +8,7 @@ pub mod local;
 pub mod location;
 pub mod management;
 pub mod model;
+pub mod paging;
 pub mod postgres;
 pub mod registry;
 mod rows;

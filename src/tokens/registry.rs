@@ -17,11 +17,13 @@
 //!
 //! Submodules: [`writer`] (group commit), [`apply`] (changes into
 //! memory, in order), [`follower`] (catch-up, freshness), [`stream`] (the
-//! change stream), [`expiry`] (expiry announcements and log pruning).
+//! change stream), [`expiry`] (expiry announcements and log pruning),
+//! [`order`] (the listing order, for paged listings).
 
 mod apply;
 mod expiry;
 mod follower;
+mod order;
 mod stream;
 mod writer;
 
@@ -42,6 +44,7 @@ use super::store::{Change, Refusal, StoreError, TokenStore, Write, WriteOutcome}
 use super::time::{now_millis, truncate_millis};
 
 pub use follower::Freshness;
+pub use order::{ListPosition, Page};
 pub use stream::SyncPoint;
 
 /// How many changes a live subscriber may fall behind before its stream ends
@@ -125,6 +128,8 @@ struct Entry {
 struct State {
     by_hash: HashMap<TokenHash, Arc<TokenRecord>>,
     by_id: HashMap<String, Entry>,
+    /// Every token in listing order.
+    order: order::ListingOrder,
     /// Tokens whose expiry is in the log.
     expiry_recorded: HashSet<String>,
     /// The last revision applied, in order.
@@ -140,6 +145,8 @@ impl State {
             return false;
         }
         self.by_hash.insert(record.hash, Arc::clone(&record));
+        let previous = self.by_id.get(&record.id).map(|e| &e.record);
+        self.order.put(previous, &record);
         self.by_id
             .insert(record.id.clone(), Entry { record, revision });
         true
@@ -291,22 +298,27 @@ impl TokenRegistry {
         self.shared.state.read().head
     }
 
-    /// Tokens of `kind`, oldest first.
+    /// Up to `limit` tokens of `kind` after `after` (from the oldest when
+    /// `None`), oldest first (by creation time, then id). O(log n + limit).
+    pub fn list_page(
+        &self,
+        kind: TokenKind,
+        include_revoked: bool,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> Page {
+        self.shared
+            .state
+            .read()
+            .order
+            .page(kind, include_revoked, after, limit)
+    }
+
+    /// Every token of `kind`, oldest first: O(n), for tools and tests (the
+    /// management API pages with [`TokenRegistry::list_page`]).
     pub fn list(&self, kind: TokenKind, include_revoked: bool) -> Vec<Arc<TokenRecord>> {
-        let state = self.shared.state.read();
-        let mut tokens: Vec<_> = state
-            .by_id
-            .values()
-            .map(|e| &e.record)
-            .filter(|t| t.kind == kind && (include_revoked || t.revoked_at.is_none()))
-            .cloned()
-            .collect();
-        tokens.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        tokens
+        self.list_page(kind, include_revoked, None, usize::MAX - 1)
+            .tokens
     }
 
     /// One token of `kind` by id.

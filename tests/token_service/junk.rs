@@ -298,6 +298,7 @@ async fn management_survives_junk(backend: Backend) {
         .list_database_tokens(bearer(
             pb::ListTokensRequest {
                 include_revoked: true,
+                ..Default::default()
             },
             &mgmt,
         ))

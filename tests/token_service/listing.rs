@@ -81,7 +81,15 @@ async fn lists_hide_revoked_keep_kinds_apart_and_never_show_token_strings(backen
         .await
         .unwrap();
 
-    let list_db = |include_revoked: bool| bearer(pb::ListTokensRequest { include_revoked }, &mgmt);
+    let list_db = |include_revoked: bool| {
+        bearer(
+            pb::ListTokensRequest {
+                include_revoked,
+                ..Default::default()
+            },
+            &mgmt,
+        )
+    };
     let active = client
         .list_database_tokens(list_db(false))
         .await
@@ -117,6 +125,7 @@ async fn lists_hide_revoked_keep_kinds_apart_and_never_show_token_strings(backen
         .list_management_tokens(bearer(
             pb::ListTokensRequest {
                 include_revoked: false,
+                ..Default::default()
             },
             &mgmt,
         ))
@@ -127,6 +136,7 @@ async fn lists_hide_revoked_keep_kinds_apart_and_never_show_token_strings(backen
         .list_management_tokens(bearer(
             pb::ListTokensRequest {
                 include_revoked: true,
+                ..Default::default()
             },
             &mgmt,
         ))

@@ -55,6 +55,7 @@ async fn a_store_written_by_the_first_release_keeps_every_token() {
             let request = bearer(
                 pb::ListTokensRequest {
                     include_revoked: true,
+                    ..Default::default()
                 },
                 admin,
             );

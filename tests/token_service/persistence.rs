@@ -103,6 +103,7 @@ async fn tokens_survive_a_restart(backend: Backend) {
         .list_management_tokens(bearer(
             pb::ListTokensRequest {
                 include_revoked: true,
+                ..Default::default()
             },
             &mgmt,
         ))
@@ -134,6 +135,7 @@ async fn tokens_survive_a_restart(backend: Backend) {
             .list_management_tokens(bearer(
                 pb::ListTokensRequest {
                     include_revoked: true,
+                    ..Default::default()
                 },
                 old_mgmt,
             ))

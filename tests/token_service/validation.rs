@@ -159,6 +159,7 @@ async fn bad_input_is_invalid_argument_with_a_readable_message(backend: Backend)
         .list_database_tokens(bearer(
             pb::ListTokensRequest {
                 include_revoked: true,
+                ..Default::default()
             },
             &mgmt,
         ))
