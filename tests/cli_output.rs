@@ -9,6 +9,7 @@
 use std::time::SystemTime;
 
 use fluxgate::cli::output::{self, TokenView};
+use fluxgate::cli::table;
 use fluxgate::proto::tokens as pb;
 use fluxgate::tokens::unicode::is_format;
 use proptest::prelude::*;
@@ -130,8 +131,8 @@ proptest! {
         let parsed: serde_json::Value = serde_json::from_str(&list).expect("valid JSON");
         prop_assert_eq!(parsed.as_array().map(Vec::len), Some(views.len()));
         for table in [
-            render(|out| output::database_table(out, &views, now, width)),
-            render(|out| output::management_table(out, &views, now, width)),
+            render(|out| table::database_table(out, &views, now, width)),
+            render(|out| table::management_table(out, &views, now, width)),
         ] {
             for_people(&table)?;
         }

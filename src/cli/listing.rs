@@ -211,7 +211,7 @@ mod tests {
             permissions: vec![Permission {
                 database: format!("db{i}"),
                 read: true,
-                write: i % 2 == 0,
+                write: i.is_multiple_of(2),
             }],
             created_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_798_761_600)),
             updated_at: None,
@@ -259,7 +259,7 @@ mod tests {
         assert!(lines[3].ends_with('…'), "cut to the layout: {paged}");
         // One page: exactly what the whole-list table prints.
         let mut whole = Vec::new();
-        output::database_table(&mut whole, &first, SystemTime::now(), 80).expect("table");
+        table::database_table(&mut whole, &first, SystemTime::now(), 80).expect("table");
         assert_eq!(
             print(Format::Table, &[first]),
             String::from_utf8(whole).expect("utf8")

@@ -19,7 +19,6 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::error::CliError;
-pub use super::table::{database_table, management_table};
 use super::terminal::clean;
 use crate::proto::tokens as pb;
 use crate::tokens::model::MAX_EXPIRY_SECS;
@@ -393,41 +392,6 @@ mod tests {
         );
         assert_eq!(compact_permissions(&v.permissions), "read:a,b write:b,c");
         assert_eq!(compact_permissions(&[]), "-");
-    }
-
-    #[test]
-    fn tables_fit_80_columns_and_keep_ids_whole() {
-        let long = "x".repeat(300);
-        let many: Vec<(&str, bool, bool)> = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
-            .iter()
-            .map(|d| (*d, true, true))
-            .collect();
-        let tokens = vec![
-            view(&long, &many),
-            view("short\nline", &[("*", true, false)]),
-        ];
-        let now = SystemTime::now();
-        let text = render(|out| database_table(out, &tokens, now, 80));
-        for line in text.lines() {
-            assert!(line.chars().count() <= 80, "{line:?}");
-        }
-        assert!(text.contains("0c8ba4ef-7f5c-4a3e-9a71-1f2a2b3c4d5e"));
-        assert!(text.contains('…'));
-        assert!(text.contains("short\\u{a}line"));
-        let text = render(|out| management_table(out, &tokens, now, 80));
-        for line in text.lines() {
-            assert!(line.chars().count() <= 80, "{line:?}");
-        }
-        assert!(text.contains("never"));
-    }
-
-    #[test]
-    fn narrow_content_is_not_cut() {
-        let tokens = vec![view("telegraf", &[("db1", true, false)])];
-        let text = render(|out| database_table(out, &tokens, SystemTime::now(), 80));
-        assert!(text.contains("read:db1"));
-        assert!(text.contains("telegraf"));
-        assert!(!text.contains('…'));
     }
 
     #[test]

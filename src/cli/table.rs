@@ -183,3 +183,72 @@ impl TableLayout {
         writeln!(out, "{}", line.trim_end())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cli::output::Permission;
+
+    fn view(description: &str, perms: &[(&str, bool, bool)]) -> TokenView {
+        TokenView {
+            id: "0c8ba4ef-7f5c-4a3e-9a71-1f2a2b3c4d5e".into(),
+            kind: "database",
+            description: description.into(),
+            permissions: perms
+                .iter()
+                .map(|(d, r, w)| Permission {
+                    database: (*d).into(),
+                    read: *r,
+                    write: *w,
+                })
+                .collect(),
+            created_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_798_761_600)),
+            updated_at: None,
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+        let mut buf = Vec::new();
+        f(&mut buf).expect("render");
+        String::from_utf8(buf).expect("utf8")
+    }
+
+    #[test]
+    fn tables_fit_80_columns_and_keep_ids_whole() {
+        let long = "x".repeat(300);
+        let many: Vec<(&str, bool, bool)> = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+            .iter()
+            .map(|d| (*d, true, true))
+            .collect();
+        let tokens = vec![
+            view(&long, &many),
+            view("short\nline", &[("*", true, false)]),
+        ];
+        let now = SystemTime::now();
+        let text = render(|out| database_table(out, &tokens, now, 80));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?}");
+        }
+        assert!(text.contains("0c8ba4ef-7f5c-4a3e-9a71-1f2a2b3c4d5e"));
+        assert!(text.contains('…'));
+        assert!(text.contains("short\\u{a}line"));
+        let text = render(|out| management_table(out, &tokens, now, 80));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?}");
+        }
+        assert!(text.contains("never"));
+    }
+
+    #[test]
+    fn narrow_content_is_not_cut() {
+        let tokens = vec![view("telegraf", &[("db1", true, false)])];
+        let text = render(|out| database_table(out, &tokens, SystemTime::now(), 80));
+        assert!(text.contains("read:db1"));
+        assert!(text.contains("telegraf"));
+        assert!(!text.contains('…'));
+    }
+}

@@ -39,6 +39,7 @@ mod limits;
 mod listing;
 mod management;
 mod migration;
+mod paging;
 mod persistence;
 mod process;
 mod service;
