@@ -44,8 +44,10 @@ pub async fn run(client: &Client, request: ListRequest) -> Result<(), CliError> 
         let page = fetch(client, &request, page_token.clone()).await?;
         let last = page.next_page_token.is_empty();
         let views: Vec<TokenView> = page.tokens.into_iter().map(TokenView::from_wire).collect();
-        // Locked per page: the lock is not held across the next call.
-        let mut out = stdout.lock();
+        // Locked per page (not held across the next call), and buffered:
+        // stdout alone is line-buffered, one write(2) per line, which made
+        // a million tokens in JSON (13 lines each) take 18 s instead of 5.
+        let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
         let written = printer
             .page(&mut out, &views, SystemTime::now())
             .and_then(|()| {
