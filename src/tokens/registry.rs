@@ -18,16 +18,18 @@
 //! Submodules: [`writer`] (group commit), [`apply`] (changes into
 //! memory, in order), [`follower`] (catch-up, freshness), [`stream`] (the
 //! change stream), [`expiry`] (expiry announcements and log pruning),
-//! [`order`] (the listing order, for paged listings).
+//! [`order`] (the listing order, for paged listings), [`keyed`] (the
+//! lookup tables by id and by token hash).
 
 mod apply;
 mod expiry;
 mod follower;
+mod keyed;
 mod order;
 mod stream;
 mod writer;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -44,6 +46,7 @@ use super::store::{Change, Refusal, StoreError, TokenStore, Write, WriteOutcome}
 use super::time::{now_millis, truncate_millis};
 
 pub use follower::Freshness;
+use keyed::{ByHash, Entry};
 pub use order::{ListPosition, Page};
 pub use stream::SyncPoint;
 
@@ -117,17 +120,10 @@ impl Default for RegistryOptions {
     }
 }
 
-/// A token in memory and the revision that last wrote its row.
-#[derive(Debug, Clone)]
-struct Entry {
-    record: Arc<TokenRecord>,
-    revision: u64,
-}
-
 #[derive(Debug, Default)]
 struct State {
-    by_hash: HashMap<TokenHash, Arc<TokenRecord>>,
-    by_id: HashMap<String, Entry>,
+    by_hash: keyed::ByTokenHash,
+    by_id: keyed::ById,
     /// Every token in listing order.
     order: order::ListingOrder,
     /// Tokens whose expiry is in the log.
@@ -139,16 +135,15 @@ struct State {
 impl State {
     /// Puts `record` unless memory already holds a newer row of it.
     fn upsert(&mut self, record: Arc<TokenRecord>, revision: u64) -> bool {
-        if let Some(current) = self.by_id.get(&record.id)
+        if let Some(current) = self.by_id.get(record.id.as_str())
             && current.revision > revision
         {
             return false;
         }
-        self.by_hash.insert(record.hash, Arc::clone(&record));
-        let previous = self.by_id.get(&record.id).map(|e| &e.record);
+        self.by_hash.replace(ByHash(Arc::clone(&record)));
+        let previous = self.by_id.get(record.id.as_str()).map(|e| &e.record);
         self.order.put(previous, &record);
-        self.by_id
-            .insert(record.id.clone(), Entry { record, revision });
+        self.by_id.replace(Entry { record, revision });
         true
     }
 }
@@ -284,6 +279,7 @@ impl TokenRegistry {
         state
             .by_hash
             .get(&hash)
+            .map(|t| &t.0)
             .filter(|t| t.is_usable(SystemTime::now()))
             .cloned()
     }
@@ -481,7 +477,7 @@ impl TokenRegistry {
 
     /// The copy of `record`'s token in memory when it is at least as new.
     fn newest(&self, record: TokenRecord) -> Arc<TokenRecord> {
-        match self.shared.state.read().by_id.get(&record.id) {
+        match self.shared.state.read().by_id.get(record.id.as_str()) {
             Some(e) if *e.record == record => Arc::clone(&e.record),
             _ => Arc::new(record),
         }

@@ -114,7 +114,7 @@ impl Shared {
     pub(super) fn publish_gauges(&self) {
         let now = SystemTime::now();
         let mut counts: HashMap<(&'static str, &'static str), u64> = HashMap::new();
-        for e in self.state.read().by_id.values() {
+        for e in self.state.read().by_id.iter() {
             let t = &e.record;
             let state = if t.revoked_at.is_some() {
                 "revoked"

@@ -32,7 +32,7 @@ impl TokenRegistry {
         let state = self.shared.state.read();
         let mut due = Vec::new();
         let mut next: Option<SystemTime> = None;
-        for entry in state.by_id.values() {
+        for entry in state.by_id.iter() {
             let t = &entry.record;
             let Some(expires) = t.expires_at else {
                 continue;
