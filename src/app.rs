@@ -45,6 +45,50 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
+/// The addresses a command listens on, written to `--addresses-file` once
+/// all are bound (so a supervisor that asked for port 0 learns the ports
+/// without guessing or racing), and removed again when dropped.
+#[derive(Debug)]
+struct Addresses {
+    file: Option<PathBuf>,
+}
+
+impl Addresses {
+    /// Writes `{"name": "ip:port", …}` to the file, replacing it atomically:
+    /// a reader never sees half a file.
+    fn publish(file: Option<&Path>, bound: &[(&str, &TcpListener)]) -> anyhow::Result<Self> {
+        let Some(file) = file else {
+            return Ok(Self { file: None });
+        };
+        let mut map = serde_json::Map::new();
+        for (name, listener) in bound {
+            map.insert(
+                (*name).to_owned(),
+                serde_json::Value::String(listener.local_addr()?.to_string()),
+            );
+        }
+        let text = serde_json::Value::Object(map).to_string();
+        let mut temporary = file.as_os_str().to_owned();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = PathBuf::from(temporary);
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, file))
+            .with_context(|| format!("cannot write --addresses-file {}", file.display()))?;
+        Ok(Self {
+            file: Some(file.to_path_buf()),
+        })
+    }
+}
+
+impl Drop for Addresses {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            // Gone with the process, so nobody reads ports nobody listens on.
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -197,6 +241,10 @@ pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::
     tls::options::warn_if_cleartext_listener(args.listen, tls.as_ref());
     tls::options::watch(tls.as_ref(), &shutdown);
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
+    let _addresses = Addresses::publish(
+        args.common.addresses_file.as_deref(),
+        &[("token_service", &listener), ("admin", &admin_listener)],
+    )?;
     tokio::spawn(
         Admin::new(metrics, registry_ready(&registry))
             .serve(admin_listener, shutdown.clone().cancelled_owned()),
@@ -452,13 +500,13 @@ fn authorizer_ready(authorizer: Arc<dyn Authorizer>) -> ReadyCheck {
 }
 
 /// Serves the proxy on its listener until shutdown, then drains.
-async fn serve_proxy(
+fn serve_proxy(
+    listener: TcpListener,
     options: &ProxyOptions,
     proxy: Proxy,
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
-) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + use<>> {
-    let listener = bind(options.listen, "proxy").await?;
+) -> impl Future<Output = anyhow::Result<()>> + use<> {
     tls::options::watch(tls.as_ref(), &shutdown);
     let limits = &options.limits;
     let settings = ListenerSettings {
@@ -469,10 +517,10 @@ async fn serve_proxy(
         max_concurrent_streams: limits.max_concurrent_streams,
     };
     let stop = shutdown.clone();
-    Ok(async move {
+    async move {
         listener::serve_tls(listener, proxy, settings, tls, stop.cancelled_owned()).await;
         Ok(())
-    })
+    }
 }
 
 /// `fluxgate proxy`: the sidecar alone, asking a remote token service.
@@ -507,8 +555,13 @@ pub async fn run_proxy(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::
     let authorizer: Arc<dyn Authorizer> = Arc::new(cached);
     let audit = start_audit(&args.proxy).await?;
     let proxy = build_proxy(&args.proxy, Arc::clone(&authorizer), audit)?;
-    let serving = serve_proxy(&args.proxy, proxy, proxy_tls, shutdown.clone()).await?;
+    let listener = bind(args.proxy.listen, "proxy").await?;
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
+    let _addresses = Addresses::publish(
+        args.common.addresses_file.as_deref(),
+        &[("proxy", &listener), ("admin", &admin_listener)],
+    )?;
+    let serving = serve_proxy(listener, &args.proxy, proxy, proxy_tls, shutdown.clone());
     tokio::spawn(
         Admin::new(metrics, authorizer_ready(authorizer))
             .serve(admin_listener, shutdown.clone().cancelled_owned()),
@@ -534,8 +587,23 @@ pub async fn run_serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::
     let token_listener = bind(args.authz_listen, "token service").await?;
     tls::options::warn_if_cleartext_listener(args.authz_listen, token_tls.as_ref());
     tls::options::watch(token_tls.as_ref(), &shutdown);
-    let serving_proxy = serve_proxy(&args.proxy, proxy, proxy_tls, shutdown.clone()).await?;
+    let proxy_listener = bind(args.proxy.listen, "proxy").await?;
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
+    let _addresses = Addresses::publish(
+        args.common.addresses_file.as_deref(),
+        &[
+            ("proxy", &proxy_listener),
+            ("token_service", &token_listener),
+            ("admin", &admin_listener),
+        ],
+    )?;
+    let serving_proxy = serve_proxy(
+        proxy_listener,
+        &args.proxy,
+        proxy,
+        proxy_tls,
+        shutdown.clone(),
+    );
     let store_ready = registry_ready(&registry);
     let proxy_ready = authorizer_ready(authorizer);
     let ready: ReadyCheck = Arc::new(move || {

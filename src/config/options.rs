@@ -73,6 +73,9 @@ pub struct CommonOptions {
         value_name = "ADDR"
     )]
     pub admin_listen: SocketAddr,
+    /// Once every listener is bound, write their addresses here as JSON (`{"proxy": "127.0.0.1:8086", "admin": …}`), replaced atomically and removed on exit: with port 0 in a listen address, this is how a supervisor learns the port.
+    #[arg(long, env = "FLUXGATE_ADDRESSES_FILE", value_name = "PATH")]
+    pub addresses_file: Option<PathBuf>,
     /// How long in-flight requests may run after SIGTERM/SIGINT (100ms to 1h).
     #[arg(
         long,
