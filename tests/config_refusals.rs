@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::binary::{binary, free_port};
+use common::binary::binary;
 
 /// Runs `fluxgate args…` with a clean environment; (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -30,21 +30,17 @@ fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 /// A config file for `command` holding `body` plus the keys the command
-/// needs to start on free loopback ports.
+/// needs to start on loopback ports it picks.
 fn config(dir: &Path, name: &str, command: &str, body: &str) -> String {
-    let (a, b) = (free_port(), free_port());
     let data = dir.join(format!("{name}-data"));
     let base = match command {
         "serve" => format!(
-            "upstream = \"http://127.0.0.1:1\"\nlisten = \"127.0.0.1:{a}\"\nauthz-listen = \"127.0.0.1:{b}\"\nadmin-listen = \"127.0.0.1:{}\"\ndata-dir = \"{}\"\n",
-            free_port(),
+            "upstream = \"http://127.0.0.1:1\"\nlisten = \"127.0.0.1:0\"\nauthz-listen = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\ndata-dir = \"{}\"\n",
             data.display()
         ),
-        "proxy" => format!(
-            "upstream = \"http://127.0.0.1:1\"\nlisten = \"127.0.0.1:{a}\"\nadmin-listen = \"127.0.0.1:{b}\"\nauthz = \"http://127.0.0.1:1\"\n"
-        ),
+        "proxy" => "upstream = \"http://127.0.0.1:1\"\nlisten = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\nauthz = \"http://127.0.0.1:1\"\n".to_owned(),
         "authz" => format!(
-            "listen = \"127.0.0.1:{a}\"\nadmin-listen = \"127.0.0.1:{b}\"\ndata-dir = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\ndata-dir = \"{}\"\n",
             data.display()
         ),
         other => panic!("{other}"),

@@ -26,7 +26,7 @@ use fluxgate::proto::iox_authz::{AuthorizeRequest, AuthorizeResponse, Subject};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use common::binary::{Process, free_port};
+use common::binary::Process;
 use common::capture::CaptureUpstream;
 use common::proxy::{request, send};
 
@@ -111,17 +111,16 @@ async fn the_proxy_is_ready_and_authorizes_in_front_of_an_authorize_only_authori
     let authz = serve_minimal(stop.clone()).await;
     let upstream = CaptureUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
     let args = [
         "proxy".to_owned(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--admin-listen=127.0.0.1:{admin}"),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--admin-listen=127.0.0.1:0".to_owned(),
         format!("--upstream={}", upstream.url()),
         format!("--authz=http://{authz}"),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut proxy = Process::start(&args, &[], &dir.path().join("proxy.log"));
-    proxy.wait_for_port(admin);
+    let (mut proxy, bound) = Process::listening(&args, &[], &dir.path().join("proxy.log"));
+    let (port, admin) = (bound.proxy.unwrap(), bound.admin.unwrap());
     until_status(&format!("http://127.0.0.1:{admin}/readyz"), 200, &proxy).await;
 
     let write = |token: &str, db: &str| {
@@ -145,20 +144,18 @@ async fn the_proxy_is_ready_and_authorizes_in_front_of_an_authorize_only_authori
     assert_eq!(proxy.terminate(), 0);
 
     // `required` refuses to be ready without the stream.
-    let (port, admin) = (free_port(), free_port());
     let args = [
         "proxy".to_owned(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--admin-listen=127.0.0.1:{admin}"),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--admin-listen=127.0.0.1:0".to_owned(),
         format!("--upstream={}", upstream.url()),
         format!("--authz=http://{authz}"),
         "--authz-watch=required".to_owned(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut proxy = Process::start(&args, &[], &dir.path().join("required.log"));
-    proxy.wait_for_port(admin);
+    let (mut proxy, bound) = Process::listening(&args, &[], &dir.path().join("required.log"));
+    let (port, admin) = (bound.proxy.unwrap(), bound.admin.unwrap());
     // It still decides (fail-closed needs no stream)...
-    proxy.wait_for_port(port);
     let reply = send(request(
         "POST",
         &format!("http://127.0.0.1:{port}/api/v2/write?bucket=x"),

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::binary::{Process, Serve, binary, free_port};
+use common::binary::{Serve, binary};
 use common::capture::CaptureUpstream;
 use common::proxy::{request, send};
 
@@ -311,8 +311,12 @@ async fn sigterm_lets_a_slow_write_finish() {
         "the in-flight write must complete"
     );
     assert_eq!(code.0, 0, "exit code after SIGTERM");
-    // And nothing listens any more.
+    // And nothing listens any more, nor claims to.
     assert!(TcpStream::connect(("127.0.0.1", code.1.port)).is_err());
+    assert!(
+        !dir.path().join("addresses.json").exists(),
+        "the addresses file is removed on exit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -497,6 +501,4 @@ fn check_config_names_the_bad_key_and_follows_precedence() {
         String::from_utf8_lossy(&out.stderr).contains("--upstream"),
         "{out:?}"
     );
-    let _ = free_port();
-    let _ = Process::start;
 }

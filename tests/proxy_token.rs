@@ -12,26 +12,24 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::binary::{Process, binary, free_port};
+use common::binary::{Process, binary};
 use common::capture::CaptureUpstream;
 use common::proxy::{request, send};
 
-/// `fluxgate authz` on free ports; its bootstrap management token file.
+/// `fluxgate authz` on ports it picks; its bootstrap management token file.
 fn start_authz(dir: &Path) -> (Process, String, PathBuf) {
-    let (port, admin) = (free_port(), free_port());
     let data = dir.join("authz-data");
     let args = [
         "authz".to_owned(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--admin-listen=127.0.0.1:{admin}"),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--admin-listen=127.0.0.1:0".to_owned(),
         format!("--data-dir={}", data.display()),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut process = Process::start(&args, &[], &dir.join("authz.log"));
-    process.wait_for_port(port);
+    let (process, bound) = Process::listening(&args, &[], &dir.join("authz.log"));
     (
         process,
-        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{}", bound.token_service.unwrap()),
         data.join("bootstrap-management-token"),
     )
 }
@@ -69,19 +67,17 @@ fn start_proxy(
     authz: &str,
     extra: &[String],
 ) -> (Process, u16) {
-    let (port, admin) = (free_port(), free_port());
     let mut args = vec![
         "proxy".to_owned(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--admin-listen=127.0.0.1:{admin}"),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--admin-listen=127.0.0.1:0".to_owned(),
         format!("--upstream={upstream}"),
         format!("--authz={authz}"),
     ];
     args.extend_from_slice(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut process = Process::start(&args, &[], &dir.join(format!("{name}.log")));
-    process.wait_for_port(admin);
-    (process, admin)
+    let (process, bound) = Process::listening(&args, &[], &dir.join(format!("{name}.log")));
+    (process, bound.admin.unwrap())
 }
 
 /// Polls `/readyz` until it answers `status`; returns the body.

@@ -52,6 +52,12 @@ pub(crate) struct Epochs {
     flushed: AtomicU64,
     /// Number of the latest invalidation of any id.
     latest: AtomicU64,
+    /// The latest invalidation or flush whose effect readers can see: what
+    /// [`Epochs::generation`] answers. Raised only after the record (or the
+    /// flush mark) is in place, so a reader that sees a new generation and
+    /// looks a decision up finds the invalidation — never an allow from
+    /// before it that it would then remember under the new generation.
+    published: AtomicU64,
     records: RwLock<Records>,
     /// How long an invalidation is remembered: longer than any entry
     /// fetched before it can live.
@@ -66,6 +72,7 @@ impl Epochs {
             seq: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             latest: AtomicU64::new(0),
+            published: AtomicU64::new(0),
             records: RwLock::new(Records {
                 by_id: HashMap::new(),
                 sweep_at: MIN_SWEEP,
@@ -79,9 +86,10 @@ impl Epochs {
         self.seq.load(Ordering::SeqCst)
     }
 
-    /// Changes with every invalidation and flush.
+    /// Changes with every invalidation and flush, once its effect is
+    /// visible to [`Epochs::is_current`].
     pub(crate) fn generation(&self) -> u64 {
-        self.seq.load(Ordering::SeqCst)
+        self.published.load(Ordering::SeqCst)
     }
 
     /// True when a decision about `subject` (none for an invalid token)
@@ -146,13 +154,16 @@ impl Epochs {
         );
         // After the record: whoever sees `latest` finds it.
         self.latest.store(n, Ordering::SeqCst);
+        self.published.fetch_max(n, Ordering::SeqCst);
         n
     }
 
     /// Invalidates every decision fetched before now.
     pub(crate) fn flush(&self) -> u64 {
         let n = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        self.flushed.store(n, Ordering::SeqCst);
+        // Two flushes may finish out of order: the mark never goes back.
+        self.flushed.fetch_max(n, Ordering::SeqCst);
+        self.published.fetch_max(n, Ordering::SeqCst);
         n
     }
 
@@ -217,6 +228,62 @@ mod tests {
         assert!(!e.is_current(stamp, None));
         assert!(e.is_current(e.stamp(), None));
         assert_ne!(e.generation(), generation);
+    }
+
+    /// Races `change` (in a loop on another thread) against a reader that
+    /// waits for the generation to pass a fetch's stamp and then asks
+    /// whether that fetch is still current: it never may be.
+    fn race(change: fn(&Epochs), subject: Option<&str>) {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let e = Arc::new(Epochs::new(Duration::from_secs(60)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (e, stop) = (Arc::clone(&e), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    change(&e);
+                }
+            })
+        };
+        let subject = subject.map(id);
+        for round in 0..100_000 {
+            let stamp = e.stamp();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while e.generation() <= stamp && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            assert!(
+                !e.is_current(stamp, subject.as_ref()),
+                "round {round}: a generation past the stamp was visible before its invalidation"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+    }
+
+    /// A connection that sees a new generation looks its decision up again;
+    /// if the invalidation behind that generation were not visible yet, it
+    /// would remember the old allow under the new generation and serve a
+    /// revoked token until the next unrelated change.
+    #[test]
+    fn a_new_generation_is_seen_only_with_its_invalidation() {
+        race(
+            |e| {
+                e.invalidate("x", true);
+            },
+            Some("x"),
+        );
+    }
+
+    #[test]
+    fn a_new_generation_is_seen_only_with_its_flush() {
+        race(
+            |e| {
+                e.flush();
+            },
+            None,
+        );
     }
 
     #[test]

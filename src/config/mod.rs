@@ -12,11 +12,13 @@ pub mod commands;
 mod file;
 mod options;
 pub mod reference;
+mod tls;
 mod values;
 
 pub use check::{Checked, check};
 pub use file::{ConfigError, parse_args};
 pub use options::*;
+pub use tls::{AuthzTlsOptions, ServeTokenServiceTlsOptions, TokenServiceTlsOptions};
 pub use values::{
     ByteSize, HumanDuration, WatchMode, count_between, duration_between, size_between, u32_between,
     usize_between,

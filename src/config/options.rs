@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use super::commands::{
     DatabaseCommand, LoginArgs, ManagementCommand, ProxyTokenCommand, TokenCommand,
 };
+use super::tls::{AuthzTlsOptions, ServeTokenServiceTlsOptions, TokenServiceTlsOptions};
 use super::values::{
     ByteSize, HumanDuration, WatchMode, count_between, duration_between, size_between, u32_between,
     usize_between,
@@ -73,6 +74,9 @@ pub struct CommonOptions {
         value_name = "ADDR"
     )]
     pub admin_listen: SocketAddr,
+    /// Once every listener is bound, write their addresses here as JSON (`{"proxy": "127.0.0.1:8086", "admin": …}`), replaced atomically and removed on exit: with port 0 in a listen address, this is how a supervisor learns the port.
+    #[arg(long, env = "FLUXGATE_ADDRESSES_FILE", value_name = "PATH")]
+    pub addresses_file: Option<PathBuf>,
     /// How long in-flight requests may run after SIGTERM/SIGINT (100ms to 1h).
     #[arg(
         long,
@@ -317,91 +321,6 @@ pub struct AuthzClientOptions {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: AuthzTlsOptions,
-}
-
-/// TLS towards the token service (client side): `fluxgate proxy` and the
-/// management CLI.
-#[derive(Debug, Clone, Default, Args)]
-pub struct AuthzTlsOptions {
-    /// PEM CA certificates trusted for an https:// --authz instead of the system roots.
-    #[arg(long, env = "FLUXGATE_AUTHZ_CA", value_name = "PATH")]
-    pub authz_ca: Option<PathBuf>,
-    /// PEM client certificate presented to the token service (mutual TLS; with --authz-client-key).
-    #[arg(
-        long,
-        env = "FLUXGATE_AUTHZ_CLIENT_CERT",
-        value_name = "PATH",
-        requires = "authz_client_key"
-    )]
-    pub authz_client_cert: Option<PathBuf>,
-    /// PEM private key of --authz-client-cert.
-    #[arg(
-        long,
-        env = "FLUXGATE_AUTHZ_CLIENT_KEY",
-        value_name = "PATH",
-        requires = "authz_client_cert"
-    )]
-    pub authz_client_key: Option<PathBuf>,
-}
-
-/// TLS of `fluxgate authz`'s listener.
-#[derive(Debug, Clone, Default, Args)]
-pub struct TokenServiceTlsOptions {
-    /// PEM certificate chain: serve the token service over TLS (with --tls-key; reloaded when the file changes or on SIGHUP).
-    #[arg(
-        long,
-        env = "FLUXGATE_AUTHZ_TLS_CERT",
-        value_name = "PATH",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(
-        long,
-        env = "FLUXGATE_AUTHZ_TLS_KEY",
-        value_name = "PATH",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificates: every client must present a certificate signed by one of them (mutual TLS; needs --tls-cert).
-    #[arg(
-        long,
-        env = "FLUXGATE_AUTHZ_CLIENT_CA",
-        value_name = "PATH",
-        requires = "tls_cert"
-    )]
-    pub client_ca: Option<PathBuf>,
-}
-
-/// TLS of `fluxgate serve`'s token-service listener (`--authz-listen`); the
-/// same settings as `fluxgate authz`'s `--tls-cert`, `--tls-key` and
-/// `--client-ca`, renamed because `--tls-*` is the proxy's here.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ServeTokenServiceTlsOptions {
-    /// PEM certificate chain: serve the token service (--authz-listen) over TLS (with --authz-tls-key; reloaded when the file changes or on SIGHUP).
-    #[arg(
-        long,
-        env = "FLUXGATE_AUTHZ_TLS_CERT",
-        value_name = "PATH",
-        requires = "authz_tls_key"
-    )]
-    pub authz_tls_cert: Option<PathBuf>,
-    /// PEM private key of --authz-tls-cert.
-    #[arg(
-        long,
-        env = "FLUXGATE_AUTHZ_TLS_KEY",
-        value_name = "PATH",
-        requires = "authz_tls_cert"
-    )]
-    pub authz_tls_key: Option<PathBuf>,
-    /// PEM CA certificates: every token-service client must present a certificate signed by one of them (mutual TLS; needs --authz-tls-cert).
-    #[arg(
-        long,
-        env = "FLUXGATE_AUTHZ_CLIENT_CA",
-        value_name = "PATH",
-        requires = "authz_tls_cert"
-    )]
-    pub authz_client_ca: Option<PathBuf>,
 }
 
 /// The decision cache's options.

@@ -3,9 +3,11 @@
 //! process, with no network hop and nothing to
 //! cache (a revocation is seen by the very next request).
 //!
-//! Its [generation](Authorizer::generation) is the registry's head revision,
-//! which every change of any token moves: a connection's memo reuses an
-//! answer only while no token changed, and never past the token's expiry.
+//! Its [generation](Authorizer::generation) is the registry's count of rows
+//! put in memory (not its head revision, which a row written ahead of a gap
+//! in the log does not move), so every change of any token moves it: a
+//! connection's memo reuses an answer only while no token changed, and never
+//! past the token's expiry.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -96,7 +98,7 @@ impl Authorizer for LocalAuthorizer {
     }
 
     fn generation(&self) -> Option<u64> {
-        Some(self.registry.head_revision())
+        Some(self.registry.generation())
     }
 
     fn reused(&self, verdict: &Verdict) {

@@ -130,6 +130,10 @@ struct State {
     expiry_recorded: HashSet<String>,
     /// The last revision applied, in order.
     head: u64,
+    /// Counts every row put in memory, in order or not: what the
+    /// in-process authorizer's generation is. Not `head`, which stays put
+    /// when a row this replica wrote lands ahead of a gap in the log.
+    changes: u64,
 }
 
 impl State {
@@ -144,6 +148,7 @@ impl State {
         let previous = self.by_id.get(record.id.as_str()).map(|e| &e.record);
         self.order.put(previous, &record);
         self.by_id.replace(Entry { record, revision });
+        self.changes += 1;
         true
     }
 }
@@ -292,6 +297,13 @@ impl TokenRegistry {
     /// The newest revision applied here.
     pub fn head_revision(&self) -> u64 {
         self.shared.state.read().head
+    }
+
+    /// Changes whenever a token's row in memory changes (created, revoked,
+    /// expired, reloaded), whether or not its revision is applied in order
+    /// yet: an answer given before is not reused after.
+    pub fn generation(&self) -> u64 {
+        self.shared.state.read().changes
     }
 
     /// Up to `limit` tokens of `kind` after `after` (from the oldest when

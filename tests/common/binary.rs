@@ -1,12 +1,14 @@
-//! The built `fluxgate` binary as a child process: free loopback ports, a
-//! log file, readiness by polling the port with a deadline, and stop by PID.
+//! The built `fluxgate` binary as a child process: listeners on port 0
+//! whose addresses the process reports in `--addresses-file`, a log file,
+//! and stop by PID.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now: only for an address that
+/// must stay unanswered, or that a restarted process must bind again.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -48,8 +50,49 @@ impl Process {
         }
     }
 
+    /// Starts `fluxgate args… --addresses-file …` (its listeners on port 0)
+    /// and waits for the addresses it bound.
+    pub fn listening(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Self, Addresses) {
+        let file = log.with_extension("addresses.json");
+        let _ = std::fs::remove_file(&file);
+        let flag = format!("--addresses-file={}", file.display());
+        let mut args = args.to_vec();
+        args.push(&flag);
+        let mut process = Self::start(&args, env, log);
+        let addresses = process.wait_for_addresses(&file);
+        (process, addresses)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the process has written `file` (`--addresses-file`), and
+    /// reads the ports it bound.
+    pub fn wait_for_addresses(&mut self, file: &Path) -> Addresses {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("fluxgate exited early ({status}):\n{}", self.log_text());
+            }
+            // Written by rename: present means complete.
+            if let Ok(text) = std::fs::read_to_string(file) {
+                let map: std::collections::HashMap<String, SocketAddr> =
+                    serde_json::from_str(&text).expect("the addresses file is JSON");
+                let port = |name: &str| map.get(name).map(SocketAddr::port);
+                return Addresses {
+                    proxy: port("proxy"),
+                    token_service: port("token_service"),
+                    admin: port("admin"),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "fluxgate did not write {} in time:\n{}",
+            file.display(),
+            self.log_text()
+        );
     }
 
     /// Waits until `port` accepts connections (or the process dies).
@@ -86,6 +129,14 @@ impl Process {
     }
 }
 
+/// The ports a process reported in its `--addresses-file`.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub proxy: Option<u16>,
+    pub token_service: Option<u16>,
+    pub admin: Option<u16>,
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -93,7 +144,7 @@ impl Drop for Process {
     }
 }
 
-/// `fluxgate serve` on free ports in front of `upstream`.
+/// `fluxgate serve` on ports it picks (port 0) in front of `upstream`.
 pub struct Serve {
     pub process: Process,
     pub port: u16,
@@ -104,20 +155,20 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(dir: &Path, upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let (port, authz_port, admin_port) = (free_port(), free_port(), free_port());
         let data_dir = dir.join("data");
-        let listen = format!("127.0.0.1:{port}");
-        let authz = format!("127.0.0.1:{authz_port}");
-        let admin = format!("127.0.0.1:{admin_port}");
+        let addresses = dir.join("addresses.json");
+        let _ = std::fs::remove_file(&addresses);
         let data = data_dir.to_str().unwrap().to_owned();
         let mut args = vec![
             "serve",
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--authz-listen",
-            &authz,
+            "127.0.0.1:0",
             "--admin-listen",
-            &admin,
+            "127.0.0.1:0",
+            "--addresses-file",
+            addresses.to_str().unwrap(),
             "--data-dir",
             &data,
             "--upstream",
@@ -125,14 +176,12 @@ impl Serve {
         ];
         args.extend_from_slice(extra);
         let mut process = Process::start(&args, env, &dir.join("fluxgate.log"));
-        process.wait_for_port(port);
-        process.wait_for_port(authz_port);
-        process.wait_for_port(admin_port);
+        let bound = process.wait_for_addresses(&addresses);
         Self {
             process,
-            port,
-            authz_port,
-            admin_port,
+            port: bound.proxy.expect("the proxy's address"),
+            authz_port: bound.token_service.expect("the token service's address"),
+            admin_port: bound.admin.expect("the admin address"),
             data_dir,
         }
     }

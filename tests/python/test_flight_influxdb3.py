@@ -75,7 +75,7 @@ class RecordingFlightServer(flight.FlightServerBase):
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = RecordingFlightServer(free_port())
+    server = RecordingFlightServer(0)
     try:
         yield server
     finally:

@@ -19,7 +19,8 @@ import grpc
 import pytest
 
 from support.grpc_stubs import iox_contract, management
-from support.ports import LOOPBACK, free_ports
+from support.fluxgate import wait_for_addresses
+from support.ports import LOOPBACK
 from support.process import ManagedProcess
 
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
@@ -49,7 +50,7 @@ class AuthzProcess:
 def authz(fluxgate_bin, tmp_path_factory):
     """A running ``fluxgate authz`` on loopback with its bootstrap token."""
     data_dir = tmp_path_factory.mktemp("authz-data") / "store"
-    port, admin_port = free_ports(2)
+    addresses = data_dir.with_name("addresses.json")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
     env.setdefault("RUST_LOG", "info")
     proc = ManagedProcess(
@@ -57,9 +58,11 @@ def authz(fluxgate_bin, tmp_path_factory):
             fluxgate_bin,
             "authz",
             "--listen",
-            f"{LOOPBACK}:{port}",
+            f"{LOOPBACK}:0",
             "--admin-listen",
-            f"{LOOPBACK}:{admin_port}",
+            f"{LOOPBACK}:0",
+            "--addresses-file",
+            addresses,
             "--data-dir",
             data_dir,
             "--shutdown-grace",
@@ -70,7 +73,7 @@ def authz(fluxgate_bin, tmp_path_factory):
     )
     proc.start()
     try:
-        proc.wait_for_port(port)
+        port = wait_for_addresses(proc, addresses)["token_service"]
         token_file = data_dir / "bootstrap-management-token"
         proc.wait_until(token_file.is_file, timeout=10, what=str(token_file))
         token = token_file.read_text().strip()

@@ -21,7 +21,7 @@ from influxdb_client_3 import InfluxDBClient3
 from influxdb_client_3.exceptions import InfluxDB3ClientQueryError
 
 from support.fluxgate import FluxgateServe
-from support.ports import LOOPBACK, free_port
+from support.ports import LOOPBACK
 from support.tls import CertificateAuthority
 from test_flight_influxdb3 import RecordingFlightServer
 
@@ -69,7 +69,7 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def upstreams():
-    grpc = RecordingFlightServer(free_port())
+    grpc = RecordingFlightServer(0)
     http = WriteRecorder()
     try:
         yield grpc, http

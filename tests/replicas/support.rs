@@ -20,7 +20,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::common::binary::{Process, free_port};
+use crate::common::binary::Process;
 use crate::common::postgres::PgCluster;
 use fluxgate::authz::invalidation::WatchMode;
 
@@ -50,17 +50,18 @@ impl Replica {
     ) -> Self {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let (port, admin) = (free_port(), free_port());
-        let listen = format!("127.0.0.1:{port}");
-        let admin_listen = format!("127.0.0.1:{admin}");
+        let addresses = dir.join("addresses.json");
+        let _ = std::fs::remove_file(&addresses);
         let password = cluster.password_file(&dir);
         let url = cluster.url(database);
         let mut args = vec![
             "authz",
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--admin-listen",
-            &admin_listen,
+            "127.0.0.1:0",
+            "--addresses-file",
+            addresses.to_str().unwrap(),
             "--data-dir",
             dir.to_str().unwrap(),
             "--store",
@@ -76,17 +77,21 @@ impl Replica {
         ];
         args.extend_from_slice(extra);
         let process = Process::start(&args, &[("RUST_LOG", "info")], &dir.join("authz.log"));
+        // The ports are known once it has bound them (`wait`).
         Self {
             process,
-            port,
-            admin,
+            port: 0,
+            admin: 0,
             dir,
         }
     }
 
     pub(crate) fn wait(&mut self) {
-        self.process.wait_for_port(self.port);
-        self.process.wait_for_port(self.admin);
+        let bound = self
+            .process
+            .wait_for_addresses(&self.dir.join("addresses.json"));
+        self.port = bound.token_service.expect("the token service's address");
+        self.admin = bound.admin.expect("the admin address");
     }
 
     pub(crate) fn url(&self) -> String {

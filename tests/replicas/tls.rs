@@ -1,6 +1,6 @@
 //! TLS to PostgreSQL: `sslmode=verify-full` against a private CA.
 
-use crate::common::binary::{Process, free_port};
+use crate::common::binary::Process;
 use crate::common::postgres::PgCluster;
 use crate::support::*;
 
@@ -25,14 +25,13 @@ async fn tls_to_postgres_verifies_a_private_ca() {
     let dir = root.path().join("ok");
     std::fs::create_dir_all(&dir).unwrap();
     let password = cluster.password_file(&dir);
-    let (port, admin) = (free_port(), free_port());
-    let mut ok = Process::start(
+    let (ok, _) = Process::listening(
         &[
             "authz",
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
             "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
+            "127.0.0.1:0",
             "--data-dir",
             dir.to_str().unwrap(),
             "--store",
@@ -43,7 +42,6 @@ async fn tls_to_postgres_verifies_a_private_ca() {
         &[],
         &dir.join("authz.log"),
     );
-    ok.wait_for_port(port);
     assert!(dir.join(BOOTSTRAP_FILE).exists());
     let encrypted = cluster
         .query(
@@ -68,9 +66,9 @@ async fn tls_to_postgres_verifies_a_private_ca() {
         .args([
             "authz",
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            "127.0.0.1:0",
             "--admin-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            "127.0.0.1:0",
             "--data-dir",
             bad_dir.to_str().unwrap(),
             "--store",

@@ -13,7 +13,7 @@ use fluxgate::tls::PemFile;
 use fluxgate::tls::client::{ClientFiles, grpc_endpoint};
 
 use super::certs::Ca;
-use super::common::binary::{Process, binary, free_port};
+use super::common::binary::{Process, binary};
 use super::common::capture::CaptureUpstream;
 use super::common::proxy::{request, send};
 
@@ -29,23 +29,21 @@ impl Authz {
     fn start(dir: &Path, ca: &Ca) -> Self {
         let (cert, key) = ca.server("token service").write(dir, "authz");
         let ca_file = ca.write(dir, "ca.pem");
-        let (port, admin) = (free_port(), free_port());
         let data = dir.join("data");
         let args = [
             "authz".to_owned(),
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--admin-listen=127.0.0.1:{admin}"),
+            "--listen=127.0.0.1:0".to_owned(),
+            "--admin-listen=127.0.0.1:0".to_owned(),
             format!("--data-dir={}", data.display()),
             format!("--tls-cert={}", cert.display()),
             format!("--tls-key={}", key.display()),
             format!("--client-ca={}", ca_file.display()),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut process = Process::start(&args, &[], &dir.join("authz.log"));
-        process.wait_for_port(port);
+        let (process, bound) = Process::listening(&args, &[], &dir.join("authz.log"));
         Self {
             process,
-            port,
+            port: bound.token_service.unwrap(),
             ca_file,
             token_file: data.join("bootstrap-management-token"),
         }
@@ -221,11 +219,10 @@ async fn a_proxy_decides_through_a_mutual_tls_token_service() {
     let token = created["token"].as_str().unwrap().to_owned();
 
     let upstream = CaptureUpstream::start().await;
-    let (port, admin) = (free_port(), free_port());
     let args = [
         "proxy".to_owned(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--admin-listen=127.0.0.1:{admin}"),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--admin-listen=127.0.0.1:0".to_owned(),
         format!("--upstream={}", upstream.url()),
         format!("--authz={}", authz.url()),
         format!("--authz-ca={}", authz.ca_file.display()),
@@ -233,11 +230,10 @@ async fn a_proxy_decides_through_a_mutual_tls_token_service() {
         format!("--authz-client-key={}", key.display()),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut proxy = Process::start(&args, &[], &dir.path().join("proxy.log"));
-    proxy.wait_for_port(port);
+    let (mut proxy, bound) = Process::listening(&args, &[], &dir.path().join("proxy.log"));
+    let (port, admin) = (bound.proxy.unwrap(), bound.admin.unwrap());
     // Ready means following the change stream: its client certificate,
     // verified by the token service, is credential enough (no proxy token).
-    proxy.wait_for_port(admin);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let ready = send(request(

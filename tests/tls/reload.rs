@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::certs::{self, Ca};
 use super::common::TokenServer;
-use super::common::binary::{Process, free_port};
+use super::common::binary::Process;
 use super::common::capture::CaptureUpstream;
 use super::{TlsProxy, connect, http1_over, local_authorizer, proxy_tls, served_certificate};
 
@@ -149,20 +149,19 @@ async fn the_binary_reloads_on_sighup_and_keeps_running() {
     let (first, second) = (ca.server("first"), ca.server("second"));
     let (cert, key) = first.write(dir.path(), "proxy");
     let upstream = CaptureUpstream::start().await;
-    let (port, authz, admin) = (free_port(), free_port(), free_port());
     let args = [
         "serve".to_owned(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--authz-listen=127.0.0.1:{authz}"),
-        format!("--admin-listen=127.0.0.1:{admin}"),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--authz-listen=127.0.0.1:0".to_owned(),
+        "--admin-listen=127.0.0.1:0".to_owned(),
         format!("--data-dir={}", dir.path().join("data").display()),
         format!("--upstream={}", upstream.url()),
         format!("--tls-cert={}", cert.display()),
         format!("--tls-key={}", key.display()),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut serve = Process::start(&args, &[], &dir.path().join("serve.log"));
-    serve.wait_for_port(port);
+    let (mut serve, bound) = Process::listening(&args, &[], &dir.path().join("serve.log"));
+    let port = bound.proxy.unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(served_certificate(addr, &ca).await, first.der.to_vec());
 

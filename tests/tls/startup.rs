@@ -6,20 +6,20 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::certs::Ca;
-use super::common::binary::{binary, free_port};
+use super::common::binary::binary;
 
 /// Runs `fluxgate <command> …` with free ports and `extra`; returns the exit
 /// code and everything it wrote.
 fn run(dir: &Path, command: &str, extra: &[String]) -> (i32, String) {
     let mut args = vec![
         command.to_owned(),
-        format!("--listen=127.0.0.1:{}", free_port()),
-        format!("--admin-listen=127.0.0.1:{}", free_port()),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--admin-listen=127.0.0.1:0".to_owned(),
         format!("--data-dir={}", dir.join("data").display()),
     ];
     match command {
         "serve" => args.extend([
-            format!("--authz-listen=127.0.0.1:{}", free_port()),
+            "--authz-listen=127.0.0.1:0".to_owned(),
             "--upstream=http://127.0.0.1:9".to_owned(),
         ]),
         "proxy" => {

@@ -5,16 +5,24 @@ management gRPC API.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import grpc
 
 from support.grpc_stubs import management
-from support.ports import LOOPBACK, free_ports
+from support.ports import LOOPBACK
 from support.process import ManagedProcess
 
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+
+
+def wait_for_addresses(proc: ManagedProcess, path: Path) -> dict[str, int]:
+    """The ports a fluxgate process bound, from its ``--addresses-file``
+    (written by rename once every listener is bound: present means complete)."""
+    proc.wait_until(path.is_file, timeout=20, what=str(path))
+    return {name: int(addr.rsplit(":", 1)[1]) for name, addr in json.loads(path.read_text()).items()}
 
 
 class FluxgateServe:
@@ -22,13 +30,16 @@ class FluxgateServe:
 
     def __init__(self, binary: Path, data_dir: Path, upstream: str, *, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None):
-        self.port, self.authz_port, self.admin_port = free_ports(3)
+        # Known once the process has bound them (port 0) and said so.
+        self.port = self.authz_port = self.admin_port = 0
         self.data_dir = data_dir
+        self.addresses_file = data_dir.with_name(data_dir.name + "-addresses.json")
         args = [
             str(binary), "serve",
-            "--listen", f"{LOOPBACK}:{self.port}",
-            "--authz-listen", f"{LOOPBACK}:{self.authz_port}",
-            "--admin-listen", f"{LOOPBACK}:{self.admin_port}",
+            "--listen", f"{LOOPBACK}:0",
+            "--authz-listen", f"{LOOPBACK}:0",
+            "--admin-listen", f"{LOOPBACK}:0",
+            "--addresses-file", str(self.addresses_file),
             "--data-dir", str(data_dir),
             "--upstream", upstream,
             "--shutdown-grace", "5s",
@@ -49,9 +60,10 @@ class FluxgateServe:
         return f"{LOOPBACK}:{self.authz_port}"
 
     def start(self) -> "FluxgateServe":
+        self.addresses_file.unlink(missing_ok=True)
         self.proc.start()
-        self.proc.wait_for_port(self.port)
-        self.proc.wait_for_port(self.authz_port)
+        bound = wait_for_addresses(self.proc, self.addresses_file)
+        self.port, self.authz_port, self.admin_port = bound["proxy"], bound["token_service"], bound["admin"]
         token_file = self.data_dir / "bootstrap-management-token"
         self.proc.wait_until(token_file.is_file, timeout=10, what=str(token_file))
         self.management_token = token_file.read_text().strip()

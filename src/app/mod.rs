@@ -1,11 +1,17 @@
 //! Assembles the components each long-running command needs and runs them
 //! until shutdown: `fluxgate authz`, `fluxgate proxy`, `fluxgate serve`.
 
+mod lifecycle;
+mod preflight;
+
+use lifecycle::Addresses;
+pub use lifecycle::{bind, drain, shutdown_signal};
+use preflight::check_audit_destination;
+pub use preflight::preflight;
+
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -35,58 +41,6 @@ use crate::tokens::local::LocalAuthorizer;
 use crate::tokens::registry::RegistryOptions;
 use crate::tokens::throttle::InvalidTokenThrottle;
 use crate::tokens::{StoreLocation, TokenRegistry, bootstrap, server};
-
-/// Binds `addr`, naming it (and what it is for) in the error.
-pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} ({what})"))?;
-    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
-    Ok(listener)
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutdown requested; draining");
-}
-
-/// Runs `server` until it ends, or until `grace` after `shutdown` fired.
-pub async fn drain<F>(server: F, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()>
-where
-    F: Future<Output = anyhow::Result<()>>,
-{
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        r = server => r,
-        () = deadline => {
-            tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
-            Ok(())
-        }
-    }
-}
 
 /// Where the token store is, from `--store`, `--data-dir` and
 /// `--store-password-file`.
@@ -197,6 +151,10 @@ pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::
     tls::options::warn_if_cleartext_listener(args.listen, tls.as_ref());
     tls::options::watch(tls.as_ref(), &shutdown);
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
+    let _addresses = Addresses::publish(
+        args.common.addresses_file.as_deref(),
+        &[("token_service", &listener), ("admin", &admin_listener)],
+    )?;
     tokio::spawn(
         Admin::new(metrics, registry_ready(&registry))
             .serve(admin_listener, shutdown.clone().cancelled_owned()),
@@ -315,124 +273,6 @@ pub fn gate_settings(options: &ProxyOptions) -> GateSettings {
     }
 }
 
-/// An authorizer that never decides: [`build_proxy`] needs one to check a
-/// configuration without serving it.
-#[derive(Debug)]
-struct NoAuthorizer;
-
-#[async_trait::async_trait]
-impl Authorizer for NoAuthorizer {
-    async fn check(
-        &self,
-        _token: &crate::credentials::Token,
-        _needs: &[crate::authz::Need],
-    ) -> Result<crate::authz::Verdict, crate::authz::AuthzError> {
-        Err(crate::authz::AuthzError::Unavailable(
-            "configuration check".to_owned(),
-        ))
-    }
-
-    async fn ready(&self) -> Result<(), String> {
-        Err("configuration check".to_owned())
-    }
-}
-
-/// What `check-config` verifies beyond parsing: everything the command
-/// would refuse at start that can be checked without side effects (TLS
-/// files, URLs, secret files, the audit destination, the data directory).
-/// Uses the same functions the command uses at start. `offline`: only
-/// what needs no file.
-pub async fn preflight(command: &crate::config::Command, offline: bool) -> anyhow::Result<()> {
-    use crate::config::Command;
-    if offline {
-        return match command {
-            Command::Serve(a) => {
-                check_audit_required(&a.proxy)?;
-                check_store(&a.service, true)
-            }
-            Command::Proxy(a) => check_audit_required(&a.proxy),
-            Command::Authz(a) => check_store(&a.service, true),
-            _ => Ok(()),
-        };
-    }
-    match command {
-        Command::Serve(a) => {
-            tls::options::proxy_listener(&a.proxy)?;
-            tls::options::serve_token_service_listener(&a.authz_tls)?;
-            check_audit_destination(&a.proxy)?;
-            build_proxy(&a.proxy, Arc::new(NoAuthorizer), Audit::off())?;
-            check_data_dir(&a.service)
-        }
-        Command::Proxy(a) => {
-            tls::options::proxy_listener(&a.proxy)?;
-            tls::options::authz_endpoints(&a.authz)?;
-            if let Some(path) = &a.authz.authz_token_file {
-                ProxyCredential::from_file(path)?;
-            }
-            check_audit_destination(&a.proxy)?;
-            build_proxy(&a.proxy, Arc::new(NoAuthorizer), Audit::off())?;
-            Ok(())
-        }
-        Command::Authz(a) => {
-            tls::options::token_service_listener(&a.tls)?;
-            check_data_dir(&a.service)
-        }
-        _ => Ok(()),
-    }
-}
-
-fn check_audit_required(options: &ProxyOptions) -> anyhow::Result<()> {
-    let destination: Destination = options.audit_log.parse().unwrap_or(Destination::Off);
-    anyhow::ensure!(
-        !(options.audit_required && destination == Destination::Off),
-        "--audit-required needs an --audit-log destination (a file or stdout)"
-    );
-    Ok(())
-}
-
-fn check_audit_destination(options: &ProxyOptions) -> anyhow::Result<()> {
-    check_audit_required(options)?;
-    let destination: Destination = options.audit_log.parse().unwrap_or(Destination::Off);
-    if let Destination::File(path) = &destination {
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        anyhow::ensure!(
-            parent.is_dir(),
-            "--audit-log {}: the directory {} does not exist",
-            path.display(),
-            parent.display()
-        );
-        anyhow::ensure!(
-            !path.is_dir(),
-            "--audit-log {} is a directory",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-fn check_data_dir(options: &TokenServiceOptions) -> anyhow::Result<()> {
-    let dir = &options.data_dir;
-    anyhow::ensure!(
-        !dir.exists() || dir.is_dir(),
-        "--data-dir {} exists and is not a directory",
-        dir.display()
-    );
-    check_store(options, false)
-}
-
-/// `--store` and its password file as the token service reads them at
-/// start (without connecting); `offline`: the URL only.
-fn check_store(options: &TokenServiceOptions, offline: bool) -> anyhow::Result<()> {
-    let location = store_location(options)?;
-    if !offline {
-        location.connect_options()?;
-    }
-    Ok(())
-}
-
 /// Starts the audit writer for `--audit-log` (and `--audit-required`).
 pub async fn start_audit(options: &ProxyOptions) -> anyhow::Result<Audit> {
     crate::audit::describe_metrics();
@@ -452,13 +292,13 @@ fn authorizer_ready(authorizer: Arc<dyn Authorizer>) -> ReadyCheck {
 }
 
 /// Serves the proxy on its listener until shutdown, then drains.
-async fn serve_proxy(
+fn serve_proxy(
+    listener: TcpListener,
     options: &ProxyOptions,
     proxy: Proxy,
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
-) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + use<>> {
-    let listener = bind(options.listen, "proxy").await?;
+) -> impl Future<Output = anyhow::Result<()>> + use<> {
     tls::options::watch(tls.as_ref(), &shutdown);
     let limits = &options.limits;
     let settings = ListenerSettings {
@@ -469,10 +309,10 @@ async fn serve_proxy(
         max_concurrent_streams: limits.max_concurrent_streams,
     };
     let stop = shutdown.clone();
-    Ok(async move {
+    async move {
         listener::serve_tls(listener, proxy, settings, tls, stop.cancelled_owned()).await;
         Ok(())
-    })
+    }
 }
 
 /// `fluxgate proxy`: the sidecar alone, asking a remote token service.
@@ -507,8 +347,13 @@ pub async fn run_proxy(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::
     let authorizer: Arc<dyn Authorizer> = Arc::new(cached);
     let audit = start_audit(&args.proxy).await?;
     let proxy = build_proxy(&args.proxy, Arc::clone(&authorizer), audit)?;
-    let serving = serve_proxy(&args.proxy, proxy, proxy_tls, shutdown.clone()).await?;
+    let listener = bind(args.proxy.listen, "proxy").await?;
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
+    let _addresses = Addresses::publish(
+        args.common.addresses_file.as_deref(),
+        &[("proxy", &listener), ("admin", &admin_listener)],
+    )?;
+    let serving = serve_proxy(listener, &args.proxy, proxy, proxy_tls, shutdown.clone());
     tokio::spawn(
         Admin::new(metrics, authorizer_ready(authorizer))
             .serve(admin_listener, shutdown.clone().cancelled_owned()),
@@ -534,8 +379,23 @@ pub async fn run_serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::
     let token_listener = bind(args.authz_listen, "token service").await?;
     tls::options::warn_if_cleartext_listener(args.authz_listen, token_tls.as_ref());
     tls::options::watch(token_tls.as_ref(), &shutdown);
-    let serving_proxy = serve_proxy(&args.proxy, proxy, proxy_tls, shutdown.clone()).await?;
+    let proxy_listener = bind(args.proxy.listen, "proxy").await?;
     let admin_listener = bind(args.common.admin_listen, "admin").await?;
+    let _addresses = Addresses::publish(
+        args.common.addresses_file.as_deref(),
+        &[
+            ("proxy", &proxy_listener),
+            ("token_service", &token_listener),
+            ("admin", &admin_listener),
+        ],
+    )?;
+    let serving_proxy = serve_proxy(
+        proxy_listener,
+        &args.proxy,
+        proxy,
+        proxy_tls,
+        shutdown.clone(),
+    );
     let store_ready = registry_ready(&registry);
     let proxy_ready = authorizer_ready(authorizer);
     let ready: ReadyCheck = Arc::new(move || {
