@@ -383,7 +383,7 @@ impl TokenStore for PgStore {
             };
             // Decoded row by row as they arrive: holding every row and every
             // token at once would double start-up memory, and the freed rows
-            // would stay resident (a million tokens: 2.4 GB resident, not 0.8).
+            // would stay resident (a million tokens: 1.6 GB more).
             let mut tokens = Vec::new();
             {
                 let mut stream =

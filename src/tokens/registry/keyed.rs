@@ -110,9 +110,9 @@ mod tests {
             (found.revision, found.record.description.as_str()),
             (2, "newer")
         );
-        assert!(by_id.get("b").is_none());
+        assert!(!by_id.contains("b"));
         let hash = TokenHash::of(b"secret-a");
         assert_eq!(by_hash.get(&hash).map(|r| r.0.id.as_str()), Some("a"));
-        assert!(by_hash.get(&TokenHash::of(b"secret-b")).is_none());
+        assert!(!by_hash.contains(&TokenHash::of(b"secret-b")));
     }
 }
