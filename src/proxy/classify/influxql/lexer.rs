@@ -9,9 +9,9 @@
 
 use super::ScanError;
 
-/// Words InfluxDB scans as keywords, sorted (looked up by binary search on
-/// every word of every query). A keyword is never an identifier, which is
-/// what makes `FROM where` invalid and `FROM "where"` valid.
+/// Words InfluxDB scans as keywords (looked up for every word of every
+/// query, through [`KEYWORD_CODES`]). A keyword is never an identifier,
+/// which is what makes `FROM where` invalid and `FROM "where"` valid.
 const KEYWORDS: &[&str] = &[
     "ALL",
     "ALTER",
@@ -98,20 +98,48 @@ const KEYWORDS: &[&str] = &[
     "WRITE",
 ];
 
+/// A word of up to 16 ASCII letters as one number (its uppercase bytes,
+/// right-aligned): letters are never zero, so different words never share
+/// a number, and the keyword lookup compares integers, not strings.
+const fn code(word: &[u8]) -> u128 {
+    let mut code = 0u128;
+    let mut i = 0;
+    while i < word.len() {
+        code = (code << 8) | word[i].to_ascii_uppercase() as u128;
+        i += 1;
+    }
+    code
+}
+
+/// [`KEYWORDS`] as codes, sorted for binary search.
+const KEYWORD_CODES: [u128; KEYWORDS.len()] = {
+    let mut codes = [0u128; KEYWORDS.len()];
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        codes[i] = code(KEYWORDS[i].as_bytes());
+        i += 1;
+    }
+    let mut i = 1;
+    while i < codes.len() {
+        let mut j = i;
+        while j > 0 && codes[j - 1] > codes[j] {
+            let swap = codes[j];
+            codes[j] = codes[j - 1];
+            codes[j - 1] = swap;
+            j -= 1;
+        }
+        i += 1;
+    }
+    codes
+};
+
 pub(super) fn is_keyword(word: &str) -> bool {
     // Keywords are 2 to 13 ASCII letters: most identifiers are excluded
     // before any comparison.
     if !(2..=13).contains(&word.len()) || !word.bytes().all(|b| b.is_ascii_alphabetic()) {
         return false;
     }
-    let mut upper = [0u8; 13];
-    for (dst, src) in upper.iter_mut().zip(word.bytes()) {
-        *dst = src.to_ascii_uppercase();
-    }
-    let upper = &upper[..word.len()];
-    KEYWORDS
-        .binary_search_by(|k| k.as_bytes().cmp(upper))
-        .is_ok()
+    KEYWORD_CODES.binary_search(&code(word.as_bytes())).is_ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,11 +214,34 @@ fn is_ident_char(c: char) -> bool {
 pub(super) struct Lexer<'a> {
     src: &'a str,
     pos: usize,
+    /// The last token peeked: where it started, whether a `/` could open a
+    /// regex there, where it ends. The parser peeks most tokens before
+    /// taking them; a token depends only on (position, regex flag), so the
+    /// next `peek` or `next` from the same place takes it instead of
+    /// scanning again.
+    ahead: Option<Ahead>,
+}
+
+struct Ahead {
+    start: usize,
+    regex: bool,
+    end: usize,
+    tok: Result<Tok, ScanError>,
 }
 
 impl<'a> Lexer<'a> {
     pub(super) fn new(src: &'a str) -> Self {
-        Lexer { src, pos: 0 }
+        Lexer {
+            src,
+            pos: 0,
+            ahead: None,
+        }
+    }
+
+    fn ahead_here(&self, regex: bool) -> bool {
+        self.ahead
+            .as_ref()
+            .is_some_and(|a| a.start == self.pos && a.regex == regex)
     }
 
     fn rest(&self) -> &'a str {
@@ -248,14 +299,36 @@ impl<'a> Lexer<'a> {
     }
 
     pub(super) fn peek(&mut self, regex: bool) -> Result<Tok, ScanError> {
-        let save = self.pos;
-        let tok = self.next(regex);
-        self.pos = save;
+        if self.ahead_here(regex)
+            && let Some(a) = &self.ahead
+        {
+            return a.tok.clone();
+        }
+        let start = self.pos;
+        let tok = self.scan(regex);
+        let end = self.pos;
+        self.pos = start;
+        self.ahead = Some(Ahead {
+            start,
+            regex,
+            end,
+            tok: tok.clone(),
+        });
         tok
     }
 
     /// Next significant token; `regex` says whether a `/` opens a regex here.
     pub(super) fn next(&mut self, regex: bool) -> Result<Tok, ScanError> {
+        if self.ahead_here(regex)
+            && let Some(a) = self.ahead.take()
+        {
+            self.pos = a.end;
+            return a.tok;
+        }
+        self.scan(regex)
+    }
+
+    fn scan(&mut self, regex: bool) -> Result<Tok, ScanError> {
         self.skip_trivia()?;
         let Some(c) = self.bump() else {
             return Ok(Tok::Eof);
@@ -424,7 +497,9 @@ mod tests {
         for k in KEYWORDS {
             assert!(is_keyword(k) && is_keyword(&k.to_ascii_lowercase()), "{k}");
         }
-        for word in ["cpu", "SELECTX", "ALTE", "selec", "WRITES", "a"] {
+        for word in [
+            "cpu", "SELECTX", "ALTE", "selec", "WRITES", "a", "xSELECT", "ELECT",
+        ] {
             assert!(!is_keyword(word), "{word}");
         }
     }
