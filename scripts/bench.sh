@@ -7,6 +7,7 @@
 #   load.txt       direct vs fluxgate vs nginx vs bare hyper, + load-raw.csv (every round)
 #   authorize.txt  Authorize (SQLite- and PostgreSQL-backed) vs a trivial tonic service
 #   store.txt      token creations per second (group commit), cross-replica revocation latency
+#   tokens_scale.txt  the token service at 10k/100k/1M tokens (memory, start-up, Authorize, paged listing)
 #   machine.txt    nproc, CPU model, load before and after, tool versions
 #
 # The bench profile is built once (`cargo bench --no-run`); the benchmark
@@ -17,7 +18,7 @@
 # FLUXGATE_BENCH_CONCURRENCY, FLUXGATE_BENCH_SCENARIOS, FLUXGATE_BENCH_PERF=1,
 # …; see the benches' headers).
 #
-# Usage: scripts/bench.sh [micro|cache|load|authorize|store]...   (default: all)
+# Usage: scripts/bench.sh [micro|cache|load|authorize|store|scale]...   (default: all)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ FLUXGATE_BENCH_RESULTS="$(cd "$results" && pwd)"
 export FLUXGATE_BENCH_RESULTS
 
 what=("$@")
-[ ${#what[@]} -eq 0 ] && what=(micro cache load authorize store)
+[ ${#what[@]} -eq 0 ] && what=(micro cache load authorize store scale)
 want() { local w; for w in "${what[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 
 machine() {
@@ -48,6 +49,7 @@ want cache && [ -f benches/cache_hit.rs ] && names+=(cache_hit)
 want load && names+=(load)
 want authorize && names+=(authorize)
 want store && names+=(store)
+want scale && names+=(tokens_scale)
 [ ${#names[@]} -eq 0 ] && { echo "nothing to run: $*" >&2; exit 2; }
 
 args=()
@@ -85,6 +87,7 @@ for n in "${names[@]}"; do
     load) run load load.log ;;
     authorize) run authorize authorize.log ;;
     store) run store store.log ;;
+    tokens_scale) run tokens_scale tokens_scale.log ;;
   esac
 done
 
