@@ -200,17 +200,7 @@ impl Authorizer for AuthzClient {
         let subject: Arc<str> = Arc::from(response.subject.map(|s| s.id).unwrap_or_default());
         let decisions = permissions
             .iter()
-            .map(|p| {
-                if response.permissions.contains(p) {
-                    NeedDecision::Allowed {
-                        subject: Arc::clone(&subject),
-                    }
-                } else {
-                    NeedDecision::Forbidden {
-                        subject: Arc::clone(&subject),
-                    }
-                }
-            })
+            .map(|p| NeedDecision::of_valid(response.permissions.contains(p), &subject))
             .collect();
         Ok(Verdict {
             cache: CacheUse::None,

@@ -99,6 +99,18 @@ pub enum NeedDecision {
     InvalidToken,
 }
 
+impl NeedDecision {
+    /// A valid token's answer: `Allowed` when it `holds` the permission.
+    pub fn of_valid(holds: bool, subject: &Arc<str>) -> Self {
+        let subject = Arc::clone(subject);
+        if holds {
+            Self::Allowed { subject }
+        } else {
+            Self::Forbidden { subject }
+        }
+    }
+}
+
 /// The answers for a list of needs, in the same order, and what the
 /// authorizer said about the token's lifetime.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -353,12 +353,14 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn view(description: &str, perms: &[(&str, bool, bool)]) -> TokenView {
+    /// A database token with `description` and `perms` (database, read,
+    /// write); also used by the table tests.
+    pub(in crate::cli) fn view(description: &str, perms: &[(&str, bool, bool)]) -> TokenView {
         TokenView {
             id: "0c8ba4ef-7f5c-4a3e-9a71-1f2a2b3c4d5e".into(),
             kind: "database",
@@ -378,7 +380,8 @@ mod tests {
         }
     }
 
-    fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+    /// What `f` writes, as text.
+    pub(in crate::cli) fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
         let mut buf = Vec::new();
         f(&mut buf).expect("render");
         String::from_utf8(buf).expect("utf8")

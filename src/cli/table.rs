@@ -186,36 +186,8 @@ impl TableLayout {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::cli::output::Permission;
-
-    fn view(description: &str, perms: &[(&str, bool, bool)]) -> TokenView {
-        TokenView {
-            id: "0c8ba4ef-7f5c-4a3e-9a71-1f2a2b3c4d5e".into(),
-            kind: "database",
-            description: description.into(),
-            permissions: perms
-                .iter()
-                .map(|(d, r, w)| Permission {
-                    database: (*d).into(),
-                    read: *r,
-                    write: *w,
-                })
-                .collect(),
-            created_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_798_761_600)),
-            updated_at: None,
-            expires_at: None,
-            revoked_at: None,
-        }
-    }
-
-    fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
-        let mut buf = Vec::new();
-        f(&mut buf).expect("render");
-        String::from_utf8(buf).expect("utf8")
-    }
+    use crate::cli::output::tests::{render, view};
 
     #[test]
     fn tables_fit_80_columns_and_keep_ids_whole() {

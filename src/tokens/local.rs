@@ -71,17 +71,7 @@ impl Authorizer for LocalAuthorizer {
         let subject: Arc<str> = Arc::from(record.id.as_str());
         let decisions: Vec<NeedDecision> = needs
             .iter()
-            .map(|n| {
-                if record.holds(&n.database, n.action) {
-                    NeedDecision::Allowed {
-                        subject: Arc::clone(&subject),
-                    }
-                } else {
-                    NeedDecision::Forbidden {
-                        subject: Arc::clone(&subject),
-                    }
-                }
-            })
+            .map(|n| NeedDecision::of_valid(record.holds(&n.database, n.action), &subject))
             .collect();
         let verdict = Verdict {
             cache: CacheUse::None,
