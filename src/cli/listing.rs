@@ -19,7 +19,7 @@ use super::error::CliError;
 use super::output::{self, TokenView};
 use super::show::ListKind;
 use super::table::{self, TableLayout};
-use crate::config::commands::Format;
+use crate::config::commands::{Format, ListArgs};
 use crate::proto::tokens as pb;
 
 /// What to list.
@@ -33,6 +33,19 @@ pub struct ListRequest {
     pub page_size: Option<u32>,
     /// Output format.
     pub format: Format,
+}
+
+/// The list command for tokens of `kind`: connects as `args` say, then
+/// [`run`].
+pub async fn list(kind: ListKind, args: &ListArgs) -> Result<(), CliError> {
+    let client = Client::open(&args.conn).await?;
+    let request = ListRequest {
+        kind,
+        include_revoked: args.include_revoked,
+        page_size: args.page_size,
+        format: args.format,
+    };
+    run(&client, request).await
 }
 
 /// Fetches every page of `request`'s listing and prints it to stdout.

@@ -34,21 +34,7 @@ pub async fn run(command: ManagementCommand) -> Result<(), CliError> {
                 .await?;
             show::created(created, format)
         }
-        ManagementCommand::List {
-            conn,
-            include_revoked,
-            page_size,
-            format,
-        } => {
-            let client = Client::open(&conn).await?;
-            let request = listing::ListRequest {
-                kind: ListKind::Management,
-                include_revoked,
-                page_size,
-                format,
-            };
-            listing::run(&client, request).await
-        }
+        ManagementCommand::List(args) => listing::list(ListKind::Management, &args).await,
         ManagementCommand::Revoke { conn, force, ids } => {
             revoke::run(&conn, ids, force, Kind::Management).await
         }

@@ -35,21 +35,7 @@ pub async fn run(command: ProxyTokenCommand) -> Result<(), CliError> {
                 .await?;
             show::created(created, format)
         }
-        ProxyTokenCommand::List {
-            conn,
-            include_revoked,
-            page_size,
-            format,
-        } => {
-            let client = Client::open(&conn).await?;
-            let request = listing::ListRequest {
-                kind: ListKind::Proxy,
-                include_revoked,
-                page_size,
-                format,
-            };
-            listing::run(&client, request).await
-        }
+        ProxyTokenCommand::List(args) => listing::list(ListKind::Proxy, &args).await,
         ProxyTokenCommand::Revoke { conn, force, ids } => {
             revoke::run(&conn, ids, force, Kind::Proxy).await
         }

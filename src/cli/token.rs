@@ -39,21 +39,7 @@ pub async fn run(command: TokenCommand) -> Result<(), CliError> {
                 .await?;
             show::created(created, format)
         }
-        TokenCommand::List {
-            conn,
-            include_revoked,
-            page_size,
-            format,
-        } => {
-            let client = Client::open(&conn).await?;
-            let request = listing::ListRequest {
-                kind: ListKind::Database,
-                include_revoked,
-                page_size,
-                format,
-            };
-            listing::run(&client, request).await
-        }
+        TokenCommand::List(args) => listing::list(ListKind::Database, &args).await,
         TokenCommand::Get { conn, format, id } => {
             let client = Client::open(&conn).await?;
             let request = pb::GetTokenRequest { id };

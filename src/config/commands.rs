@@ -52,6 +52,23 @@ pub struct ConnectionOptions {
     pub tls: super::AuthzTlsOptions,
 }
 
+/// What `token list`, `management list` and `proxy-token list` take.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnectionOptions,
+    /// Also list revoked tokens.
+    #[arg(long)]
+    pub include_revoked: bool,
+    /// Tokens fetched per request, 1 to 10000 (default: the token service's, 1000); the list is printed as pages arrive.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size: Option<u32>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
 /// Permissions and expiry of a token being created.
 #[derive(Debug, Clone, Args)]
 pub struct ExpiryOptions {
@@ -89,20 +106,7 @@ pub enum TokenCommand {
     },
     /// List database tokens (never their token strings).
     #[command(after_long_help = EXIT_CODES_HELP)]
-    List {
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        conn: ConnectionOptions,
-        /// Also list revoked tokens.
-        #[arg(long)]
-        include_revoked: bool,
-        /// Tokens fetched per request, 1 to 10000 (default: the token service's, 1000); the list is printed as pages arrive.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        page_size: Option<u32>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    List(ListArgs),
     /// Show one database token.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Get {
@@ -172,20 +176,7 @@ pub enum ManagementCommand {
     },
     /// List management tokens.
     #[command(after_long_help = EXIT_CODES_HELP)]
-    List {
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        conn: ConnectionOptions,
-        /// Also list revoked tokens.
-        #[arg(long)]
-        include_revoked: bool,
-        /// Tokens fetched per request, 1 to 10000 (default: the token service's, 1000); the list is printed as pages arrive.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        page_size: Option<u32>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    List(ListArgs),
     /// Revoke management tokens.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Revoke {
@@ -221,20 +212,7 @@ pub enum ProxyTokenCommand {
     },
     /// List proxy tokens (never their token strings).
     #[command(after_long_help = EXIT_CODES_HELP)]
-    List {
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        conn: ConnectionOptions,
-        /// Also list revoked tokens.
-        #[arg(long)]
-        include_revoked: bool,
-        /// Tokens fetched per request, 1 to 10000 (default: the token service's, 1000); the list is printed as pages arrive.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        page_size: Option<u32>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    List(ListArgs),
     /// Revoke proxy tokens: change streams opened with them end.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Revoke {
