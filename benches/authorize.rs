@@ -342,28 +342,10 @@ fn start_token_service(
     store: &StoreArgs,
 ) -> (ProcessGuard, SocketAddr, String) {
     let binary = support::fluxgate_binary();
-    let port = free_port();
     let log_path = dir.join(format!("fluxgate-authz-{name}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
     let data_dir = dir.join(format!("tokens-{name}"));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let mut cmd = clean_command(&binary);
-    cmd.args(["authz", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(store)
-        .args([
-            "--admin-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--log-level",
-            "warn",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    let mut guard = ProcessGuard::new("fluxgate authz", cmd.spawn().expect("start fluxgate authz"));
-    guard.wait_for_port(port, &log_path);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (guard, addr) =
+        support::spawn_authz(&binary, "fluxgate authz", &data_dir, &log_path, store);
     let created = clean_command(&binary)
         .args(["token", "create", "--authz", &format!("http://{addr}")])
         .arg("--token-file")

@@ -31,7 +31,6 @@ mod postgres;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fluxgate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServiceClient;
@@ -40,9 +39,7 @@ use fluxgate::proto::iox_authz::resource_action_permission::{Action, ResourceTyp
 use fluxgate::proto::iox_authz::{AuthorizeRequest, Permission, ResourceActionPermission};
 use fluxgate::proto::tokens as pb;
 use fluxgate::proto::tokens::token_service_client::TokenServiceClient;
-use support::{
-    ProcessGuard, clean_command, free_port, machine, median, results_dir, setting, table,
-};
+use support::{ProcessGuard, machine, median, results_dir, setting, table};
 use tonic::transport::Channel;
 
 /// A `fluxgate authz` process and its management token.
@@ -52,30 +49,11 @@ struct Authz {
 }
 
 fn start_authz(binary: &Path, dir: &Path, name: &str, store: &[String]) -> Authz {
-    let port = free_port();
-    let data_dir = dir.join(name);
-    std::fs::create_dir_all(&data_dir).unwrap();
     let log_path = dir.join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut cmd = clean_command(binary);
-    cmd.args(["authz", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(store)
-        .args([
-            "--admin-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--log-level",
-            "warn",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    let mut guard = ProcessGuard::new(name, cmd.spawn().expect("start fluxgate authz"));
-    guard.wait_for_port(port, &log_path);
+    let (guard, addr) = support::spawn_authz(binary, name, &dir.join(name), &log_path, store);
     Authz {
         _guard: guard,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        addr,
     }
 }
 

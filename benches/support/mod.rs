@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -319,4 +319,35 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.clone()));
     }
     out
+}
+
+/// Starts `fluxgate authz` (the `binary`) over `data_dir` plus the `store`
+/// flags, logging to `log_path`, and waits until it listens.
+pub(crate) fn spawn_authz(
+    binary: &Path,
+    name: &str,
+    data_dir: &Path,
+    log_path: &Path,
+    store: &[String],
+) -> (ProcessGuard, SocketAddr) {
+    let port = free_port();
+    std::fs::create_dir_all(data_dir).unwrap();
+    let log = std::fs::File::create(log_path).unwrap();
+    let mut cmd = clean_command(binary);
+    cmd.args(["authz", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(store)
+        .args([
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--log-level",
+            "warn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut guard = ProcessGuard::new(name, cmd.spawn().expect("start fluxgate authz"));
+    guard.wait_for_port(port, log_path);
+    (guard, SocketAddr::from(([127, 0, 0, 1], port)))
 }

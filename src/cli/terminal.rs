@@ -8,15 +8,7 @@ use crate::tokens::unicode;
 /// (zero-width, bidirectional overrides) would make text look like other
 /// text: both are shown escaped, as `\u{1b}`.
 pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() || unicode::is_format(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    unicode::escape(text)
 }
 
 #[cfg(test)]

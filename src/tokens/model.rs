@@ -140,25 +140,12 @@ pub fn validate_database_name(name: &str) -> Result<(), ValidationError> {
     // Escaped, so the message itself carries no raw control or format
     // character to the terminal that shows it.
     if name.chars().any(char::is_control) {
-        return Err(ValidationError::ControlCharacter(escape(name)));
+        return Err(ValidationError::ControlCharacter(unicode::escape(name)));
     }
     if name.chars().any(unicode::is_format) {
-        return Err(ValidationError::FormatCharacter(escape(name)));
+        return Err(ValidationError::FormatCharacter(unicode::escape(name)));
     }
     Ok(())
-}
-
-/// `text` with control and format characters spelled as `\u{…}`.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() || unicode::is_format(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Validates a permission list and merges entries naming the same database,

@@ -33,6 +33,22 @@ pub const FORMAT_RANGES: [(u32, u32); 21] = [
     (0xE0020, 0xE007F), // TAG SPACE..CANCEL TAG
 ];
 
+/// `text` with control and format characters spelled as `\u{…}`: what a
+/// terminal, a log line or an error message shows of a name or description
+/// that holds them, so it can neither drive the terminal nor pass for other
+/// text.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || is_format(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// True when `c` is a format character (category Cf).
 pub fn is_format(c: char) -> bool {
     let c = u32::from(c);
