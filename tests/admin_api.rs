@@ -50,6 +50,7 @@ async fn env() -> Env {
             public: vec![],
             admin: vec!["/api/v3/configure/processing_engine_trigger".to_owned()],
             org: None,
+            org_id: Some("0123456789abcdef".to_owned()),
         },
     );
     let proxy = ProxyServer::serve(Proxy::new(http)).await;
@@ -308,6 +309,18 @@ async fn v2_buckets_are_created_by_name_and_deleted_by_management_tokens() {
         e.upstream.last().body,
         br#"{"name":"b","orgID":"0123456789abcdef","retentionRules":[]}"#.as_slice()
     );
+    // Another organization's bucket of that name is not the one decided on.
+    let before = e.upstream.count();
+    let r = e
+        .call(
+            "POST",
+            "/api/v2/buckets",
+            &e.admin,
+            r#"{"orgID": "fedcba9876543210", "name": "b"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(e.upstream.count(), before, "nothing reached the database");
     // DELETE by id: an id names no database the proxy can see, so only a
     // token that may delete every database (a management token) may, and
     // nothing is asked of the database before that.

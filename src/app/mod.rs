@@ -249,6 +249,7 @@ pub fn build_proxy(
         public: options.allow_paths.clone(),
         admin: options.allow_admin_paths.clone(),
         org: options.upstream_org.clone(),
+        org_id: options.upstream_org_id.clone(),
     };
     let http = HttpService::new(gate.clone(), upstream, allowed);
     let flight = FlightService::new(

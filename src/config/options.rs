@@ -218,6 +218,9 @@ pub struct ProxyOptions {
     /// InfluxDB 2 organization every v2 request (writes, Flux queries, bucket listings) is sent for; the caller's own org/orgID is never forwarded, so a bucket name always means this organization's bucket. Unset: none is sent (InfluxDB 1.8 and 3 ignore it; InfluxDB 2 then uses the upstream token's organization).
     #[arg(long, env = "FLUXGATE_UPSTREAM_ORG", value_name = "NAME")]
     pub upstream_org: Option<String>,
+    /// ID of --upstream-org's organization: `POST /api/v2/buckets` creates buckets in it (a caller's orgID is accepted only when it is this one). Unset: InfluxDB 2 buckets are not created through the proxy.
+    #[arg(long, env = "FLUXGATE_UPSTREAM_ORG_ID", value_name = "ID")]
+    pub upstream_org_id: Option<String>,
     /// InfluxDB 3 route that runs code on the server (processing engine, plugins, `/api/v3/engine/…` request triggers), forwarded for management tokens (repeatable; exact paths under /api/v3/).
     #[arg(
         long = "allow-admin-path",

@@ -50,6 +50,10 @@ pub struct AllowedPaths {
     /// The InfluxDB 2 organization every v2 request is sent for
     /// (`--upstream-org`); the caller's own `org`/`orgID` never are.
     pub org: Option<String>,
+    /// That organization's ID, which bucket creation needs
+    /// (`--upstream-org-id`); without it buckets are not created through
+    /// the proxy.
+    pub org_id: Option<String>,
 }
 
 /// The authorizing proxy's HTTP handler.
@@ -320,7 +324,8 @@ impl HttpService {
             Decodes::Gzip
         };
         let (decoded, _reservation) = gate.read_body(body, &parts.headers, decodes).await?;
-        let admin = read::admin::read(route, &parts.method, url, decoded)?;
+        let org_id = self.inner.allowed.org_id.as_deref();
+        let admin = read::admin::read(route, &parts.method, url, decoded, org_id)?;
         let needs: Vec<Need> = if route == Route::V2Buckets {
             bucket_databases(&admin.database)
                 .map(|database| Need {

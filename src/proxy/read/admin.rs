@@ -119,8 +119,17 @@ fn missing(key: &str) -> Rejection {
     Rejection::BadRequest(format!("{key:?} is required"))
 }
 
-/// Reads an administration request on `route`.
-pub fn read(route: Route, method: &Method, url: &Params, body: Bytes) -> Result<Admin, Rejection> {
+/// Reads an administration request on `route`. `org_id` is the InfluxDB 2
+/// organization buckets are created in (`--upstream-org-id`): the caller's
+/// own `orgID` is never forwarded (a bucket name means the operator's
+/// organization's bucket, as for writes and queries).
+pub fn read(
+    route: Route,
+    method: &Method,
+    url: &Params,
+    body: Bytes,
+    org_id: Option<&str>,
+) -> Result<Admin, Rejection> {
     let spec = spec(route, method).ok_or(Rejection::MethodNotAllowed)?;
     let database_key = spec.keys[0];
     let from_query = match spec.source {
@@ -156,7 +165,10 @@ pub fn read(route: Route, method: &Method, url: &Params, body: Bytes) -> Result<
             },
         });
     }
-    let object = json_object(&body, spec.keys)?;
+    let mut object = json_object(&body, spec.keys)?;
+    if route == Route::V2Buckets {
+        set_organization(&mut object, org_id)?;
+    }
     let database = match object.get(database_key) {
         Some(Value::String(db)) if !db.is_empty() => db.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => return Err(missing(database_key)),
@@ -193,6 +205,34 @@ pub fn read(route: Route, method: &Method, url: &Params, body: Bytes) -> Result<
         action: spec.action,
         canonical,
     })
+}
+
+/// Puts the operator's organization into a bucket creation: a caller's
+/// `orgID` is accepted only when it is that one, and bucket creation is
+/// refused when none is configured.
+fn set_organization(
+    object: &mut Map<String, Value>,
+    org_id: Option<&str>,
+) -> Result<(), Rejection> {
+    let Some(org_id) = org_id else {
+        return Err(Rejection::BadRequest(
+            "creating InfluxDB 2 buckets through fluxgate needs the proxy's --upstream-org-id; \
+             a caller's orgID is never forwarded"
+                .to_owned(),
+        ));
+    };
+    match object.get("orgID") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(given)) if given == org_id => {}
+        Some(_) => {
+            return Err(Rejection::BadRequest(
+                "\"orgID\" must be absent or the proxy's organization (--upstream-org-id)"
+                    .to_owned(),
+            ));
+        }
+    }
+    object.insert("orgID".to_owned(), Value::String(org_id.to_owned()));
+    Ok(())
 }
 
 /// The strict JSON object of `body`, every key one of `known`.
@@ -252,6 +292,51 @@ mod tests {
 
     fn body(s: &str) -> Bytes {
         Bytes::from(s.to_owned())
+    }
+
+    /// [`super::read`] with no InfluxDB 2 organization configured.
+    fn read(route: Route, method: &Method, url: &Params, body: Bytes) -> Result<Admin, Rejection> {
+        super::read(route, method, url, body, None)
+    }
+
+    #[test]
+    fn buckets_are_created_in_the_operators_organization_only() {
+        let create = |b: &str, org: Option<&str>| {
+            super::read(
+                Route::V2Buckets,
+                &Method::POST,
+                &Params::default(),
+                body(b),
+                org,
+            )
+        };
+        let a = create(r#"{"name": "b"}"#, Some("00000000000000aa")).unwrap();
+        assert_eq!(
+            a.canonical.body,
+            Some((body(r#"{"name":"b","orgID":"00000000000000aa"}"#), JSON)),
+            "the operator's organization is filled in"
+        );
+        assert!(
+            create(
+                r#"{"name": "b", "orgID": "00000000000000aa"}"#,
+                Some("00000000000000aa")
+            )
+            .is_ok()
+        );
+        for (b, org) in [
+            (
+                r#"{"name": "b", "orgID": "00000000000000bb"}"#,
+                Some("00000000000000aa"),
+            ),
+            (r#"{"name": "b", "orgID": 1}"#, Some("00000000000000aa")),
+            (r#"{"name": "b"}"#, None),
+            (r#"{"name": "b", "orgID": "00000000000000bb"}"#, None),
+        ] {
+            assert!(
+                matches!(create(b, org), Err(Rejection::BadRequest(_))),
+                "{b} with {org:?}"
+            );
+        }
     }
 
     #[test]
@@ -324,20 +409,25 @@ mod tests {
 
     #[test]
     fn v2_buckets() {
-        let a = read(
+        // The caller's orgID is the configured one; the unit test above
+        // covers any other.
+        let org = Some("0123456789abcdef");
+        let a = super::read(
             Route::V2Buckets,
             &Method::POST,
             &Params::default(),
             body(r#"{"name": "b", "orgID": "0123456789abcdef", "retentionRules": [{"type": "expire", "everySeconds": 3600}]}"#),
+            org,
         )
         .unwrap();
         assert_eq!((a.database.as_str(), a.action), ("b", Action::Create));
         assert!(
-            read(
+            super::read(
                 Route::V2Buckets,
                 &Method::POST,
                 &Params::default(),
-                body(r#"{"Name": "b"}"#)
+                body(r#"{"Name": "b"}"#),
+                org,
             )
             .is_err()
         );
