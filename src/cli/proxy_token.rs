@@ -36,8 +36,6 @@ pub async fn run(command: ProxyTokenCommand) -> Result<(), CliError> {
             show::created(created, format)
         }
         ProxyTokenCommand::List(args) => listing::list(ListKind::Proxy, &args).await,
-        ProxyTokenCommand::Revoke { conn, force, ids } => {
-            revoke::run(&conn, ids, force, Kind::Proxy).await
-        }
+        ProxyTokenCommand::Revoke(args) => revoke::run(args, Kind::Proxy).await,
     }
 }

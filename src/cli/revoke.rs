@@ -14,7 +14,7 @@ use super::client::{AuthzUrl, Client};
 use super::credentials;
 use super::error::{CliError, ErrorKind};
 use super::output;
-use crate::config::commands::ConnectionOptions;
+use crate::config::commands::RevokeArgs;
 use crate::proto::tokens as pb;
 
 /// Which kind of token to revoke.
@@ -38,13 +38,10 @@ impl Kind {
     }
 }
 
-/// Revokes `ids` (duplicates once), asking first unless `force`.
-pub async fn run(
-    conn: &ConnectionOptions,
-    ids: Vec<String>,
-    force: bool,
-    kind: Kind,
-) -> Result<(), CliError> {
+/// Revokes `args.ids` (duplicates once), asking first unless `args.force`.
+pub async fn run(args: RevokeArgs, kind: Kind) -> Result<(), CliError> {
+    let RevokeArgs { conn, force, ids } = args;
+    let conn = &conn;
     let url = AuthzUrl::parse(&conn.authz)?;
     let mut unique: Vec<String> = Vec::with_capacity(ids.len());
     for id in ids {

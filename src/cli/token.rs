@@ -77,8 +77,6 @@ pub async fn run(command: TokenCommand) -> Result<(), CliError> {
                 .await?;
             show::one(info, format)
         }
-        TokenCommand::Revoke { conn, force, ids } => {
-            revoke::run(&conn, ids, force, Kind::Database).await
-        }
+        TokenCommand::Revoke(args) => revoke::run(args, Kind::Database).await,
     }
 }

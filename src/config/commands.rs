@@ -52,6 +52,20 @@ pub struct ConnectionOptions {
     pub tls: super::AuthzTlsOptions,
 }
 
+/// What `token revoke`, `management revoke` and `proxy-token revoke` take.
+#[derive(Debug, Clone, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnectionOptions,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub force: bool,
+    /// The tokens' ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
 /// What `token list`, `management list` and `proxy-token list` take.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
@@ -142,17 +156,7 @@ pub enum TokenCommand {
     },
     /// Revoke database tokens.
     #[command(after_long_help = EXIT_CODES_HELP)]
-    Revoke {
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        conn: ConnectionOptions,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        force: bool,
-        /// The tokens' ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    Revoke(RevokeArgs),
 }
 
 /// `fluxgate management …`
@@ -179,17 +183,7 @@ pub enum ManagementCommand {
     List(ListArgs),
     /// Revoke management tokens.
     #[command(after_long_help = EXIT_CODES_HELP)]
-    Revoke {
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        conn: ConnectionOptions,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        force: bool,
-        /// The tokens' ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    Revoke(RevokeArgs),
 }
 
 /// `fluxgate proxy-token …`
@@ -215,17 +209,7 @@ pub enum ProxyTokenCommand {
     List(ListArgs),
     /// Revoke proxy tokens: change streams opened with them end.
     #[command(after_long_help = EXIT_CODES_HELP)]
-    Revoke {
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        conn: ConnectionOptions,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        force: bool,
-        /// The tokens' ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    Revoke(RevokeArgs),
 }
 
 /// `fluxgate login`'s long help: where the token comes from and goes to.
