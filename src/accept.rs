@@ -65,8 +65,28 @@ where
     F: Future<Output = Option<S>> + Send + 'static,
     S: Send + 'static,
 {
+    incoming_sharing(listener, slots(max_connections), handshake)
+}
+
+/// The slots of a listener allowing `max_connections` at once, to share
+/// between several accept loops on it ([`incoming_sharing`]).
+pub fn slots(max_connections: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max_connections.max(1)))
+}
+
+/// [`incoming`] holding one of `slots` per connection: accept loops on
+/// clones of one listener (one per listener thread) share its limit.
+pub fn incoming_sharing<S, H, F>(
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    handshake: H,
+) -> impl Stream<Item = Accepted<S>> + Send + 'static
+where
+    H: Fn(TcpStream, SocketAddr) -> F + Send + 'static,
+    F: Future<Output = Option<S>> + Send + 'static,
+    S: Send + 'static,
+{
     let (tx, rx) = mpsc::channel(64);
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
         loop {

@@ -308,11 +308,15 @@ fn serve_proxy(
         max_header_bytes: usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX),
         idle_timeout: limits.idle_timeout.0,
         max_concurrent_streams: limits.max_concurrent_streams,
+        threads: options
+            .listener_threads
+            .unwrap_or_else(listener::default_threads),
     };
     let stop = shutdown.clone();
     async move {
-        listener::serve_tls(listener, proxy, settings, tls, stop.cancelled_owned()).await;
-        Ok(())
+        listener::serve_tls(listener, proxy, settings, tls, stop.cancelled_owned())
+            .await
+            .context("cannot start the proxy's listener threads")
     }
 }
 

@@ -122,6 +122,14 @@ pub struct ProxyOptions {
         value_name = "ADDR"
     )]
     pub listen: SocketAddr,
+    /// Threads serving the proxy's connections, each with its own single-threaded runtime and upstream connections (default: one per core; 0: serve on the process's shared work-stealing runtime instead; at most 1024).
+    #[arg(
+        long,
+        env = "FLUXGATE_LISTENER_THREADS",
+        value_parser = usize_between::<0, 1024>,
+        value_name = "N"
+    )]
+    pub listener_threads: Option<usize>,
     /// PEM certificate chain: serve HTTPS and gRPC over TLS on --listen (with --tls-key; reloaded when the file changes or on SIGHUP).
     #[arg(
         long,

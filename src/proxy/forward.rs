@@ -63,10 +63,14 @@ pub enum Protocol {
     Http2,
 }
 
-/// A pooled client for one upstream base URL.
+/// A pooled client for one upstream base URL. Clones share the pool;
+/// [`Upstream::with_own_pool`] makes one that does not.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    /// What `client` was built from, to build others with their own pool.
+    builder: hyper_util::client::legacy::Builder,
+    connector: HttpsConnector<HttpConnector>,
     base: Uri,
     /// The base's parts, ready to build every request's URI from.
     scheme: Option<Scheme>,
@@ -121,7 +125,9 @@ impl Upstream {
             builder.http2_only(true).http2_adaptive_window(true);
         }
         Self {
-            client: builder.build(connector),
+            client: builder.build(connector.clone()),
+            builder,
+            connector,
             scheme: base.scheme().cloned(),
             authority: base.authority().cloned(),
             prefix: base.path().trim_end_matches('/').to_owned(),
@@ -130,6 +136,16 @@ impl Upstream {
             protocol,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             seconds: metrics::histogram!("fluxgate_upstream_seconds"),
+        }
+    }
+
+    /// The same upstream over a pool of its own: a listener thread keeps
+    /// its upstream connections on its own runtime, so a request and the
+    /// connection carrying it never wake another thread.
+    pub fn with_own_pool(&self) -> Self {
+        Self {
+            client: self.builder.build(self.connector.clone()),
+            ..self.clone()
         }
     }
 

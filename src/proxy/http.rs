@@ -82,6 +82,16 @@ impl HttpService {
         }
     }
 
+    /// The same service over upstream connections of its own (see
+    /// [`Upstream::with_own_pool`]).
+    pub fn with_own_pool(&self) -> Self {
+        Self::new(
+            self.inner.gate.clone(),
+            self.inner.upstream.with_own_pool(),
+            self.inner.allowed.clone(),
+        )
+    }
+
     /// Handles one HTTP request.
     pub async fn handle(&self, request: Request<ProxyBody>, peer: Peer) -> Response<ProxyBody> {
         let started = Instant::now();

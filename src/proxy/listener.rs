@@ -10,6 +10,15 @@
 //! timeout, or the listener shuts down. A connection's task polls its
 //! connection and, on the way, one atomic.
 //!
+//! Connections are served by listener threads ([`ListenerSettings::threads`],
+//! one per core by default), each running a single-threaded runtime with its
+//! own accept loop on a clone of the listening socket, its own sweeper and
+//! its own upstream connections ([`Proxy::with_own_pools`]): a request is
+//! read, decided and forwarded on one thread, and never wakes another (on a
+//! work-stealing runtime every request woke a parked worker to steal it,
+//! which cost more CPU than the stealing saved). The connection limit is
+//! shared. `threads: 0` serves on the caller's runtime instead.
+//!
 //! Connections come from the one accept loop ([`crate::accept`]). With TLS
 //! ([`serve_tls`]) the handshake is bounded by the header read timeout and
 //! offers ALPN `h2` and `http/1.1`: HTTPS and gRPC over TLS share the port
@@ -19,6 +28,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
@@ -32,6 +42,7 @@ use hyper_util::server::conn::auto::Builder;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,6 +65,14 @@ pub struct ListenerSettings {
     pub idle_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Listener threads, each with a single-threaded runtime; 0: connections
+    /// are served on the runtime [`serve`] is called on.
+    pub threads: usize,
+}
+
+/// One listener thread per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 impl Default for ListenerSettings {
@@ -64,6 +83,7 @@ impl Default for ListenerSettings {
             max_header_bytes: 64 << 10,
             idle_timeout: Duration::from_secs(60),
             max_concurrent_streams: 128,
+            threads: default_threads(),
         }
     }
 }
@@ -216,13 +236,14 @@ impl Sweeper {
 
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for open connections to finish their requests.
+/// Fails only when the listener threads cannot be started.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     settings: ListenerSettings,
     shutdown: impl Future<Output = ()>,
-) {
-    serve_tls(listener, proxy, settings, None, shutdown).await;
+) -> io::Result<()> {
+    serve_tls(listener, proxy, settings, None, shutdown).await
 }
 
 /// [`serve`], over TLS when `tls` is given: each connection is handshaken
@@ -234,16 +255,122 @@ pub async fn serve_tls(
     settings: ListenerSettings,
     tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let slots = accept::slots(settings.max_connections);
+    if settings.threads == 0 {
+        serve_accepting(listener, slots, proxy, settings, tls, shutdown).await;
+        return Ok(());
+    }
+    let stop = CancellationToken::new();
+    // The threads stop with this function, however it ends.
+    let _stop = stop.clone().drop_guard();
+    let listener = listener.into_std()?;
+    let mut threads = Vec::with_capacity(settings.threads);
+    for index in 0..settings.threads {
+        let listener = listener.try_clone()?;
+        let thread = ListenerThread {
+            proxy: proxy.with_own_pools(),
+            settings: settings.clone(),
+            tls: tls.clone(),
+            slots: Arc::clone(&slots),
+            stop: stop.clone(),
+        };
+        threads.push(thread.start(index, listener)?);
+    }
+    // Each thread holds its own clone of the socket.
+    drop(listener);
+    for thread in &mut threads {
+        (&mut thread.started)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("a listener thread ended early")))?;
+    }
+    shutdown.await;
+    stop.cancel();
+    for thread in threads {
+        // Resolves (closed) when the thread has drained and ended.
+        let _ = thread.ended.await;
+    }
+    Ok(())
+}
+
+/// What one listener thread serves with.
+struct ListenerThread {
+    proxy: Proxy,
+    settings: ListenerSettings,
+    tls: Option<ServerTls>,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
+/// A started listener thread: whether it could start, and its end.
+struct Started {
+    started: oneshot::Receiver<io::Result<()>>,
+    ended: oneshot::Receiver<()>,
+}
+
+impl ListenerThread {
+    /// Starts the thread serving its clone of the listening socket.
+    fn start(self, index: usize, listener: std::net::TcpListener) -> io::Result<Started> {
+        let (started_tx, started) = oneshot::channel();
+        let (ended_tx, ended) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("fluxgate-listener-{index}"))
+            .spawn(move || {
+                // Dropped when the thread ends, which is what `ended` waits for.
+                let _ended = ended_tx;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send(Ok(()));
+                    let stop = self.stop.clone();
+                    serve_accepting(
+                        listener,
+                        self.slots,
+                        self.proxy,
+                        self.settings,
+                        self.tls,
+                        stop.cancelled_owned(),
+                    )
+                    .await;
+                });
+            })?;
+        Ok(Started { started, ended })
+    }
+}
+
+/// Accepts on `listener` (plain or TLS) and serves what it accepts on the
+/// current runtime.
+async fn serve_accepting(
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    proxy: Proxy,
+    settings: ListenerSettings,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()>,
 ) {
-    let limit = settings.max_connections;
     match tls {
         None => {
-            let incoming = accept::incoming(listener, limit, accept::plain);
+            let incoming = accept::incoming_sharing(listener, slots, accept::plain);
             serve_incoming(incoming, "http", proxy, settings, shutdown).await;
         }
         Some(tls) => {
             let handshake = accept::tls(tls, "proxy", settings.header_read_timeout);
-            let incoming = accept::incoming(listener, limit, handshake);
+            let incoming = accept::incoming_sharing(listener, slots, handshake);
             serve_incoming(incoming, "https", proxy, settings, shutdown).await;
         }
     }
@@ -370,5 +497,142 @@ impl Connection {
             }
             Some(Ok(())) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::audit::Audit;
+    use crate::authz::{Authorizer, AuthzError, Need, Verdict};
+    use crate::credentials::Token;
+    use crate::proxy::forward::{Protocol, Upstream};
+    use crate::proxy::gate::{Gate, GateSettings};
+    use crate::proxy::http::{AllowedPaths, HttpService};
+
+    /// Never asked: the tests use a public path only.
+    #[derive(Debug)]
+    struct Unused;
+
+    #[async_trait::async_trait]
+    impl Authorizer for Unused {
+        async fn check(&self, _: &Token, _: &[Need]) -> Result<Verdict, AuthzError> {
+            Err(AuthzError::Unavailable(
+                "not asked in these tests".to_owned(),
+            ))
+        }
+
+        async fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// A proxy whose one route is the public `/ping`, forwarded to an
+    /// address nothing answers (so every request gets a 502 of its own).
+    async fn proxy() -> Proxy {
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = format!("http://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let gate = Gate::new(Arc::new(Unused), &GateSettings::default(), Audit::off());
+        let allowed = AllowedPaths {
+            public: vec!["/ping".to_owned()],
+            ..AllowedPaths::default()
+        };
+        let upstream = Upstream::new(upstream.parse().unwrap(), None, Protocol::Http1);
+        Proxy::new(HttpService::new(gate, upstream, allowed))
+    }
+
+    async fn start(
+        threads: usize,
+        max_connections: usize,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = ListenerSettings {
+            threads,
+            max_connections,
+            ..ListenerSettings::default()
+        };
+        let stop = CancellationToken::new();
+        let proxy = proxy().await;
+        let task = tokio::spawn(serve(
+            listener,
+            proxy,
+            settings,
+            stop.clone().cancelled_owned(),
+        ));
+        (addr, stop, task)
+    }
+
+    /// Sends `GET /ping` and returns the status line, or `None` when no
+    /// answer comes within `wait`.
+    async fn ping(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+        stream
+            .write_all(b"GET /ping HTTP/1.1\r\nhost: proxy\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        match tokio::time::timeout(wait, stream.read_exact(&mut head)).await {
+            Ok(Ok(_)) => Some(String::from_utf8_lossy(&head).into_owned()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connection_limit_holds_across_listener_threads() {
+        for threads in [0, 3] {
+            let (addr, stop, task) = start(threads, 1).await;
+            let mut first = TcpStream::connect(addr).await.unwrap();
+            let answer = ping(&mut first, Duration::from_secs(10)).await;
+            assert_eq!(answer.as_deref(), Some("HTTP/1.1 502"), "threads {threads}");
+            // The one slot is taken: the second connection waits, whichever
+            // thread's accept loop would take it.
+            let mut second = TcpStream::connect(addr).await.unwrap();
+            let mut waiting = Box::pin(ping(&mut second, Duration::from_secs(10)));
+            let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+            assert!(early.is_err(), "threads {threads}: served past the limit");
+            drop(first);
+            assert_eq!(waiting.await.as_deref(), Some("HTTP/1.1 502"));
+            drop(second);
+            stop.cancel();
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn listener_threads_drain_and_stop_with_the_listener() {
+        let (addr, stop, task) = start(2, 100).await;
+        let mut connections = Vec::new();
+        for _ in 0..4 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let answer = ping(&mut stream, Duration::from_secs(10)).await;
+            assert_eq!(answer.as_deref(), Some("HTTP/1.1 502"));
+            connections.push(stream);
+        }
+        stop.cancel();
+        // Idle keep-alive connections are closed, the threads end, and with
+        // them every clone of the listening socket.
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the listener stops")
+            .unwrap()
+            .unwrap();
+        for mut stream in connections {
+            // The rest of the answer, then the end: the proxy closed it.
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest));
+            assert!(closed.await.is_ok(), "an idle connection stayed open");
+        }
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
     }
 }

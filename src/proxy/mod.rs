@@ -84,6 +84,15 @@ impl Proxy {
         self
     }
 
+    /// The same proxy over upstream connections of its own: one per
+    /// listener thread.
+    pub fn with_own_pools(&self) -> Self {
+        Self {
+            http: self.http.with_own_pool(),
+            flight: self.flight.as_ref().map(FlightService::with_own_pool),
+        }
+    }
+
     /// Dispatches one request by protocol.
     pub async fn handle<B>(&self, request: Request<B>, peer: Peer) -> Response<ProxyBody>
     where

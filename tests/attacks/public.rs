@@ -105,7 +105,9 @@ async fn serve_with_header_timeout(
     };
     let shutdown = stop.clone();
     tokio::spawn(async move {
-        listener::serve(listener, proxy, settings, shutdown.cancelled_owned()).await;
+        listener::serve(listener, proxy, settings, shutdown.cancelled_owned())
+            .await
+            .expect("the listener starts");
     });
     (addr, stop)
 }

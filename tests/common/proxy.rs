@@ -67,7 +67,8 @@ impl ProxyServer {
                 ListenerSettings::default(),
                 stop.cancelled_owned(),
             )
-            .await;
+            .await
+            .expect("the listener starts");
         });
         Self {
             addr,
@@ -182,7 +183,8 @@ impl ProxyServer {
                 ListenerSettings::default(),
                 stop.cancelled_owned(),
             )
-            .await;
+            .await
+            .expect("the listener starts");
         });
         Self {
             addr,

@@ -104,7 +104,8 @@ impl TlsProxy {
                 tls,
                 stop.cancelled_owned(),
             )
-            .await;
+            .await
+            .expect("the listener starts");
         });
         Self { addr, shutdown }
     }
