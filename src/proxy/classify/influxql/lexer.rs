@@ -7,6 +7,8 @@
 //! text could be hidden from the proxy. Whether a `/` opens a regex is decided
 //! by the parser (InfluxDB does the same), so `next`/`peek` take that flag.
 
+use std::borrow::Cow;
+
 use super::ScanError;
 
 /// Words InfluxDB scans as keywords (looked up for every word of every
@@ -70,12 +72,14 @@ pub(super) fn is_keyword(word: &str) -> bool {
     KEYWORD_CODES.binary_search(&code(word.as_bytes())).is_ok()
 }
 
+/// A token, borrowing its text from the query: the parser reads every word
+/// of every query on the request path, and copies none it does not keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Tok {
+pub(super) enum Tok<'a> {
     /// Unquoted word, as written: an identifier or a keyword.
-    Word(String),
-    /// Double-quoted identifier, unescaped.
-    Quoted(String),
+    Word(&'a str),
+    /// Double-quoted identifier, unescaped (copied only when it had escapes).
+    Quoted(Cow<'a, str>),
     Str,
     Int,
     Float,
@@ -94,7 +98,7 @@ pub(super) enum Tok {
     Eof,
 }
 
-impl Tok {
+impl<'a> Tok<'a> {
     /// The name this token denotes where InfluxQL expects an identifier.
     pub(super) fn ident(&self) -> Option<&str> {
         match self {
@@ -147,14 +151,14 @@ pub(super) struct Lexer<'a> {
     /// taking them; a token depends only on (position, regex flag), so the
     /// next `peek` or `next` from the same place takes it instead of
     /// scanning again.
-    ahead: Option<Ahead>,
+    ahead: Option<Ahead<'a>>,
 }
 
-struct Ahead {
+struct Ahead<'a> {
     start: usize,
     regex: bool,
     end: usize,
-    tok: Result<Tok, ScanError>,
+    tok: Result<Tok<'a>, ScanError>,
 }
 
 impl<'a> Lexer<'a> {
@@ -226,7 +230,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    pub(super) fn peek(&mut self, regex: bool) -> Result<Tok, ScanError> {
+    pub(super) fn peek(&mut self, regex: bool) -> Result<Tok<'a>, ScanError> {
         if self.ahead_here(regex)
             && let Some(a) = &self.ahead
         {
@@ -246,7 +250,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// Next significant token; `regex` says whether a `/` opens a regex here.
-    pub(super) fn next(&mut self, regex: bool) -> Result<Tok, ScanError> {
+    pub(super) fn next(&mut self, regex: bool) -> Result<Tok<'a>, ScanError> {
         if self.ahead_here(regex)
             && let Some(a) = self.ahead.take()
         {
@@ -256,7 +260,7 @@ impl<'a> Lexer<'a> {
         self.scan(regex)
     }
 
-    fn scan(&mut self, regex: bool) -> Result<Tok, ScanError> {
+    fn scan(&mut self, regex: bool) -> Result<Tok<'a>, ScanError> {
         self.skip_trivia()?;
         let Some(c) = self.bump() else {
             return Ok(Tok::Eof);
@@ -329,12 +333,12 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn bare_word(&mut self, first: char) -> Result<String, ScanError> {
-        let mut word = String::from(first);
+    fn bare_word(&mut self, first: char) -> Result<&'a str, ScanError> {
+        let start = self.pos - first.len_utf8();
         while let Some(c) = self.peek_char().filter(|&c| is_ident_char(c)) {
-            word.push(c);
-            self.bump();
+            self.pos += c.len_utf8();
         }
+        let word = self.src.get(start..self.pos).unwrap_or("");
         // InfluxDB reads `abc"x"` as the single identifier `x` (and `FROM"x"`
         // as an identifier, not a keyword). Nobody writes that on purpose.
         if self.peek_char() == Some('"') {
@@ -345,17 +349,31 @@ impl<'a> Lexer<'a> {
 
     /// Body of a `'string'` or `"identifier"` (opening quote consumed), with
     /// InfluxDB's escapes; anything else after a backslash is an error there too.
-    fn quoted(&mut self, delim: char) -> Result<String, ScanError> {
+    fn quoted(&mut self, delim: char) -> Result<Cow<'a, str>, ScanError> {
         let unterminated = if delim == '"' {
             ScanError::UnterminatedIdent
         } else {
             ScanError::UnterminatedString
         };
-        let mut out = String::new();
+        // Borrowed up to the first escape, if there is one.
+        let start = self.pos;
+        loop {
+            match self.peek_char() {
+                None | Some('\n' | '\r') => return Err(unterminated),
+                Some(c) if c == delim => {
+                    let body = self.src.get(start..self.pos).unwrap_or("");
+                    self.pos += c.len_utf8();
+                    return Ok(Cow::Borrowed(body));
+                }
+                Some('\\') => break,
+                Some(c) => self.pos += c.len_utf8(),
+            }
+        }
+        let mut out = String::from(self.src.get(start..self.pos).unwrap_or(""));
         loop {
             match self.bump() {
                 None | Some('\n' | '\r') => return Err(unterminated),
-                Some(c) if c == delim => return Ok(out),
+                Some(c) if c == delim => return Ok(Cow::Owned(out)),
                 Some('\\') => match self.bump() {
                     Some('n') => out.push('\n'),
                     Some(c @ ('\\' | '"' | '\'')) => out.push(c),
@@ -385,7 +403,7 @@ impl<'a> Lexer<'a> {
 
     /// Number, duration or float (first character consumed). Follows
     /// `scanNumber`: a `.` after the digits is consumed even with no digit after it.
-    fn number(&mut self) -> Tok {
+    fn number(&mut self) -> Tok<'a> {
         self.digits();
         if self.eat_char('.') {
             self.digits();
@@ -434,11 +452,11 @@ mod tests {
 
     use super::*;
 
-    fn ok(src: &str, regex: bool) -> Vec<Tok> {
+    fn ok(src: &str, regex: bool) -> Vec<Tok<'_>> {
         lex_all(src, regex).unwrap_or_else(|e| panic!("{src:?}: {e}"))
     }
 
-    fn lex_all(src: &str, regex: bool) -> Result<Vec<Tok>, ScanError> {
+    fn lex_all(src: &str, regex: bool) -> Result<Vec<Tok<'_>>, ScanError> {
         let mut lx = Lexer::new(src);
         let mut out = Vec::new();
         loop {
@@ -457,6 +475,21 @@ mod tests {
         assert_eq!(toks[1].ident(), Some("select"));
         assert_eq!(toks[2].ident(), Some("_a1"));
         assert_eq!(toks[3], Tok::Quoted("a\"b\\c".into()));
+    }
+
+    #[test]
+    fn quoted_identifiers_are_copied_only_when_escaped() {
+        let toks = ok(r#""cpu" "ab\nc" "é" "x\"""#, false);
+        assert!(matches!(&toks[0], Tok::Quoted(Cow::Borrowed("cpu"))));
+        // The text before the first escape is kept, the escape undone.
+        assert_eq!(toks[1], Tok::Quoted(Cow::Owned("ab\nc".to_owned())));
+        assert!(matches!(&toks[2], Tok::Quoted(Cow::Borrowed("é"))));
+        assert_eq!(toks[3], Tok::Quoted(Cow::Owned("x\"".to_owned())));
+        assert_eq!(lex_all(r#""ab\"#, false), Err(ScanError::UnterminatedIdent));
+        assert_eq!(
+            lex_all("\"ab\nc\"", false),
+            Err(ScanError::UnterminatedIdent)
+        );
     }
 
     #[test]
@@ -499,7 +532,7 @@ mod tests {
     #[test]
     fn regex_versus_division() {
         assert_eq!(ok("/a;b/", true), vec![Tok::Regex]);
-        assert_eq!(ok("/a", false), vec![Tok::Op("/"), Tok::Word("a".into())]);
+        assert_eq!(ok("/a", false), vec![Tok::Op("/"), Tok::Word("a")]);
         assert_eq!(ok(r"/a\/b/", true), vec![Tok::Regex]);
         // `\\/` does not end the regex: the second backslash escapes the slash.
         assert_eq!(ok(r"/a\\/ x/", true), vec![Tok::Regex]);
@@ -522,7 +555,7 @@ mod tests {
     #[test]
     fn raw_peek_and_lookahead_do_not_consume() {
         let mut lx = Lexer::new("a./b/");
-        assert_eq!(lx.next(false).expect("token"), Tok::Word("a".into()));
+        assert_eq!(lx.next(false).expect("token"), Tok::Word("a"));
         assert_eq!(lx.peek(false).expect("token"), Tok::Dot);
         assert_eq!(lx.next(false).expect("token"), Tok::Dot);
         assert!(lx.raw_next_is('/'));

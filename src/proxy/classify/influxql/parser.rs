@@ -2,6 +2,7 @@
 //! grammar of `influxdata/influxql` clause by clause so that every `/` is read
 //! as a regex exactly where InfluxDB's parser reads one.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use super::lexer::{Lexer, Tok};
@@ -16,7 +17,7 @@ use crate::authz::Action;
 /// input cannot overflow the stack.
 const MAX_DEPTH: usize = 64;
 
-pub(super) fn unexpected(tok: &Tok, expected: &'static str) -> ScanError {
+pub(super) fn unexpected(tok: &Tok<'_>, expected: &'static str) -> ScanError {
     ScanError::Unexpected {
         found: tok.describe(),
         expected,
@@ -42,11 +43,11 @@ impl<'a> Parser<'a> {
         }
     }
 
-    pub(super) fn peek(&mut self) -> Result<Tok, ScanError> {
+    pub(super) fn peek(&mut self) -> Result<Tok<'a>, ScanError> {
         self.lex.peek(false)
     }
 
-    pub(super) fn bump(&mut self) -> Result<Tok, ScanError> {
+    pub(super) fn bump(&mut self) -> Result<Tok<'a>, ScanError> {
         self.lex.next(false)
     }
 
@@ -78,7 +79,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn eat_if(&mut self, f: impl Fn(&Tok) -> bool) -> Result<bool, ScanError> {
+    fn eat_if(&mut self, f: impl Fn(&Tok<'_>) -> bool) -> Result<bool, ScanError> {
         let hit = f(&self.peek()?);
         if hit {
             self.bump()?;
@@ -86,7 +87,7 @@ impl<'a> Parser<'a> {
         Ok(hit)
     }
 
-    fn eat(&mut self, tok: &Tok) -> Result<bool, ScanError> {
+    fn eat(&mut self, tok: &Tok<'_>) -> Result<bool, ScanError> {
         self.eat_if(|t| t == tok)
     }
 
@@ -96,9 +97,9 @@ impl<'a> Parser<'a> {
 
     fn expect_if(
         &mut self,
-        f: impl Fn(&Tok) -> bool,
+        f: impl Fn(&Tok<'_>) -> bool,
         what: &'static str,
-    ) -> Result<Tok, ScanError> {
+    ) -> Result<Tok<'a>, ScanError> {
         let got = self.bump()?;
         if f(&got) {
             Ok(got)
@@ -107,7 +108,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn expect(&mut self, tok: &Tok, what: &'static str) -> Result<(), ScanError> {
+    fn expect(&mut self, tok: &Tok<'_>, what: &'static str) -> Result<(), ScanError> {
         self.expect_if(|t| t == tok, what).map(drop)
     }
 
@@ -115,9 +116,13 @@ impl<'a> Parser<'a> {
         self.expect_if(|t| t.is_kw(kw), kw).map(drop)
     }
 
-    fn ident(&mut self) -> Result<String, ScanError> {
-        let got = self.expect_if(|t| t.ident().is_some(), "identifier")?;
-        Ok(got.ident().unwrap_or_default().to_owned())
+    fn ident(&mut self) -> Result<Cow<'a, str>, ScanError> {
+        match self.expect_if(|t| t.ident().is_some(), "identifier")? {
+            Tok::Word(word) => Ok(Cow::Borrowed(word)),
+            Tok::Quoted(name) => Ok(name),
+            // expect_if took only identifiers.
+            _ => Ok(Cow::Borrowed("")),
+        }
     }
 
     fn comma_list(
@@ -224,10 +229,10 @@ impl<'a> Parser<'a> {
         let mut segs = self.segments(first)?;
         if segs.len() < 3 && self.eat(&Tok::Colon)? {
             self.expect_kw("MEASUREMENT")?;
-            segs.push(String::new());
+            segs.push(Cow::Borrowed(""));
         }
         let db = segs.first().filter(|_| segs.len() == 3);
-        self.writes.insert(DbRef::from_name(db.map(String::as_str)));
+        self.writes.insert(DbRef::from_name(db.map(|s| &**s)));
         if segs.len() == 3 {
             self.scope(&segs[0], &segs[1], true);
         }
@@ -283,13 +288,13 @@ impl<'a> Parser<'a> {
         if db.is_some() {
             self.scope(&segs[0], &segs[1], false);
         }
-        Ok(Some(DbRef::from_name(db.map(String::as_str))))
+        Ok(Some(DbRef::from_name(db.map(|s| &**s))))
     }
 
     /// Remaining segments of a dotted name, as `parseSegmentedIdents`: a `/`
     /// touching the dot ends the name (a regex in FROM, a division elsewhere),
     /// so does `:` (`INTO db.rp.:MEASUREMENT`), and `..` is an empty segment.
-    fn segments(&mut self, first: String) -> Result<Vec<String>, ScanError> {
+    fn segments(&mut self, first: Cow<'a, str>) -> Result<Vec<Cow<'a, str>>, ScanError> {
         let mut segs = vec![first];
         while self.peek()? == Tok::Dot {
             self.bump()?;
@@ -297,7 +302,7 @@ impl<'a> Parser<'a> {
                 break;
             }
             match self.peek()? {
-                Tok::Dot => segs.push(String::new()),
+                Tok::Dot => segs.push(Cow::Borrowed("")),
                 Tok::Colon | Tok::DoubleColon => break,
                 _ => segs.push(self.ident()?),
             }
@@ -387,7 +392,7 @@ impl<'a> Parser<'a> {
                 if self.eat(&Tok::LParen)? {
                     self.call_args()?;
                 } else {
-                    self.segments(String::new())?;
+                    self.segments(Cow::Borrowed(""))?;
                     if self.eat(&Tok::DoubleColon)? {
                         self.expect_if(|t| matches!(t, Tok::Word(_)), "type")?;
                     }
@@ -500,7 +505,7 @@ impl<'a> Parser<'a> {
             // SHOW MEASUREMENTS ON db.rp / db.*
             let mut policy = String::new();
             if self.eat(&Tok::Dot)? {
-                let rp_ok = |t: &Tok| t.ident().is_some() || *t == Tok::Op("*");
+                let rp_ok = |t: &Tok<'_>| t.ident().is_some() || *t == Tok::Op("*");
                 let rp = self.expect_if(rp_ok, "retention policy")?;
                 policy = rp.ident().unwrap_or("*").to_owned();
             }
@@ -512,7 +517,7 @@ impl<'a> Parser<'a> {
         }
         if self.eat_kw("WITH")? {
             if self.eat_kw("MEASUREMENT")? {
-                let eq = |t: &Tok| *t == Tok::Op("=") || *t == Tok::Op("=~");
+                let eq = |t: &Tok<'_>| *t == Tok::Op("=") || *t == Tok::Op("=~");
                 self.expect_if(eq, "'=' or '=~'")?;
                 // Only a measurement filter: it adds a read only if it names a database.
                 if let Some(db @ DbRef::Named(_)) = self.source(false)? {
