@@ -5,6 +5,10 @@
 //! spinning, and each connection's handshake — TLS, or none — runs in its
 //! own task, bounded in time, so a slow or silent client holds up nobody.
 //!
+//! The loop and the handshakes are separate steps ([`accepting`],
+//! [`handshaking`]) so that the proxy can hand accepted connections to the
+//! listener threads that handshake and serve them.
+//!
 //! What comes out is a stream of [`Accepted`] connections, each holding its
 //! slot until it is dropped. tonic serves it as it is (an [`Accepted`] is
 //! [`Connected`] as its stream is, so client certificates and addresses
@@ -19,10 +23,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -74,8 +79,8 @@ pub fn slots(max_connections: usize) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(max_connections.max(1)))
 }
 
-/// [`incoming`] holding one of `slots` per connection: accept loops on
-/// clones of one listener (one per listener thread) share its limit.
+/// [`incoming`] holding one of `slots` per connection: listeners that
+/// share a limit share its slots.
 pub fn incoming_sharing<S, H, F>(
     listener: TcpListener,
     slots: Arc<Semaphore>,
@@ -86,8 +91,69 @@ where
     F: Future<Output = Option<S>> + Send + 'static,
     S: Send + 'static,
 {
+    handshaking(accepting(listener, slots), handshake)
+}
+
+/// A connection accepted and not yet handshaken, holding its slot. As a
+/// standard-library stream ([`Raw::into_std`]) it can be handed to another
+/// runtime, which takes it up with [`Raw::into_tokio`].
+#[derive(Debug)]
+pub struct Raw<T = TcpStream> {
+    stream: T,
+    addr: SocketAddr,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Raw {
+    /// Leaves this runtime's reactor, to be taken up by another's.
+    pub fn into_std(self) -> io::Result<Raw<std::net::TcpStream>> {
+        Ok(Raw {
+            stream: self.stream.into_std()?,
+            addr: self.addr,
+            slot: self.slot,
+        })
+    }
+}
+
+impl Raw<std::net::TcpStream> {
+    /// Joins the current runtime's reactor.
+    pub fn into_tokio(self) -> io::Result<Raw> {
+        Ok(Raw {
+            stream: TcpStream::from_std(self.stream)?,
+            addr: self.addr,
+            slot: self.slot,
+        })
+    }
+}
+
+/// The accept loop: connections on `listener` as they come, each with one
+/// of `slots` (none free: the next waits in the kernel's backlog).
+#[derive(Debug)]
+pub struct Accepting {
+    connections: ReceiverStream<Raw>,
+    task: JoinHandle<()>,
+}
+
+impl Accepting {
+    /// Stops accepting, and returns once the listening socket is closed.
+    pub async fn close(self) {
+        drop(self.connections);
+        let _ = self.task.await;
+    }
+}
+
+impl Stream for Accepting {
+    type Item = Raw;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Raw>> {
+        Pin::new(&mut self.connections).poll_next(cx)
+    }
+}
+
+/// Starts accepting on `listener`; dropping what it returns stops it.
+pub fn accepting(listener: TcpListener, slots: Arc<Semaphore>) -> Accepting {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
         loop {
             let slot = tokio::select! {
@@ -112,6 +178,40 @@ where
             backoff = MIN_BACKOFF;
             // Nagle off: answers are small and latency-bound.
             let _ = stream.set_nodelay(true);
+            if tx.send(Raw { stream, addr, slot }).await.is_err() {
+                break;
+            }
+        }
+    });
+    Accepting {
+        connections: ReceiverStream::new(rx),
+        task,
+    }
+}
+
+/// Runs `handshake` on each of `connections` in its own task, and yields
+/// those that pass it. Dropping what it returns drops `connections`.
+pub fn handshaking<S, H, F>(
+    connections: impl Stream<Item = Raw> + Send + 'static,
+    handshake: H,
+) -> impl Stream<Item = Accepted<S>> + Send + 'static
+where
+    H: Fn(TcpStream, SocketAddr) -> F + Send + 'static,
+    F: Future<Output = Option<S>> + Send + 'static,
+    S: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut connections = Box::pin(connections);
+        loop {
+            let raw = tokio::select! {
+                () = tx.closed() => break,
+                raw = connections.next() => match raw {
+                    Some(raw) => raw,
+                    None => break,
+                },
+            };
+            let Raw { stream, addr, slot } = raw;
             let (shaking, tx) = (handshake(stream, addr), tx.clone());
             tokio::spawn(async move {
                 if let Some(stream) = shaking.await {

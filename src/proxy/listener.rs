@@ -12,12 +12,12 @@
 //!
 //! Connections are served by listener threads ([`ListenerSettings::threads`],
 //! one per core by default), each running a single-threaded runtime with its
-//! own accept loop on a clone of the listening socket, its own sweeper and
-//! its own upstream connections ([`Proxy::with_own_pools`]): a request is
-//! read, decided and forwarded on one thread, and never wakes another (on a
-//! work-stealing runtime every request woke a parked worker to steal it,
-//! which cost more CPU than the stealing saved). The connection limit is
-//! shared. `threads: 0` serves on the caller's runtime instead.
+//! own sweeper and its own upstream connections ([`Proxy::with_own_pools`]).
+//! The one accept loop hands each new connection to the next thread in turn;
+//! from then on its requests are read, decided and forwarded on that thread
+//! and never wake another (on a work-stealing runtime every request woke a
+//! parked worker to steal it, which cost more CPU than the stealing saved).
+//! `threads: 0` serves on the caller's runtime instead.
 //!
 //! Connections come from the one accept loop ([`crate::accept`]). With TLS
 //! ([`serve_tls`]) the handshake is bounded by the header read timeout and
@@ -42,7 +42,8 @@ use hyper_util::server::conn::auto::Builder;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -256,35 +257,30 @@ pub async fn serve_tls(
     tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let slots = accept::slots(settings.max_connections);
+    let accepting = accept::accepting(listener, accept::slots(settings.max_connections));
     if settings.threads == 0 {
-        serve_accepting(listener, slots, proxy, settings, tls, shutdown).await;
+        serve_accepted(accepting, proxy, settings, tls, shutdown).await;
         return Ok(());
     }
     let stop = CancellationToken::new();
     // The threads stop with this function, however it ends.
     let _stop = stop.clone().drop_guard();
-    let listener = listener.into_std()?;
     let mut threads = Vec::with_capacity(settings.threads);
     for index in 0..settings.threads {
-        let listener = listener.try_clone()?;
         let thread = ListenerThread {
             proxy: proxy.with_own_pools(),
             settings: settings.clone(),
             tls: tls.clone(),
-            slots: Arc::clone(&slots),
             stop: stop.clone(),
         };
-        threads.push(thread.start(index, listener)?);
+        threads.push(thread.start(index)?);
     }
-    // Each thread holds its own clone of the socket.
-    drop(listener);
     for thread in &mut threads {
         (&mut thread.started)
             .await
             .unwrap_or_else(|_| Err(io::Error::other("a listener thread ended early")))?;
     }
-    shutdown.await;
+    hand_out(accepting, &threads, shutdown).await;
     stop.cancel();
     for thread in threads {
         // Resolves (closed) when the thread has drained and ended.
@@ -293,24 +289,59 @@ pub async fn serve_tls(
     Ok(())
 }
 
+/// Hands each accepted connection to the next listener thread in turn
+/// until `shutdown`, then stops accepting. (With every thread accepting on
+/// the socket itself, the thread that happened to be awake took a whole
+/// burst of connections and the others idled.)
+async fn hand_out(
+    mut accepting: accept::Accepting,
+    threads: &[Started],
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut next = 0;
+    loop {
+        let raw = tokio::select! {
+            () = &mut shutdown => break,
+            raw = accepting.next() => match raw {
+                Some(raw) => raw,
+                None => break,
+            },
+        };
+        // Leaves this runtime's reactor; the thread's takes it up.
+        let raw = match raw.into_std() {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::warn!(error = %e, "an accepted connection could not be handed to a listener thread");
+                continue;
+            }
+        };
+        let _ = threads[next % threads.len()].connections.send(raw);
+        next = next.wrapping_add(1);
+    }
+    accepting.close().await;
+}
+
 /// What one listener thread serves with.
 struct ListenerThread {
     proxy: Proxy,
     settings: ListenerSettings,
     tls: Option<ServerTls>,
-    slots: Arc<Semaphore>,
     stop: CancellationToken,
 }
 
-/// A started listener thread: whether it could start, and its end.
+/// A started listener thread: where its connections go, whether it could
+/// start, and its end.
 struct Started {
+    connections: mpsc::UnboundedSender<accept::Raw<std::net::TcpStream>>,
     started: oneshot::Receiver<io::Result<()>>,
     ended: oneshot::Receiver<()>,
 }
 
 impl ListenerThread {
-    /// Starts the thread serving its clone of the listening socket.
-    fn start(self, index: usize, listener: std::net::TcpListener) -> io::Result<Started> {
+    /// Starts the thread serving the connections it is handed.
+    fn start(self, index: usize) -> io::Result<Started> {
+        let (connections, handed) = mpsc::unbounded_channel();
         let (started_tx, started) = oneshot::channel();
         let (ended_tx, ended) = oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -328,19 +359,16 @@ impl ListenerThread {
                         return;
                     }
                 };
+                let _ = started_tx.send(Ok(()));
                 runtime.block_on(async move {
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(e) => {
-                            let _ = started_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = started_tx.send(Ok(()));
+                    let connections = UnboundedReceiverStream::new(handed).filter_map(|raw: accept::Raw<std::net::TcpStream>| {
+                        std::future::ready(raw.into_tokio().map_err(|e| {
+                            tracing::warn!(error = %e, "a listener thread could not take up a connection");
+                        }).ok())
+                    });
                     let stop = self.stop.clone();
-                    serve_accepting(
-                        listener,
-                        self.slots,
+                    serve_accepted(
+                        connections,
                         self.proxy,
                         self.settings,
                         self.tls,
@@ -349,15 +377,18 @@ impl ListenerThread {
                     .await;
                 });
             })?;
-        Ok(Started { started, ended })
+        Ok(Started {
+            connections,
+            started,
+            ended,
+        })
     }
 }
 
-/// Accepts on `listener` (plain or TLS) and serves what it accepts on the
-/// current runtime.
-async fn serve_accepting(
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
+/// Handshakes (TLS, or none) and serves `connections` on the current
+/// runtime.
+async fn serve_accepted(
+    connections: impl Stream<Item = accept::Raw> + Send + 'static,
     proxy: Proxy,
     settings: ListenerSettings,
     tls: Option<ServerTls>,
@@ -365,12 +396,12 @@ async fn serve_accepting(
 ) {
     match tls {
         None => {
-            let incoming = accept::incoming_sharing(listener, slots, accept::plain);
+            let incoming = accept::handshaking(connections, accept::plain);
             serve_incoming(incoming, "http", proxy, settings, shutdown).await;
         }
         Some(tls) => {
             let handshake = accept::tls(tls, "proxy", settings.header_read_timeout);
-            let incoming = accept::incoming_sharing(listener, slots, handshake);
+            let incoming = accept::handshaking(connections, handshake);
             serve_incoming(incoming, "https", proxy, settings, shutdown).await;
         }
     }
