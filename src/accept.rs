@@ -70,28 +70,12 @@ where
     F: Future<Output = Option<S>> + Send + 'static,
     S: Send + 'static,
 {
-    incoming_sharing(listener, slots(max_connections), handshake)
+    handshaking(accepting(listener, slots(max_connections)), handshake)
 }
 
-/// The slots of a listener allowing `max_connections` at once, to share
-/// between several accept loops on it ([`incoming_sharing`]).
+/// The slots of a listener allowing `max_connections` at once.
 pub fn slots(max_connections: usize) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(max_connections.max(1)))
-}
-
-/// [`incoming`] holding one of `slots` per connection: listeners that
-/// share a limit share its slots.
-pub fn incoming_sharing<S, H, F>(
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
-    handshake: H,
-) -> impl Stream<Item = Accepted<S>> + Send + 'static
-where
-    H: Fn(TcpStream, SocketAddr) -> F + Send + 'static,
-    F: Future<Output = Option<S>> + Send + 'static,
-    S: Send + 'static,
-{
-    handshaking(accepting(listener, slots), handshake)
 }
 
 /// A connection accepted and not yet handshaken, holding its slot. As a
