@@ -280,26 +280,28 @@ pub async fn serve_tls(
             .await
             .unwrap_or_else(|_| Err(io::Error::other("a listener thread ended early")))?;
     }
-    hand_out(accepting, &threads, shutdown).await;
+    let handed_out = hand_out(accepting, &threads, shutdown).await;
     stop.cancel();
     for thread in threads {
         // Resolves (closed) when the thread has drained and ended.
         let _ = thread.ended.await;
     }
-    Ok(())
+    handed_out
 }
 
 /// Hands each accepted connection to the next listener thread in turn
-/// until `shutdown`, then stops accepting. (With every thread accepting on
+/// until `shutdown`, then stops accepting. Fails when no thread is left to
+/// take connections. (With every thread accepting on
 /// the socket itself, the thread that happened to be awake took a whole
 /// burst of connections and the others idled.)
 async fn hand_out(
     mut accepting: accept::Accepting,
     threads: &[Started],
     shutdown: impl Future<Output = ()>,
-) {
+) -> io::Result<()> {
     tokio::pin!(shutdown);
     let mut next = 0;
+    let mut result = Ok(());
     loop {
         let raw = tokio::select! {
             () = &mut shutdown => break,
@@ -316,10 +318,24 @@ async fn hand_out(
                 continue;
             }
         };
-        let _ = threads[next % threads.len()].connections.send(raw);
-        next = next.wrapping_add(1);
+        // A thread that has ended (it cannot, short of a bug) is passed
+        // over; with none left, nothing more is accepted.
+        let mut raw = Some(raw);
+        for _ in 0..threads.len() {
+            let thread = &threads[next % threads.len()];
+            next = next.wrapping_add(1);
+            match raw.take().map(|raw| thread.connections.send(raw)) {
+                Some(Err(unsent)) => raw = Some(unsent.0),
+                _ => break,
+            }
+        }
+        if raw.is_some() {
+            result = Err(io::Error::other("every listener thread has ended"));
+            break;
+        }
     }
     accepting.close().await;
+    result
 }
 
 /// What one listener thread serves with.
