@@ -21,6 +21,10 @@ const QUERIES: &[&str] = &[
     "SELECT query_text FROM \"system\".\"queries\" WHERE query_text LIKE '%secret%'",
     "SELECT * FROM system.processing_engine_logs",
     "SELECT 1 AS a UNION ALL SELECT count(*) FROM system . queries",
+    // sqlparser reads a string in quotes as a name where it expects one
+    // (`Parser::parse_identifier`), and DataFusion keeps it as written.
+    "SELECT query_text FROM 'system'.queries",
+    "SELECT query_text FROM 'system'.'queries'",
 ];
 
 #[tokio::test]

@@ -11,7 +11,8 @@
 //! The proxy does not plan SQL; it reads the query's tokens with the SQL
 //! tokenizer DataFusion uses (`sqlparser`, the version InfluxDB 3 builds
 //! with, its generic dialect, DataFusion's default) and looks for the word
-//! `system` (any case, quoted or not) followed by a period: a reference to
+//! `system` (any case, quoted or not, or a string `'system'`, which the
+//! parser takes for a name too) followed by a period: a reference to
 //! the system schema in any position — a table, a column, a three-part
 //! `catalog.system.table` name. The word after the period is the table:
 //!
@@ -92,16 +93,17 @@ fn tokenized_system_tables(sql: &str) -> Result<Vec<String>, Rejection> {
         .peekable();
     let mut tables = Vec::new();
     while let Some(token) = words.next() {
-        let Token::Word(word) = token else { continue };
-        if word.value.to_lowercase() != "system" {
+        if name(token).is_none_or(|name| name.to_lowercase() != "system") {
             continue;
         }
         match words.peek() {
             Some(Token::Period) => {
                 words.next();
                 tables.push(match words.peek() {
-                    Some(Token::Word(table)) => table.value.to_lowercase(),
-                    Some(other) => other.to_string(),
+                    Some(table) => match name(table) {
+                        Some(table) => table.to_lowercase(),
+                        None => table.to_string(),
+                    },
                     None => String::new(),
                 });
             }
@@ -113,12 +115,24 @@ fn tokenized_system_tables(sql: &str) -> Result<Vec<String>, Rejection> {
     Ok(tables)
 }
 
+/// The name a token stands for where sqlparser reads an identifier
+/// (`Parser::parse_identifier`): a word, bare or quoted, and also a string
+/// in quotes (`FROM 'system'.'queries'` names that table, and DataFusion
+/// keeps a quoted name as written).
+fn name(token: &Token) -> Option<&str> {
+    match token {
+        Token::Word(word) => Some(&word.value),
+        Token::SingleQuotedString(name) | Token::DoubleQuotedString(name) => Some(name),
+        _ => None,
+    }
+}
+
 /// False when no word of `sql` can be `system` whatever the tokenizer
 /// makes of it, so that ordinary queries are not tokenized at all (the
 /// tokenizer's keyword lookups were a tenth of the proxy's CPU on SQL).
 /// Exact: the tokenizer's words are runs of the text (bare) or the text
-/// between quotes with doubled quotes undoubled (quoted; the generic
-/// dialect unescapes nothing else in identifiers), and no character but
+/// between quotes with doubled quotes undoubled (quoted, and single-quoted
+/// strings: the generic dialect unescapes nothing else), and no character but
 /// the ASCII letters lowercases to any of `s`, `y`, `t`, `e`, `m`; so a
 /// word that lowercases to `system` has those six letters side by side in
 /// the text, in some case. Such SQL is forwarded even when the tokenizer
@@ -161,6 +175,10 @@ mod tests {
             "WITH q AS (SELECT * FROM system.queries) SELECT * FROM q",
             "SELECT * FROM system.1",
             "SELECT * FROM system.",
+            // A string in quotes is a name where an identifier is expected.
+            "SELECT * FROM 'system'.queries",
+            "SELECT * FROM 'SYSTEM'.'queries'",
+            "SELECT * FROM system.'processing_engine_logs'",
         ] {
             assert_eq!(needs(sql), all, "{sql}");
         }
@@ -174,6 +192,7 @@ mod tests {
             "SELECT system FROM cpu",
             "SELECT * FROM system.last_caches",
             "SELECT * FROM SYSTEM.Parquet_Files",
+            "SELECT * FROM 'system'.'last_caches'",
             "SELECT * FROM system.influxdb_schema",
             "SELECT * FROM systems.queries",
             // Comments and literals are the same tokens to the database.
@@ -191,6 +210,9 @@ mod tests {
             "SELECT * FROM system.tokens",
             "SELECT * FROM SYSTEM.\"tokens\"",
             "SELECT * FROM system.queries, system.tokens",
+            "SELECT * FROM 'system'.tokens",
+            "SELECT * FROM system.'tokens'",
+            "SELECT * FROM 'System'.'Tokens'",
         ] {
             assert!(
                 matches!(sql_plan("_internal", sql), Ok(Plan::Refused(_))),
