@@ -43,6 +43,11 @@ pub(crate) struct Coalescer<K, T> {
     /// was stored.
     completions: AtomicU64,
     next_id: AtomicU64,
+    /// Where calls run: the runtime the table was made on (the process's
+    /// own), not the listener thread that happened to ask first, whose
+    /// runtime ends with its connections while other threads may still
+    /// wait on the call.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<K, T> std::fmt::Debug for Coalescer<K, T> {
@@ -85,6 +90,7 @@ where
             table: Mutex::new(HashMap::new()),
             completions: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -164,10 +170,14 @@ where
             keys,
             id,
         };
-        let task = tokio::spawn(async move {
+        let call = async move {
             let _landing = landing;
             call.await
-        });
+        };
+        let task = match &self.runtime {
+            Some(runtime) => runtime.spawn(call),
+            None => tokio::spawn(call),
+        };
         let answer = async move {
             task.await.unwrap_or_else(|e| {
                 Err(AuthzError::Unavailable(format!(
@@ -199,5 +209,51 @@ impl<K: Hash + Eq, T> Drop for Landing<K, T> {
             }
         }
         coalescer.completions.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    /// A call started from a listener thread's runtime outlives that
+    /// runtime: another thread still waiting on it gets its answer.
+    #[tokio::test]
+    async fn a_call_outlives_the_runtime_that_started_it() {
+        let table: Arc<Coalescer<u32, u32>> = Arc::new(Coalescer::new());
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let started = {
+            let table = Arc::clone(&table);
+            std::thread::spawn(move || {
+                let listener = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                // The runtime is dropped when this returns, its tasks too.
+                listener.block_on(async move {
+                    let call = async move {
+                        let _ = released.await;
+                        Ok(Arc::new(7))
+                    }
+                    .boxed();
+                    let (join, _) = table.join(&[1], table.completions(), 0, |_| call);
+                    assert!(matches!(join, Join::Wait(_)));
+                })
+            })
+        };
+        started.join().unwrap();
+        let (join, coalesced) = table.join(&[1], table.completions(), 0, |_| {
+            async { Err(AuthzError::Unavailable("a second call".to_owned())) }.boxed()
+        });
+        assert_eq!(coalesced, 1, "joined the call in flight");
+        let Join::Wait(waiting) = join else {
+            panic!("nothing to wait for")
+        };
+        release.send(()).unwrap();
+        let answers = waiting.wait().await;
+        assert_eq!(*answers[0].as_ref().unwrap().as_ref(), 7);
     }
 }

@@ -325,7 +325,10 @@ async fn hand_out(
             let thread = &threads[next % threads.len()];
             next = next.wrapping_add(1);
             match raw.take().map(|raw| thread.connections.send(raw)) {
-                Some(Err(unsent)) => raw = Some(unsent.0),
+                Some(Err(unsent)) => {
+                    tracing::warn!("a listener thread has ended; its share goes to the others");
+                    raw = Some(unsent.0);
+                }
                 _ => break,
             }
         }
