@@ -42,8 +42,6 @@ use hyper_util::server::conn::auto::Builder;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +50,8 @@ use super::Proxy;
 use super::framing::FramingWatch;
 use crate::accept::{self, Accepted};
 use crate::tls::ServerTls;
+
+mod threads;
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -237,7 +237,7 @@ impl Sweeper {
 
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for open connections to finish their requests.
-/// Fails only when the listener threads cannot be started.
+/// Fails when the listener threads cannot be started, or have all ended.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
@@ -262,146 +262,7 @@ pub async fn serve_tls(
         serve_accepted(accepting, proxy, settings, tls, shutdown).await;
         return Ok(());
     }
-    let stop = CancellationToken::new();
-    // The threads stop with this function, however it ends.
-    let _stop = stop.clone().drop_guard();
-    let mut threads = Vec::with_capacity(settings.threads);
-    for index in 0..settings.threads {
-        let thread = ListenerThread {
-            proxy: proxy.with_own_pools(),
-            settings: settings.clone(),
-            tls: tls.clone(),
-            stop: stop.clone(),
-        };
-        threads.push(thread.start(index)?);
-    }
-    for thread in &mut threads {
-        (&mut thread.started)
-            .await
-            .unwrap_or_else(|_| Err(io::Error::other("a listener thread ended early")))?;
-    }
-    let handed_out = hand_out(accepting, &threads, shutdown).await;
-    stop.cancel();
-    for thread in threads {
-        // Resolves (closed) when the thread has drained and ended.
-        let _ = thread.ended.await;
-    }
-    handed_out
-}
-
-/// Hands each accepted connection to the next listener thread in turn
-/// until `shutdown`, then stops accepting. Fails when no thread is left to
-/// take connections. (With every thread accepting on
-/// the socket itself, the thread that happened to be awake took a whole
-/// burst of connections and the others idled.)
-async fn hand_out(
-    mut accepting: accept::Accepting,
-    threads: &[Started],
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
-    tokio::pin!(shutdown);
-    let mut next = 0;
-    let mut result = Ok(());
-    loop {
-        let raw = tokio::select! {
-            () = &mut shutdown => break,
-            raw = accepting.next() => match raw {
-                Some(raw) => raw,
-                None => break,
-            },
-        };
-        // Leaves this runtime's reactor; the thread's takes it up.
-        let raw = match raw.into_std() {
-            Ok(raw) => raw,
-            Err(e) => {
-                tracing::warn!(error = %e, "an accepted connection could not be handed to a listener thread");
-                continue;
-            }
-        };
-        // A thread that has ended (it cannot, short of a bug) is passed
-        // over; with none left, nothing more is accepted.
-        let mut raw = Some(raw);
-        for _ in 0..threads.len() {
-            let thread = &threads[next % threads.len()];
-            next = next.wrapping_add(1);
-            match raw.take().map(|raw| thread.connections.send(raw)) {
-                Some(Err(unsent)) => {
-                    tracing::warn!("a listener thread has ended; its share goes to the others");
-                    raw = Some(unsent.0);
-                }
-                _ => break,
-            }
-        }
-        if raw.is_some() {
-            result = Err(io::Error::other("every listener thread has ended"));
-            break;
-        }
-    }
-    accepting.close().await;
-    result
-}
-
-/// What one listener thread serves with.
-struct ListenerThread {
-    proxy: Proxy,
-    settings: ListenerSettings,
-    tls: Option<ServerTls>,
-    stop: CancellationToken,
-}
-
-/// A started listener thread: where its connections go, whether it could
-/// start, and its end.
-struct Started {
-    connections: mpsc::UnboundedSender<accept::Raw<std::net::TcpStream>>,
-    started: oneshot::Receiver<io::Result<()>>,
-    ended: oneshot::Receiver<()>,
-}
-
-impl ListenerThread {
-    /// Starts the thread serving the connections it is handed.
-    fn start(self, index: usize) -> io::Result<Started> {
-        let (connections, handed) = mpsc::unbounded_channel();
-        let (started_tx, started) = oneshot::channel();
-        let (ended_tx, ended) = oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("fluxgate-listener-{index}"))
-            .spawn(move || {
-                // Dropped when the thread ends, which is what `ended` waits for.
-                let _ended = ended_tx;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                let runtime = match runtime {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = started_tx.send(Ok(()));
-                runtime.block_on(async move {
-                    let connections = UnboundedReceiverStream::new(handed).filter_map(|raw: accept::Raw<std::net::TcpStream>| {
-                        std::future::ready(raw.into_tokio().map_err(|e| {
-                            tracing::warn!(error = %e, "a listener thread could not take up a connection");
-                        }).ok())
-                    });
-                    let stop = self.stop.clone();
-                    serve_accepted(
-                        connections,
-                        self.proxy,
-                        self.settings,
-                        self.tls,
-                        stop.cancelled_owned(),
-                    )
-                    .await;
-                });
-            })?;
-        Ok(Started {
-            connections,
-            started,
-            ended,
-        })
-    }
+    threads::serve(accepting, proxy, settings, tls, shutdown).await
 }
 
 /// Handshakes (TLS, or none) and serves `connections` on the current
@@ -551,138 +412,4 @@ impl Connection {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use tokio::net::TcpStream;
-
-    use super::*;
-    use crate::audit::Audit;
-    use crate::authz::{Authorizer, AuthzError, Need, Verdict};
-    use crate::credentials::Token;
-    use crate::proxy::forward::{Protocol, Upstream};
-    use crate::proxy::gate::{Gate, GateSettings};
-    use crate::proxy::http::{AllowedPaths, HttpService};
-
-    /// Never asked: the tests use a public path only.
-    #[derive(Debug)]
-    struct Unused;
-
-    #[async_trait::async_trait]
-    impl Authorizer for Unused {
-        async fn check(&self, _: &Token, _: &[Need]) -> Result<Verdict, AuthzError> {
-            Err(AuthzError::Unavailable(
-                "not asked in these tests".to_owned(),
-            ))
-        }
-
-        async fn ready(&self) -> Result<(), String> {
-            Ok(())
-        }
-    }
-
-    /// A proxy whose one route is the public `/ping`, forwarded to an
-    /// address nothing answers (so every request gets a 502 of its own).
-    async fn proxy() -> Proxy {
-        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let upstream = format!("http://{}", dead.local_addr().unwrap());
-        drop(dead);
-        let gate = Gate::new(Arc::new(Unused), &GateSettings::default(), Audit::off());
-        let allowed = AllowedPaths {
-            public: vec!["/ping".to_owned()],
-            ..AllowedPaths::default()
-        };
-        let upstream = Upstream::new(upstream.parse().unwrap(), None, Protocol::Http1);
-        Proxy::new(HttpService::new(gate, upstream, allowed))
-    }
-
-    async fn start(
-        threads: usize,
-        max_connections: usize,
-    ) -> (
-        std::net::SocketAddr,
-        CancellationToken,
-        tokio::task::JoinHandle<io::Result<()>>,
-    ) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let settings = ListenerSettings {
-            threads,
-            max_connections,
-            ..ListenerSettings::default()
-        };
-        let stop = CancellationToken::new();
-        let proxy = proxy().await;
-        let task = tokio::spawn(serve(
-            listener,
-            proxy,
-            settings,
-            stop.clone().cancelled_owned(),
-        ));
-        (addr, stop, task)
-    }
-
-    /// Sends `GET /ping` and returns the status line, or `None` when no
-    /// answer comes within `wait`.
-    async fn ping(stream: &mut TcpStream, wait: Duration) -> Option<String> {
-        stream
-            .write_all(b"GET /ping HTTP/1.1\r\nhost: proxy\r\n\r\n")
-            .await
-            .unwrap();
-        let mut head = [0u8; 12];
-        match tokio::time::timeout(wait, stream.read_exact(&mut head)).await {
-            Ok(Ok(_)) => Some(String::from_utf8_lossy(&head).into_owned()),
-            _ => None,
-        }
-    }
-
-    #[tokio::test]
-    async fn the_connection_limit_holds_across_listener_threads() {
-        for threads in [0, 3] {
-            let (addr, stop, task) = start(threads, 1).await;
-            let mut first = TcpStream::connect(addr).await.unwrap();
-            let answer = ping(&mut first, Duration::from_secs(10)).await;
-            assert_eq!(answer.as_deref(), Some("HTTP/1.1 502"), "threads {threads}");
-            // The one slot is taken: the second connection waits, whichever
-            // thread's accept loop would take it.
-            let mut second = TcpStream::connect(addr).await.unwrap();
-            let mut waiting = Box::pin(ping(&mut second, Duration::from_secs(10)));
-            let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
-            assert!(early.is_err(), "threads {threads}: served past the limit");
-            drop(first);
-            assert_eq!(waiting.await.as_deref(), Some("HTTP/1.1 502"));
-            drop(second);
-            stop.cancel();
-            task.await.unwrap().unwrap();
-        }
-    }
-
-    #[tokio::test]
-    async fn listener_threads_drain_and_stop_with_the_listener() {
-        let (addr, stop, task) = start(2, 100).await;
-        let mut connections = Vec::new();
-        for _ in 0..4 {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
-            let answer = ping(&mut stream, Duration::from_secs(10)).await;
-            assert_eq!(answer.as_deref(), Some("HTTP/1.1 502"));
-            connections.push(stream);
-        }
-        stop.cancel();
-        // Idle keep-alive connections are closed, the threads end, and with
-        // them every clone of the listening socket.
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("the listener stops")
-            .unwrap()
-            .unwrap();
-        for mut stream in connections {
-            // The rest of the answer, then the end: the proxy closed it.
-            let mut rest = Vec::new();
-            let closed =
-                tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest));
-            assert!(closed.await.is_ok(), "an idle connection stayed open");
-        }
-        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
-    }
-}
+mod tests;
