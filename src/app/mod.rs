@@ -141,6 +141,30 @@ fn authorize_throttle(options: &TokenServiceOptions) -> Arc<InvalidTokenThrottle
     Arc::new(InvalidTokenThrottle::per_minute(rate))
 }
 
+/// Serves the token service until shutdown, when the registry is closed:
+/// its change streams end instead of holding the server open for the whole
+/// grace period.
+fn serve_tokens(
+    listener: TcpListener,
+    registry: Arc<TokenRegistry>,
+    tls: Option<ServerTls>,
+    options: &TokenServiceOptions,
+    shutdown: &CancellationToken,
+) -> impl Future<Output = anyhow::Result<()>> + use<> {
+    let closing = Arc::clone(&registry);
+    let stop = shutdown.clone();
+    let throttle = authorize_throttle(options);
+    async move {
+        let signal = async move {
+            stop.cancelled().await;
+            closing.close();
+        };
+        server::serve_with(listener, registry, tls, throttle, signal)
+            .await
+            .context("token service failed")
+    }
+}
+
 /// `fluxgate authz`: the token service alone.
 pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics();
@@ -160,18 +184,7 @@ pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::
             .serve(admin_listener, shutdown.clone().cancelled_owned()),
     );
 
-    let closing = Arc::clone(&registry);
-    let stop = shutdown.clone();
-    let throttle = authorize_throttle(&args.service);
-    let serving = async move {
-        let signal = async move {
-            stop.cancelled().await;
-            closing.close();
-        };
-        server::serve_with(listener, registry, tls, throttle, signal)
-            .await
-            .context("token service failed")
-    };
+    let serving = serve_tokens(listener, registry, tls, &args.service, &shutdown);
     drain(serving, shutdown, args.common.shutdown_grace.0).await
 }
 
@@ -414,18 +427,13 @@ pub async fn run_serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::
         Admin::new(metrics, ready).serve(admin_listener, shutdown.clone().cancelled_owned()),
     );
 
-    let closing = Arc::clone(&registry);
-    let stop = shutdown.clone();
-    let throttle = authorize_throttle(&args.service);
-    let serving_tokens = async move {
-        let signal = async move {
-            stop.cancelled().await;
-            closing.close();
-        };
-        server::serve_with(token_listener, registry, token_tls, throttle, signal)
-            .await
-            .context("token service failed")
-    };
+    let serving_tokens = serve_tokens(
+        token_listener,
+        registry,
+        token_tls,
+        &args.service,
+        &shutdown,
+    );
     let both = async move {
         let (a, b) = tokio::join!(serving_proxy, serving_tokens);
         a.and(b)
