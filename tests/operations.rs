@@ -314,7 +314,7 @@ async fn sigterm_lets_a_slow_write_finish() {
     // And nothing listens any more, nor claims to.
     assert!(TcpStream::connect(("127.0.0.1", code.1.port)).is_err());
     assert!(
-        !dir.path().join("addresses.json").exists(),
+        !dir.path().join("fluxgate.addresses.json").exists(),
         "the addresses file is removed on exit"
     );
 }

@@ -22,39 +22,15 @@ use super::table::{self, TableLayout};
 use crate::config::commands::{Format, ListArgs};
 use crate::proto::tokens as pb;
 
-/// What to list.
-#[derive(Debug, Clone, Copy)]
-pub struct ListRequest {
-    /// Which kind of token.
-    pub kind: ListKind,
-    /// Also revoked tokens.
-    pub include_revoked: bool,
-    /// Tokens per page; `None` lets the token service choose.
-    pub page_size: Option<u32>,
-    /// Output format.
-    pub format: Format,
-}
-
 /// The list command for tokens of `kind`: connects as `args` say, then
-/// [`run`].
+/// fetches every page of the listing and prints it to stdout.
 pub async fn list(kind: ListKind, args: &ListArgs) -> Result<(), CliError> {
     let client = Client::open(&args.conn).await?;
-    let request = ListRequest {
-        kind,
-        include_revoked: args.include_revoked,
-        page_size: args.page_size,
-        format: args.format,
-    };
-    run(&client, request).await
-}
-
-/// Fetches every page of `request`'s listing and prints it to stdout.
-pub async fn run(client: &Client, request: ListRequest) -> Result<(), CliError> {
-    let mut printer = Printer::new(request.kind, request.format, output::width());
+    let mut printer = Printer::new(kind, args.format, output::width());
     let stdout = io::stdout();
     let mut page_token = String::new();
     loop {
-        let page = fetch(client, &request, page_token.clone()).await?;
+        let page = fetch(&client, kind, args, page_token.clone()).await?;
         let last = page.next_page_token.is_empty();
         let views: Vec<TokenView> = page.tokens.into_iter().map(TokenView::from_wire).collect();
         // Locked per page (not held across the next call), and buffered:
@@ -83,7 +59,7 @@ pub async fn run(client: &Client, request: ListRequest) -> Result<(), CliError> 
         if page.next_page_token == page_token {
             return Err(CliError::other(format!(
                 "{}: the token service returned the same page token twice",
-                doing(request.kind)
+                doing(kind)
             )));
         }
         page_token = page.next_page_token;
@@ -101,15 +77,15 @@ fn doing(kind: ListKind) -> &'static str {
 /// One page of the listing.
 async fn fetch(
     client: &Client,
-    request: &ListRequest,
+    kind: ListKind,
+    args: &ListArgs,
     page_token: String,
 ) -> Result<pb::ListTokensResponse, CliError> {
     let message = pb::ListTokensRequest {
-        include_revoked: request.include_revoked,
-        page_size: request.page_size.unwrap_or(0),
+        include_revoked: args.include_revoked,
+        page_size: args.page_size.unwrap_or(0),
         page_token,
     };
-    let kind = request.kind;
     client
         .call(doing(kind), |mut c| async move {
             match kind {

@@ -35,6 +35,6 @@ pub async fn run(command: ManagementCommand) -> Result<(), CliError> {
             show::created(created, format)
         }
         ManagementCommand::List(args) => listing::list(ListKind::Management, &args).await,
-        ManagementCommand::Revoke(args) => revoke::run(args, Kind::Management).await,
+        ManagementCommand::Revoke(args) => revoke::run(&args, Kind::Management).await,
     }
 }

@@ -36,6 +36,6 @@ pub async fn run(command: ProxyTokenCommand) -> Result<(), CliError> {
             show::created(created, format)
         }
         ProxyTokenCommand::List(args) => listing::list(ListKind::Proxy, &args).await,
-        ProxyTokenCommand::Revoke(args) => revoke::run(args, Kind::Proxy).await,
+        ProxyTokenCommand::Revoke(args) => revoke::run(&args, Kind::Proxy).await,
     }
 }

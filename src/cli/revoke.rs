@@ -39,14 +39,14 @@ impl Kind {
 }
 
 /// Revokes `args.ids` (duplicates once), asking first unless `args.force`.
-pub async fn run(args: RevokeArgs, kind: Kind) -> Result<(), CliError> {
+pub async fn run(args: &RevokeArgs, kind: Kind) -> Result<(), CliError> {
     let RevokeArgs { conn, force, ids } = args;
-    let conn = &conn;
+    let force = *force;
     let url = AuthzUrl::parse(&conn.authz)?;
     let mut unique: Vec<String> = Vec::with_capacity(ids.len());
     for id in ids {
-        if !unique.contains(&id) {
-            unique.push(id);
+        if !unique.contains(id) {
+            unique.push(id.clone());
         }
     }
     let ids = unique;

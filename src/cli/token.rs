@@ -77,6 +77,6 @@ pub async fn run(command: TokenCommand) -> Result<(), CliError> {
                 .await?;
             show::one(info, format)
         }
-        TokenCommand::Revoke(args) => revoke::run(args, Kind::Database).await,
+        TokenCommand::Revoke(args) => revoke::run(&args, Kind::Database).await,
     }
 }

@@ -2,7 +2,7 @@
 //! whose addresses the process reports in `--addresses-file`, a log file,
 //! and stop by PID.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,25 +95,6 @@ impl Process {
         );
     }
 
-    /// Waits until `port` accepts connections (or the process dies).
-    pub fn wait_for_port(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("fluxgate exited early ({status}):\n{}", self.log_text());
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "fluxgate did not listen on {port} in time:\n{}",
-            self.log_text()
-        );
-    }
-
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self) -> i32 {
         let pid = self.child.id().to_string();
@@ -156,8 +137,6 @@ pub struct Serve {
 impl Serve {
     pub fn start(dir: &Path, upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = dir.join("data");
-        let addresses = dir.join("addresses.json");
-        let _ = std::fs::remove_file(&addresses);
         let data = data_dir.to_str().unwrap().to_owned();
         let mut args = vec![
             "serve",
@@ -167,16 +146,13 @@ impl Serve {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
-            "--addresses-file",
-            addresses.to_str().unwrap(),
             "--data-dir",
             &data,
             "--upstream",
             upstream,
         ];
         args.extend_from_slice(extra);
-        let mut process = Process::start(&args, env, &dir.join("fluxgate.log"));
-        let bound = process.wait_for_addresses(&addresses);
+        let (process, bound) = Process::listening(&args, env, &dir.join("fluxgate.log"));
         Self {
             process,
             port: bound.proxy.expect("the proxy's address"),
