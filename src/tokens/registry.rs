@@ -31,6 +31,7 @@ mod writer;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
@@ -133,7 +134,11 @@ struct State {
     /// Counts every row put in memory, in order or not: what the
     /// in-process authorizer's generation is. Not `head`, which stays put
     /// when a row this replica wrote lands ahead of a gap in the log.
-    changes: u64,
+    /// Raised under the write lock once the row is in; read without the
+    /// lock ([`TokenRegistry::generation`], on every request): whoever
+    /// sees the new count and then looks a token up waits for the write
+    /// lock, so sees the row.
+    changes: Arc<AtomicU64>,
 }
 
 impl State {
@@ -148,7 +153,7 @@ impl State {
         let previous = self.by_id.get(record.id.as_str()).map(|e| &e.record);
         self.order.put(previous, &record);
         self.by_id.replace(Entry { record, revision });
-        self.changes += 1;
+        self.changes.fetch_add(1, Ordering::Release);
         true
     }
 }
@@ -169,6 +174,8 @@ struct Shared {
     store_id: String,
     options: RegistryOptions,
     state: RwLock<State>,
+    /// `State::changes`, read without the lock.
+    changes: Arc<AtomicU64>,
     /// Serializes applying changes (head moves one way, in order).
     applier: tokio::sync::Mutex<()>,
     live: broadcast::Sender<Live>,
@@ -224,6 +231,7 @@ impl TokenRegistry {
             store,
             store_id: snapshot.store_id,
             options,
+            changes: Arc::clone(&state.changes),
             state: RwLock::new(state),
             applier: tokio::sync::Mutex::new(()),
             live,
@@ -303,7 +311,7 @@ impl TokenRegistry {
     /// expired, reloaded), whether or not its revision is applied in order
     /// yet: an answer given before is not reused after.
     pub fn generation(&self) -> u64 {
-        self.shared.state.read().changes
+        self.shared.changes.load(Ordering::Acquire)
     }
 
     /// Up to `limit` tokens of `kind` after `after` (from the oldest when
