@@ -14,7 +14,6 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -381,17 +380,10 @@ impl TokenStore for PgStore {
             let Some((store_id, head)) = meta else {
                 return Err(StoreError::Corrupt("store_meta has no row".to_owned()));
             };
-            // Decoded row by row as they arrive: holding every row and every
-            // token at once would double start-up memory, and the freed rows
-            // would stay resident (a million tokens: 1.6 GB more).
-            let mut tokens = Vec::new();
-            {
-                let mut stream =
-                    sqlx::query("SELECT * FROM tokens ORDER BY created_at, id").fetch(&mut *tx);
-                while let Some(row) = stream.try_next().await? {
-                    tokens.push(rows::token(&row)?);
-                }
-            }
+            let tokens = rows::tokens(
+                sqlx::query("SELECT * FROM tokens ORDER BY created_at, id").fetch(&mut *tx),
+            )
+            .await?;
             tx.commit().await?;
             Ok(Snapshot {
                 tokens,
