@@ -14,7 +14,6 @@ use std::collections::HashSet;
 
 use fluxgate::tokens::TokenRegistry;
 use fluxgate::tokens::model::{DatabasePermission, TokenKind, TokenRecord};
-use fluxgate::tokens::store::Write;
 use support::{Fixture, str_of};
 
 use common::{Backend, TestStore, TokenServer};
@@ -23,8 +22,7 @@ use common::{Backend, TestStore, TokenServer};
 /// transaction), plus the management token the server makes.
 async fn seeded(kind: TokenKind, n: usize) -> (Fixture, TestStore) {
     let store = TestStore::new(Backend::Sqlite).await;
-    let opened = store.open().await;
-    let writes: Vec<Write> = (0..n)
+    let records: Vec<TokenRecord> = (0..n)
         .map(|i| {
             let permissions = match kind {
                 TokenKind::Database => vec![DatabasePermission {
@@ -36,11 +34,10 @@ async fn seeded(kind: TokenKind, n: usize) -> (Fixture, TestStore) {
             };
             let (record, _) =
                 TokenRegistry::new_token(kind, format!("seeded {i}"), permissions, None).unwrap();
-            Write::Create(record)
+            record
         })
         .collect();
-    opened.write(&writes).await.expect("seed");
-    opened.close().await;
+    store.seed(records).await;
     let server = TokenServer::start_over(&store).await;
     (Fixture::over(server), store)
 }

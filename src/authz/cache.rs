@@ -93,7 +93,10 @@ impl std::fmt::Debug for CachedAuthorizer {
 
 impl CachedAuthorizer {
     /// A cache in front of `inner`. It counts as disconnected from the
-    /// change stream until [`CachedAuthorizer::follow`] connects.
+    /// change stream until [`CachedAuthorizer::follow`] connects. Made
+    /// inside the process's runtime: the calls it shares between requests
+    /// run there, not on whichever listener thread asked first (made
+    /// outside any runtime, they run on the asker's).
     pub fn new(inner: Arc<dyn Authorizer>, config: CacheConfig) -> Self {
         let store = DecisionStore::new(config.max_entries, config.longest_lifetime());
         let watch = WatchState::new(store.clock());

@@ -70,6 +70,17 @@ impl TestStore {
         }
     }
 
+    /// Writes `records` into the store as they are, in one transaction,
+    /// bypassing the registry (many tokens at once, or records stored by
+    /// an older version).
+    pub async fn seed(&self, records: Vec<fluxgate::tokens::model::TokenRecord>) {
+        use fluxgate::tokens::store::Write;
+        let store = self.open().await;
+        let writes: Vec<Write> = records.into_iter().map(Write::Create).collect();
+        store.write(&writes).await.expect("seed tokens");
+        store.close().await;
+    }
+
     /// The `fluxgate authz`/`serve` flags selecting this store.
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![

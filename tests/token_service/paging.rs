@@ -10,7 +10,6 @@ use fluxgate::proto::tokens as pb;
 use fluxgate::tokens::TokenRegistry;
 use fluxgate::tokens::model::{DatabasePermission, TokenKind, TokenRecord};
 use fluxgate::tokens::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES};
-use fluxgate::tokens::store::Write;
 use prost::Message as _;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -38,10 +37,7 @@ fn read(database: &str) -> Vec<DatabasePermission> {
 /// A server over a store seeded with `records` in one transaction.
 async fn seeded(backend: Backend, records: Vec<TokenRecord>) -> (TokenServer, TestStore) {
     let store = TestStore::new(backend).await;
-    let opened = store.open().await;
-    let writes: Vec<Write> = records.into_iter().map(Write::Create).collect();
-    opened.write(&writes).await.expect("seed tokens");
-    opened.close().await;
+    store.seed(records).await;
     (TokenServer::start_over(&store).await, store)
 }
 
