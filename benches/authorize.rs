@@ -53,11 +53,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use fluxgate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServiceClient;
-use fluxgate::proto::iox_authz::permission::PermissionOneOf;
-use fluxgate::proto::iox_authz::resource_action_permission::{Action, ResourceType, Target};
-use fluxgate::proto::iox_authz::{
-    AuthorizeRequest, AuthorizeResponse, Permission, ResourceActionPermission,
-};
+use fluxgate::proto::iox_authz::{AuthorizeRequest, AuthorizeResponse};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message as _;
@@ -92,13 +88,7 @@ impl Service {
 fn authorize_request(token: &str) -> AuthorizeRequest {
     AuthorizeRequest {
         token: token.as_bytes().to_vec(),
-        permissions: vec![Permission {
-            permission_one_of: Some(PermissionOneOf::ResourceAction(ResourceActionPermission {
-                resource_type: ResourceType::Database as i32,
-                target: Some(Target::ResourceName("bench".to_owned())),
-                action: Action::Write as i32,
-            })),
-        }],
+        permissions: vec![support::write_bench()],
     }
 }
 

@@ -22,6 +22,10 @@
 //! `cargo bench --bench cache_hit` runs all; `-- cache_hit` runs only the
 //! criterion part, `-- memory` only the memory, `-- churn` only the churn.
 
+#[allow(dead_code, clippy::unwrap_used)]
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -99,15 +103,6 @@ async fn fill(cache: &CachedAuthorizer, from: usize, to: usize, databases: usize
     cache.run_maintenance().await;
 }
 
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn runtime(threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -125,9 +120,9 @@ fn measure(shape: &str, decisions: usize) {
         let cache = new_cache(decisions as u64 + decisions as u64 / 10);
         // Warm the allocator and the runtime with a small fill elsewhere.
         fill(&new_cache(10_000), 0, 1000, 1).await;
-        let before = resident_bytes();
+        let before = support::resident_bytes();
         fill(&cache, 0, tokens, databases).await;
-        let after = resident_bytes();
+        let after = support::resident_bytes();
         let entries = cache.entry_count();
         println!(
             "memory_per_entry/{shape}/{decisions}: {entries} entries ({tokens} tokens × {databases} databases), \

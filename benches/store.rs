@@ -33,10 +33,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use fluxgate::proto::iox_authz::AuthorizeRequest;
 use fluxgate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServiceClient;
-use fluxgate::proto::iox_authz::permission::PermissionOneOf;
-use fluxgate::proto::iox_authz::resource_action_permission::{Action, ResourceType, Target};
-use fluxgate::proto::iox_authz::{AuthorizeRequest, Permission, ResourceActionPermission};
 use fluxgate::proto::tokens as pb;
 use fluxgate::proto::tokens::token_service_client::TokenServiceClient;
 use support::{ProcessGuard, machine, median, results_dir, setting, table};
@@ -135,21 +133,11 @@ async fn creates_per_second(addr: SocketAddr, admin: &str, callers: usize, secs:
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-fn write_permission() -> Permission {
-    Permission {
-        permission_one_of: Some(PermissionOneOf::ResourceAction(ResourceActionPermission {
-            resource_type: ResourceType::Database as i32,
-            target: Some(Target::ResourceName("bench".to_owned())),
-            action: Action::Write as i32,
-        })),
-    }
-}
-
 async fn allowed(client: &mut IoxAuthorizerServiceClient<Channel>, token: &str) -> bool {
     let r = client
         .authorize(AuthorizeRequest {
             token: token.as_bytes().to_vec(),
-            permissions: vec![write_permission()],
+            permissions: vec![support::write_bench()],
         })
         .await
         .unwrap()

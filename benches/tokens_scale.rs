@@ -41,10 +41,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use fluxgate::proto::iox_authz::AuthorizeRequest;
 use fluxgate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServiceClient;
-use fluxgate::proto::iox_authz::permission::PermissionOneOf;
-use fluxgate::proto::iox_authz::resource_action_permission::{Action, ResourceType, Target};
-use fluxgate::proto::iox_authz::{AuthorizeRequest, Permission, ResourceActionPermission};
 use fluxgate::proto::tokens as pb;
 use fluxgate::proto::tokens::token_service_client::TokenServiceClient;
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
@@ -224,19 +222,9 @@ fn seed(dir: &Path, n: usize) -> f64 {
             made += batch;
         }
         store.close().await;
-        std::fs::write(dir.join("sample"), sample).unwrap();
+        support::write_secret(&dir.join("sample"), sample.as_bytes());
         started.elapsed().as_secs_f64()
     })
-}
-
-/// This process's resident set, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn child(dir: &Path, n: usize, seed_s: f64) -> Figures {
@@ -252,14 +240,14 @@ fn child(dir: &Path, n: usize, seed_s: f64) -> Figures {
             .lines()
             .map(|l| l.as_bytes().to_vec())
             .collect();
-        let before = rss();
+        let before = support::resident_bytes();
         let started = Instant::now();
         let store: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(dir).await.unwrap());
         f.open_s = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let registry = TokenRegistry::open(store).await.unwrap();
         f.load_s = started.elapsed().as_secs_f64();
-        let after = rss();
+        let after = support::resident_bytes();
         f.rss_before_mib = before as f64 / 1048576.0;
         f.rss_after_mib = after as f64 / 1048576.0;
         f.bytes_per_token = after.saturating_sub(before) as f64 / n as f64;
@@ -304,12 +292,7 @@ fn child(dir: &Path, n: usize, seed_s: f64) -> Figures {
         ) = (s, pages, p50, p99);
         if std::env::var("FLUXGATE_SCALE_CLI").as_deref() != Ok("off") {
             let token_file = dir.join("management-token");
-            std::fs::write(&token_file, &mgmt).unwrap();
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
-                    .unwrap();
-            }
+            support::write_secret(&token_file, mgmt.as_bytes());
             let (s, ids) = cli_list(&url, &token_file, true).await;
             (f.cli_json_s, f.cli_json_ids) = (Some(s), Some(ids));
             let (s, rows) = cli_list(&url, &token_file, false).await;
@@ -319,16 +302,6 @@ fn child(dir: &Path, n: usize, seed_s: f64) -> Figures {
         let _ = server.await;
         f
     })
-}
-
-fn write_bench() -> Permission {
-    Permission {
-        permission_one_of: Some(PermissionOneOf::ResourceAction(ResourceActionPermission {
-            resource_type: ResourceType::Database as i32,
-            target: Some(Target::ResourceName("bench".into())),
-            action: Action::Write as i32,
-        })),
-    }
 }
 
 async fn authorize(url: &str, sample: Arc<Vec<Vec<u8>>>, f: &mut Figures) {
@@ -361,7 +334,7 @@ async fn authorize(url: &str, sample: Arc<Vec<Vec<u8>>>, f: &mut Figures) {
                     let answer = client
                         .authorize(AuthorizeRequest {
                             token,
-                            permissions: vec![write_bench()],
+                            permissions: vec![support::write_bench()],
                         })
                         .await;
                     let ok = answer.is_ok_and(|a| {

@@ -351,3 +351,42 @@ pub(crate) fn spawn_authz(
     guard.wait_for_port(port, log_path);
     (guard, SocketAddr::from(([127, 0, 0, 1], port)))
 }
+
+/// This process's resident set, in bytes (0 when `/proc` cannot tell).
+pub(crate) fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Write on database `bench`: what every Authorize benchmark asks for.
+pub(crate) fn write_bench() -> fluxgate::proto::iox_authz::Permission {
+    use fluxgate::proto::iox_authz::permission::PermissionOneOf;
+    use fluxgate::proto::iox_authz::resource_action_permission::{Action, ResourceType, Target};
+    use fluxgate::proto::iox_authz::{Permission, ResourceActionPermission};
+    Permission {
+        permission_one_of: Some(PermissionOneOf::ResourceAction(ResourceActionPermission {
+            resource_type: ResourceType::Database as i32,
+            target: Some(Target::ResourceName("bench".to_owned())),
+            action: Action::Write as i32,
+        })),
+    }
+}
+
+/// Writes `contents` to a new file only its owner may read or write:
+/// tokens, a benchmark's too, never lie on disk readable by others.
+pub(crate) fn write_secret(path: &Path, contents: &[u8]) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
