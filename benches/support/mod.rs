@@ -57,6 +57,39 @@ impl ProcessGuard {
         );
     }
 
+    /// Waits until the process has written `file` (fluxgate's
+    /// `--addresses-file`) and returns the address it names `listener`.
+    pub(crate) fn wait_for_address(
+        &mut self,
+        file: &Path,
+        listener: &str,
+        log: &Path,
+    ) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited early ({status}):\n{}",
+                    self.name,
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            // Written by rename: present means complete.
+            if let Ok(text) = std::fs::read_to_string(file) {
+                let map: std::collections::HashMap<String, SocketAddr> =
+                    serde_json::from_str(&text).expect("the addresses file is JSON");
+                return *map.get(listener).expect("the listener's address");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} did not write {} in time:\n{}",
+            self.name,
+            file.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
     /// Stops the process now (see the type's doc).
     pub(crate) fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
@@ -322,7 +355,8 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Starts `fluxgate authz` (the `binary`) over `data_dir` plus the `store`
-/// flags, logging to `log_path`, and waits until it listens.
+/// flags, logging to `log_path`, on a port it picks, and waits until it
+/// listens.
 pub(crate) fn spawn_authz(
     binary: &Path,
     name: &str,
@@ -330,26 +364,30 @@ pub(crate) fn spawn_authz(
     log_path: &Path,
     store: &[String],
 ) -> (ProcessGuard, SocketAddr) {
-    let port = free_port();
     std::fs::create_dir_all(data_dir).unwrap();
+    let addresses = log_path.with_extension("addresses.json");
+    let _ = std::fs::remove_file(&addresses);
     let log = std::fs::File::create(log_path).unwrap();
     let mut cmd = clean_command(binary);
-    cmd.args(["authz", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(store)
-        .args([
-            "--admin-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--log-level",
-            "warn",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
+    cmd.args([
+        "authz",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--addresses-file")
+    .arg(&addresses)
+    .arg("--data-dir")
+    .arg(data_dir)
+    .args(store)
+    .args(["--log-level", "warn"])
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log);
     let mut guard = ProcessGuard::new(name, cmd.spawn().expect("start fluxgate authz"));
-    guard.wait_for_port(port, log_path);
-    (guard, SocketAddr::from(([127, 0, 0, 1], port)))
+    let addr = guard.wait_for_address(&addresses, "token_service", log_path);
+    (guard, addr)
 }
 
 /// This process's resident set, in bytes (0 when `/proc` cannot tell).
