@@ -53,14 +53,20 @@ impl Process {
     /// Starts `fluxgate args… --addresses-file …` (its listeners on port 0)
     /// and waits for the addresses it bound.
     pub fn listening(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Self, Addresses) {
+        let (mut process, file) = Self::reporting(args, env, log);
+        let addresses = process.wait_for_addresses(&file);
+        (process, addresses)
+    }
+
+    /// Starts `fluxgate args… --addresses-file …` without waiting: the
+    /// addresses will be in the file returned ([`Process::wait_for_addresses`]).
+    pub fn reporting(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Self, PathBuf) {
         let file = log.with_extension("addresses.json");
         let _ = std::fs::remove_file(&file);
         let flag = format!("--addresses-file={}", file.display());
         let mut args = args.to_vec();
         args.push(&flag);
-        let mut process = Self::start(&args, env, log);
-        let addresses = process.wait_for_addresses(&file);
-        (process, addresses)
+        (Self::start(&args, env, log), file)
     }
 
     pub fn log_text(&self) -> String {

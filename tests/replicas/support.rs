@@ -36,6 +36,8 @@ pub(crate) struct Replica {
     pub(crate) port: u16,
     pub(crate) admin: u16,
     pub(crate) dir: PathBuf,
+    /// Where it reports the ports it bound.
+    addresses: PathBuf,
 }
 
 impl Replica {
@@ -50,8 +52,6 @@ impl Replica {
     ) -> Self {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let addresses = dir.join("addresses.json");
-        let _ = std::fs::remove_file(&addresses);
         let password = cluster.password_file(&dir);
         let url = cluster.url(database);
         let mut args = vec![
@@ -60,8 +60,6 @@ impl Replica {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
-            "--addresses-file",
-            addresses.to_str().unwrap(),
             "--data-dir",
             dir.to_str().unwrap(),
             "--store",
@@ -76,20 +74,20 @@ impl Replica {
             "1000000",
         ];
         args.extend_from_slice(extra);
-        let process = Process::start(&args, &[("RUST_LOG", "info")], &dir.join("authz.log"));
+        let (process, addresses) =
+            Process::reporting(&args, &[("RUST_LOG", "info")], &dir.join("authz.log"));
         // The ports are known once it has bound them (`wait`).
         Self {
             process,
             port: 0,
             admin: 0,
             dir,
+            addresses,
         }
     }
 
     pub(crate) fn wait(&mut self) {
-        let bound = self
-            .process
-            .wait_for_addresses(&self.dir.join("addresses.json"));
+        let bound = self.process.wait_for_addresses(&self.addresses);
         self.port = bound.token_service.expect("the token service's address");
         self.admin = bound.admin.expect("the admin address");
     }
