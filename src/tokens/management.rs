@@ -33,13 +33,21 @@ impl ManagementService {
 
     /// Admits the call only with a usable management token; returns its
     /// record (whose expiry bounds what it may create).
-    fn require_management<T>(&self, request: &Request<T>) -> Result<Arc<TokenRecord>, Status> {
+    async fn require_management<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Arc<TokenRecord>, Status> {
         let value = request.metadata().get("authorization").ok_or_else(|| {
             Status::unauthenticated("missing management token in authorization metadata")
         })?;
         let token = credentials::from_authorization(value.as_bytes())
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        match self.registry.find_usable(token.expose()) {
+        let found = self.registry.find_usable_now(token.expose()).await;
+        let found = found.map_err(|e| {
+            tracing::warn!(error = %e, "cannot read the token store's newest changes");
+            Status::unavailable("the token store cannot be read; try again")
+        })?;
+        match found {
             None => Err(Status::unauthenticated(
                 "unknown, expired or revoked management token",
             )),
@@ -134,7 +142,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::CreateDatabaseTokenRequest>,
     ) -> Result<Response<pb::CreatedToken>, Status> {
-        let caller = self.require_management(&request)?;
+        let caller = self.require_management(&request).await?;
         let r = request.into_inner();
         self.create(
             &caller,
@@ -150,7 +158,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        self.require_management(&request)?;
+        self.require_management(&request).await?;
         self.list(TokenKind::Database, request.get_ref())
     }
 
@@ -158,7 +166,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::GetTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
-        self.require_management(&request)?;
+        self.require_management(&request).await?;
         let token = self
             .registry
             .get(&request.get_ref().id, TokenKind::Database)?;
@@ -169,7 +177,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::UpdateDatabaseTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
-        self.require_management(&request)?;
+        self.require_management(&request).await?;
         let r = request.into_inner();
         let token = self
             .registry
@@ -182,7 +190,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
-        self.require_management(&request)?;
+        self.require_management(&request).await?;
         self.revoke(&request.get_ref().id, TokenKind::Database)
             .await
     }
@@ -191,7 +199,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::CreateManagementTokenRequest>,
     ) -> Result<Response<pb::CreatedToken>, Status> {
-        let caller = self.require_management(&request)?;
+        let caller = self.require_management(&request).await?;
         let r = request.into_inner();
         self.create(
             &caller,
@@ -207,7 +215,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        self.require_management(&request)?;
+        self.require_management(&request).await?;
         self.list(TokenKind::Management, request.get_ref())
     }
 
@@ -215,7 +223,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
-        self.require_management(&request)?;
+        self.require_management(&request).await?;
         self.revoke(&request.get_ref().id, TokenKind::Management)
             .await
     }
@@ -224,7 +232,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::CreateProxyTokenRequest>,
     ) -> Result<Response<pb::CreatedToken>, Status> {
-        let caller = self.require_management(&request)?;
+        let caller = self.require_management(&request).await?;
         let r = request.into_inner();
         self.create(
             &caller,
@@ -240,7 +248,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        self.require_management(&request)?;
+        self.require_management(&request).await?;
         self.list(TokenKind::Proxy, request.get_ref())
     }
 
@@ -248,7 +256,7 @@ impl TokenService for ManagementService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
-        self.require_management(&request)?;
+        self.require_management(&request).await?;
         self.revoke(&request.get_ref().id, TokenKind::Proxy).await
     }
 

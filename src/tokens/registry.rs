@@ -297,6 +297,29 @@ impl TokenRegistry {
             .cloned()
     }
 
+    /// [`TokenRegistry::find_usable`], and when memory does not know the
+    /// token, again after reading the store's newest changes: a token
+    /// another process has just written (`fluxgate authz bootstrap`,
+    /// another replica) is known before its change notification arrives.
+    /// For management calls, which are rare; not for Authorize, where an
+    /// unknown token is the common guess and must not cost a store read.
+    ///
+    /// An error: the store could not be read, so whether the token exists
+    /// is not known.
+    pub async fn find_usable_now(
+        &self,
+        token: &[u8],
+    ) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        if let Some(found) = self.find_usable(token) {
+            return Ok(Some(found));
+        }
+        if token.is_empty() {
+            return Ok(None);
+        }
+        self.shared.catch_up().await?;
+        Ok(self.find_usable(token))
+    }
+
     /// True when no token exists at all (first start).
     pub fn is_empty(&self) -> bool {
         self.shared.state.read().by_id.is_empty()

@@ -6,7 +6,10 @@ use fluxgate::proto::tokens::token_service_client::TokenServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::common::{Backend, TokenServer};
+use fluxgate::tokens::TokenRegistry;
+use fluxgate::tokens::model::TokenKind;
+
+use crate::common::{Backend, TestStore, TokenServer};
 use crate::{bearer, db_perm, id_of, tokens_client, with_auth};
 
 /// The management RPCs (all but the change stream).
@@ -268,3 +271,33 @@ crate::on_both_backends!(
     management_calls_need_a_management_token,
     revoked_management_token_is_unauthenticated,
 );
+
+/// A management token another process has just written to the store
+/// (`fluxgate authz bootstrap`, as deploy/README.md runs it right before
+/// `fluxgate management create`) works at once: the service reads the
+/// store's newest changes before refusing an unknown management token,
+/// instead of waiting for the next poll or notification.
+#[tokio::test]
+async fn a_management_token_written_by_another_process_works_at_once() {
+    let store = TestStore::new(Backend::Sqlite).await;
+    let server = TokenServer::start_over(&store).await;
+    let (record, token) = TokenRegistry::new_token(
+        TokenKind::Management,
+        "written elsewhere".to_owned(),
+        Vec::new(),
+        None,
+    )
+    .unwrap();
+    store.seed(vec![record]).await;
+    let mut client = tokens_client(&server).await;
+    let listed = client
+        .list_management_tokens(bearer(
+            pb::ListTokensRequest::default(),
+            &token.into_string(),
+        ))
+        .await;
+    assert!(
+        listed.is_ok(),
+        "refused a management token already in the store: {listed:?}"
+    );
+}
