@@ -144,9 +144,7 @@ impl HttpService {
         if route == Route::Public {
             // No token: nothing the caller sends beyond the head goes on.
             drop(body);
-            return upstream
-                .forward_undecided(parts, None, peer.addr, peer.scheme)
-                .await;
+            return upstream.forward_undecided(parts, None, &peer.origin).await;
         }
         let token = credentials::extract(&parts.headers, &url, api == Api::V1)?;
         match route {
@@ -197,7 +195,7 @@ impl HttpService {
                 ));
                 self.inner
                     .upstream
-                    .forward_undecided(parts, Some(body), peer.addr, peer.scheme)
+                    .forward_undecided(parts, Some(body), &peer.origin)
                     .await
             }
         }
@@ -231,7 +229,7 @@ impl HttpService {
         let result = self
             .inner
             .upstream
-            .forward_canonical(parts, write.canonical(), Some(body), peer.addr, peer.scheme)
+            .forward_canonical(parts, write.canonical(), Some(body), &peer.origin)
             .await;
         match result {
             Err(_) if stalled.load(Ordering::Acquire) => Err(Rejection::BodyTimeout),
@@ -294,7 +292,7 @@ impl HttpService {
                 gate.authorize(token, &needs, trail, peer).await?;
                 self.inner
                     .upstream
-                    .forward_canonical(parts, canonical, None, peer.addr, peer.scheme)
+                    .forward_canonical(parts, canonical, None, &peer.origin)
                     .await
             }
             Plan::Refused(message) => Err(gate
@@ -352,7 +350,7 @@ impl HttpService {
         gate.authorize(token, &needs, trail, peer).await?;
         self.inner
             .upstream
-            .forward_canonical(parts, admin.canonical, None, peer.addr, peer.scheme)
+            .forward_canonical(parts, admin.canonical, None, &peer.origin)
             .await
     }
 
@@ -373,7 +371,7 @@ impl HttpService {
         let response = self
             .inner
             .upstream
-            .forward_canonical(parts, canonical, None, peer.addr, peer.scheme)
+            .forward_canonical(parts, canonical, None, &peer.origin)
             .await?;
         if !listing::is_success(response.status()) {
             return Ok(response);
@@ -436,7 +434,7 @@ impl HttpService {
             .await?;
         self.inner
             .upstream
-            .forward_canonical(parts, Canonical::default(), None, peer.addr, peer.scheme)
+            .forward_canonical(parts, Canonical::default(), None, &peer.origin)
             .await
     }
 }

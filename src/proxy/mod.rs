@@ -33,6 +33,7 @@ use http_body::Body;
 
 use self::body::{BoxError, ProxyBody};
 use self::flight::FlightService;
+use self::forward::Origin;
 use self::framing::AmbiguousFraming;
 use self::gate::InFlight;
 use self::http::HttpService;
@@ -50,16 +51,26 @@ pub struct Peer {
     pub framing: AmbiguousFraming,
     /// The connection's last decisions, reused while they hold.
     pub memo: Arc<Memo>,
+    /// The connection as forwarding sees it (`X-Forwarded-*`, the upstream
+    /// connection kept for it).
+    pub origin: Arc<Origin>,
 }
 
 impl Peer {
     /// A peer at `addr` over plain HTTP.
     pub fn plain(addr: SocketAddr) -> Self {
+        Self::new(addr, "http", AmbiguousFraming::default())
+    }
+
+    /// A peer at `addr` over `scheme` (`http` or `https`), whose framing
+    /// is watched by `framing`.
+    pub fn new(addr: SocketAddr, scheme: &'static str, framing: AmbiguousFraming) -> Self {
         Self {
             addr,
-            scheme: "http",
-            framing: AmbiguousFraming::default(),
+            scheme,
+            framing,
             memo: Arc::default(),
+            origin: Arc::new(Origin::new(addr, scheme)),
         }
     }
 }

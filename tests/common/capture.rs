@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -17,6 +18,8 @@ use tokio::net::TcpListener;
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Captured {
+    /// The proxy's end of the connection the request came over.
+    pub peer: SocketAddr,
     pub method: http::Method,
     pub uri: http::Uri,
     pub version: http::Version,
@@ -49,6 +52,7 @@ pub struct CaptureUpstream {
     pub addr: SocketAddr,
     captured: Arc<Mutex<Vec<Captured>>>,
     canned: Arc<Mutex<Canned>>,
+    open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -58,13 +62,19 @@ impl CaptureUpstream {
         let addr = listener.local_addr().unwrap();
         let captured: Arc<Mutex<Vec<Captured>>> = Arc::default();
         let canned: Arc<Mutex<Canned>> = Arc::default();
-        let (c, k) = (Arc::clone(&captured), Arc::clone(&canned));
+        let open: Arc<AtomicUsize> = Arc::default();
+        let (c, k, o) = (
+            Arc::clone(&captured),
+            Arc::clone(&canned),
+            Arc::clone(&open),
+        );
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     return;
                 };
-                let (c, k) = (Arc::clone(&c), Arc::clone(&k));
+                let (c, k, o) = (Arc::clone(&c), Arc::clone(&k), Arc::clone(&o));
+                o.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service =
                         hyper::service::service_fn(move |req: http::Request<Incoming>| {
@@ -79,6 +89,7 @@ impl CaptureUpstream {
                                     Err(_) => (Bytes::new(), None),
                                 };
                                 c.lock().push(Captured {
+                                    peer,
                                     method: parts.method,
                                     uri: parts.uri,
                                     version: parts.version,
@@ -102,6 +113,7 @@ impl CaptureUpstream {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -109,8 +121,14 @@ impl CaptureUpstream {
             addr,
             captured,
             canned,
+            open,
             task,
         }
+    }
+
+    /// Connections open to this upstream now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {

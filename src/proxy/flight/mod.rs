@@ -213,7 +213,7 @@ impl FlightService {
         let result = self
             .inner
             .upstream
-            .forward_grpc(parts, body, peer.addr, peer.scheme)
+            .forward_grpc(parts, body, &peer.origin)
             .await;
         match result {
             Err(_) if stalled.load(Ordering::Acquire) => Err(Rejection::BodyTimeout),

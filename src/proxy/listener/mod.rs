@@ -360,12 +360,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (stream, framing) = FramingWatch::new(stream);
-        let peer = Peer {
-            addr,
-            scheme,
-            framing,
-            memo: Arc::default(),
-        };
+        let peer = Peer::new(addr, scheme, framing);
         let activity = Arc::new(Activity::new());
         let service = {
             let (proxy, activity) = (self.proxy.clone(), Arc::clone(&activity));

@@ -1,58 +1,40 @@
 //! Forwarding to the database: the request rewritten for the upstream
 //! (credentials removed, an optional upstream credential added, hop-by-hop
 //! headers dropped, `X-Forwarded-*` set, and for a decided request its
-//! canonical query string and body put in place) over pooled connections,
-//! and the response streamed back untouched but for hop-by-hop headers. An
+//! canonical query string and body put in place) over pooled connections
+//! (or the one kept for the caller's connection, [`pinned`]), and the
+//! response streamed back untouched but for hop-by-hop headers. An
 //! `https://` upstream is reached over TLS (hyper-rustls), HTTP/1.1 or h2
 //! as for plain http. An upstream that sends no response head within
 //! `--upstream-timeout` is abandoned (504).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod headers;
+mod pinned;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version, request};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use bytes::Bytes;
-
-use super::body::ProxyBody;
+use self::headers::{replace_body_headers, set_forwarded, strip_hop_by_hop};
+pub use self::pinned::Origin;
+use self::pinned::Take;
+use super::body::{BoxError, ProxyBody};
 use super::read::Canonical;
 use super::read::params::strip_query;
 use super::reject::Rejection;
 
 /// Query parameters that carry v1 credentials; never forwarded.
 const CREDENTIAL_PARAMS: &[&str] = &["u", "p"];
-
-/// Headers that describe a body the proxy replaced with its own.
-const BODY_HEADERS: &[HeaderName] = &[
-    header::CONTENT_LENGTH,
-    header::CONTENT_ENCODING,
-    header::CONTENT_TYPE,
-    header::TRANSFER_ENCODING,
-    header::EXPECT,
-];
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Which protocol the upstream connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +58,11 @@ pub struct Upstream {
     scheme: Option<Scheme>,
     authority: Option<Authority>,
     prefix: String,
+    /// The `Host` a request on a connection of the proxy's own carries
+    /// (the pool's client sets the same from the URI).
+    host: Option<HeaderValue>,
+    /// Tells this upstream's kept connections from another's.
+    id: u64,
     credential: Option<HeaderValue>,
     protocol: Protocol,
     response_timeout: Duration,
@@ -131,6 +118,8 @@ impl Upstream {
             scheme: base.scheme().cloned(),
             authority: base.authority().cloned(),
             prefix: base.path().trim_end_matches('/').to_owned(),
+            host: host_header(&base),
+            id: pinned::upstream_id(),
             base,
             credential,
             protocol,
@@ -145,6 +134,7 @@ impl Upstream {
     pub fn with_own_pool(&self) -> Self {
         Self {
             client: self.builder.build(self.connector.clone()),
+            id: pinned::upstream_id(),
             ..self.clone()
         }
     }
@@ -183,8 +173,7 @@ impl Upstream {
         &self,
         mut parts: request::Parts,
         body: Option<ProxyBody>,
-        client: SocketAddr,
-        scheme: &'static str,
+        origin: &Origin,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let query = strip_query(parts.uri.query().unwrap_or(""), CREDENTIAL_PARAMS);
         parts.uri = self.target(parts.uri.path(), &query)?;
@@ -195,7 +184,7 @@ impl Upstream {
                 ProxyBody::empty()
             }
         };
-        self.send(parts, body, client, scheme).await
+        self.send(parts, body, origin).await
     }
 
     /// Forwards a decided request in its canonical form: the canonical query
@@ -206,8 +195,7 @@ impl Upstream {
         mut parts: request::Parts,
         canonical: Canonical,
         caller_body: Option<ProxyBody>,
-        client: SocketAddr,
-        scheme: &'static str,
+        origin: &Origin,
     ) -> Result<Response<ProxyBody>, Rejection> {
         parts.uri = self.target(parts.uri.path(), &canonical.query)?;
         let body = match (canonical.body, caller_body) {
@@ -221,7 +209,7 @@ impl Upstream {
                 ProxyBody::empty()
             }
         };
-        self.send(parts, body, client, scheme).await
+        self.send(parts, body, origin).await
     }
 
     /// Forwards a gRPC call as it is (its query string is meaningless to
@@ -230,20 +218,20 @@ impl Upstream {
         &self,
         mut parts: request::Parts,
         body: ProxyBody,
-        client: SocketAddr,
-        scheme: &'static str,
+        origin: &Origin,
     ) -> Result<Response<ProxyBody>, Rejection> {
         parts.uri = self.target(parts.uri.path(), "")?;
-        self.send(parts, body, client, scheme).await
+        self.send(parts, body, origin).await
     }
 
     async fn send(
         &self,
         mut parts: request::Parts,
         body: ProxyBody,
-        client: SocketAddr,
-        scheme: &'static str,
+        origin: &Origin,
     ) -> Result<Response<ProxyBody>, Rejection> {
+        // An HTTP/1.x caller's requests never overlap (see `pinned`).
+        let sequential = parts.version < Version::HTTP_2;
         parts.version = match self.protocol {
             Protocol::Http1 => Version::HTTP_11,
             Protocol::Http2 => Version::HTTP_2,
@@ -266,11 +254,18 @@ impl Upstream {
                 .headers
                 .insert(header::AUTHORIZATION, credential.clone());
         }
-        set_forwarded(&mut parts.headers, client, scheme);
+        set_forwarded(&mut parts.headers, origin);
 
-        let started = Instant::now();
-        let sent = self.client.request(Request::from_parts(parts, body));
-        let result = tokio::time::timeout(self.response_timeout, sent).await;
+        let started = tokio::time::Instant::now();
+        let request = Request::from_parts(parts, body);
+        let sent = async {
+            if sequential && self.protocol == Protocol::Http1 {
+                self.send_sequential(request, origin).await
+            } else {
+                self.send_pooled(request).await
+            }
+        };
+        let result = tokio::time::timeout_at(started + self.response_timeout, sent).await;
         self.seconds.record(started.elapsed().as_secs_f64());
         let response = match result {
             Ok(Ok(response)) => response,
@@ -296,6 +291,88 @@ impl Upstream {
         };
         Ok(Response::from_parts(parts, body))
     }
+}
+
+impl Upstream {
+    async fn send_pooled(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        Ok(self.client.request(request).await?)
+    }
+
+    /// Sends an HTTP/1.x caller's request: over the shared pool the first
+    /// time, then over a connection kept for the caller's connection.
+    async fn send_sequential(
+        &self,
+        request: Request<ProxyBody>,
+        origin: &Origin,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let mut sender = match origin.pinned.take(self.id) {
+            Take::Pool => return self.send_pooled(request).await,
+            Take::Open => self.open().await?,
+            Take::Kept(mut sender) => match sender.ready().await {
+                Ok(()) => sender,
+                // Closed by the upstream while idle.
+                Err(_) => self.open().await?,
+            },
+        };
+        // On a connection of its own the request names its target as a
+        // path, and the host in `Host` (what the pool's client does).
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().cloned();
+        let path = path.unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let absolute = std::mem::replace(&mut parts.uri, Uri::from(path));
+        if let Some(host) = &self.host {
+            parts.headers.insert(header::HOST, host.clone());
+        }
+        let response = sender.try_send_request(Request::from_parts(parts, body));
+        origin.pinned.keep(self.id, sender);
+        match response.await {
+            Ok(response) => Ok(response),
+            Err(mut e) => match e.take_message() {
+                // Not sent: the connection closed first. The pool sends it.
+                Some(mut request) => {
+                    *request.uri_mut() = absolute;
+                    self.send_pooled(request).await
+                }
+                None => Err(e.into_error().into()),
+            },
+        }
+    }
+
+    /// Opens an HTTP/1.1 connection of the proxy's own to the upstream, served
+    /// on the current runtime (the listener thread's).
+    async fn open(&self) -> Result<SendRequest<ProxyBody>, BoxError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| tower_service::Service::<Uri>::poll_ready(&mut connector, cx))
+            .await?;
+        let io = tower_service::Service::call(&mut connector, self.base.clone()).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        let upstream = self.base.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %upstream, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// The `Host` header for requests to `base`: its host, and its port unless
+/// it is the scheme's default (as hyper-util's client writes it).
+fn host_header(base: &Uri) -> Option<HeaderValue> {
+    let host = base.host()?;
+    let default_port = match base.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let value = match base.port_u16() {
+        Some(port) if Some(port) != default_port => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 /// A response body whose trailers lose any `authorization` (gRPC answers
@@ -354,55 +431,6 @@ fn default_tls(base: &Uri) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// Describes `body`, the proxy's own, in place of the caller's body headers
-/// (no body: no body headers at all).
-fn replace_body_headers(headers: &mut HeaderMap, body: &Bytes, content_type: Option<&'static str>) {
-    for name in BODY_HEADERS {
-        headers.remove(name);
-    }
-    if let Some(content_type) = content_type {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-}
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'static str) {
-    use std::fmt::Write as _;
-    let mut forwarded_for = String::new();
-    if let Some(existing) = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-    {
-        forwarded_for.push_str(existing);
-        forwarded_for.push_str(", ");
-    }
-    let _ = write!(forwarded_for, "{}", client.ip());
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,45 +449,5 @@ mod tests {
         );
         let t = up.target("/ping", "").unwrap();
         assert_eq!(t.to_string(), "http://127.0.0.1:8087/prefix/ping");
-    }
-
-    #[test]
-    fn replaced_bodies_are_described_afresh() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("multipart/form-data; boundary=x"),
-        );
-        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/x-msgpack"),
-        );
-        replace_body_headers(
-            &mut h,
-            &Bytes::from_static(b"q=1"),
-            Some("application/x-www-form-urlencoded"),
-        );
-        assert_eq!(h.len(), 3);
-        assert_eq!(h[header::CONTENT_LENGTH], "3");
-        assert_eq!(h[header::CONTENT_TYPE], "application/x-www-form-urlencoded");
-        assert_eq!(h[header::ACCEPT], "application/x-msgpack");
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::CONTENT_ENCODING));
     }
 }
