@@ -23,6 +23,8 @@ pub mod media;
 pub mod multipart;
 pub mod params;
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, header};
 
@@ -198,8 +200,9 @@ pub fn influxql(
     // Where `q` was given: exactly one place, or Go's precedence rules
     // (which differ between form and multipart bodies, and fall back to a
     // file part when the value is blank) would decide.
-    let mut qs: Vec<String> = url.get("q").map(str::to_owned).into_iter().collect();
-    let mut merged = url.clone();
+    let mut qs: Vec<Cow<'_, str>> = url.get("q").map(Cow::Borrowed).into_iter().collect();
+    // The URL's parameters, with a form body's merged in (a copy only then).
+    let mut merged = Cow::Borrowed(url);
     if *method == Method::POST && !body.is_empty() {
         let media = content_type(headers)?.ok_or_else(|| {
             Rejection::UnsupportedMediaType("a /query body needs a Content-Type".to_owned())
@@ -208,8 +211,8 @@ pub fn influxql(
             FORM => {
                 let form = Params::parse_form(&body)?;
                 refuse_credentials(&form)?;
-                qs.extend(form.get("q").map(str::to_owned));
-                merged = merged.merge(form)?;
+                qs.extend(form.get("q").map(|q| Cow::Owned(q.to_owned())));
+                merged = Cow::Owned(merged.into_owned().merge(form)?);
             }
             "multipart/form-data" => {
                 let mut values = Vec::new();
@@ -221,7 +224,7 @@ pub fn influxql(
                         )));
                     }
                     if part.name == "q" {
-                        qs.push(part.content.clone());
+                        qs.push(Cow::Owned(part.content.clone()));
                     }
                     if !part.file {
                         values.push((part.name, part.content));
@@ -229,10 +232,10 @@ pub fn influxql(
                 }
                 let form = Params::from_pairs(values)?;
                 refuse_credentials(&form)?;
-                merged = merged.merge(form)?;
+                merged = Cow::Owned(merged.into_owned().merge(form)?);
             }
             "application/vnd.influxql" | "text/plain" => {
-                qs.push(utf8(body, "the query body")?);
+                qs.push(Cow::Owned(utf8(body, "the query body")?));
             }
             "application/json" => {
                 return Err(Rejection::UnsupportedMediaType(

@@ -108,8 +108,11 @@ impl<'a> Tok<'a> {
         }
     }
 
+    /// True when this is keyword `kw` (which must be one of [`KEYWORDS`]:
+    /// a word equal to it but for ASCII case is then a keyword too).
     pub(super) fn is_kw(&self, kw: &str) -> bool {
-        matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw) && is_keyword(w))
+        debug_assert!(is_keyword(kw), "{kw} is not an InfluxQL keyword");
+        matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
     }
 
     /// Short description for error messages; never echoes unbounded input.
@@ -181,11 +184,18 @@ impl<'a> Lexer<'a> {
     }
 
     fn peek_char(&self) -> Option<char> {
-        self.rest().chars().next()
+        // Queries are almost all ASCII: a byte is a character then.
+        match self.src.as_bytes().get(self.pos) {
+            Some(&b) if b.is_ascii() => Some(char::from(b)),
+            _ => self.rest().chars().next(),
+        }
     }
 
     fn peek_char2(&self) -> Option<char> {
-        self.rest().chars().nth(1)
+        match self.src.as_bytes().get(self.pos..self.pos + 2) {
+            Some(&[a, b]) if a.is_ascii() && b.is_ascii() => Some(char::from(b)),
+            _ => self.rest().chars().nth(1),
+        }
     }
 
     fn bump(&mut self) -> Option<char> {
@@ -335,8 +345,13 @@ impl<'a> Lexer<'a> {
 
     fn bare_word(&mut self, first: char) -> Result<&'a str, ScanError> {
         let start = self.pos - first.len_utf8();
-        while let Some(c) = self.peek_char().filter(|&c| is_ident_char(c)) {
-            self.pos += c.len_utf8();
+        // Identifier characters are all ASCII: one byte each.
+        let bytes = self.src.as_bytes();
+        while bytes
+            .get(self.pos)
+            .is_some_and(|&b| is_ident_char(char::from(b)))
+        {
+            self.pos += 1;
         }
         let word = self.src.get(start..self.pos).unwrap_or("");
         // InfluxDB reads `abc"x"` as the single identifier `x` (and `FROM"x"`
