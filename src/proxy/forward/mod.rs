@@ -27,7 +27,7 @@ use hyper_util::rt::TokioExecutor;
 
 use self::headers::{replace_body_headers, set_forwarded, strip_hop_by_hop};
 pub use self::pinned::Origin;
-use self::pinned::Take;
+use self::pinned::{KeptCount, Take};
 use super::body::{BoxError, ProxyBody};
 use super::read::Canonical;
 use super::read::params::strip_query;
@@ -63,12 +63,20 @@ pub struct Upstream {
     host: Option<HeaderValue>,
     /// Tells this upstream's kept connections from another's.
     id: u64,
+    /// The connections kept for callers that are open now (shared by
+    /// clones, not by [`Upstream::with_own_pool`]'s).
+    kept: KeptCount,
     credential: Option<HeaderValue>,
     protocol: Protocol,
     response_timeout: Duration,
     /// `fluxgate_upstream_seconds`, resolved once.
     seconds: metrics::Histogram,
 }
+
+/// Most upstream connections kept for callers at once, per upstream pool
+/// (as many as the pool keeps idle): past it, callers share the pool, so
+/// many idle keep-alive callers cannot hold as many upstream connections.
+const MAX_KEPT: usize = 256;
 
 /// Longest wait for the upstream's response head unless configured.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -120,6 +128,7 @@ impl Upstream {
             prefix: base.path().trim_end_matches('/').to_owned(),
             host: host_header(&base),
             id: pinned::upstream_id(),
+            kept: KeptCount::default(),
             base,
             credential,
             protocol,
@@ -135,6 +144,7 @@ impl Upstream {
         Self {
             client: self.builder.build(self.connector.clone()),
             id: pinned::upstream_id(),
+            kept: KeptCount::default(),
             ..self.clone()
         }
     }
@@ -308,14 +318,17 @@ impl Upstream {
         request: Request<ProxyBody>,
         origin: &Origin,
     ) -> Result<Response<Incoming>, BoxError> {
-        let mut sender = match origin.pinned.take(self.id) {
-            Take::Pool => return self.send_pooled(request).await,
+        let kept = match origin.pinned.take(self.id) {
+            Take::Pool => None,
             Take::Open => self.open().await?,
             Take::Kept(mut sender) => match sender.ready().await {
-                Ok(()) => sender,
+                Ok(()) => Some(sender),
                 // Closed by the upstream while idle.
                 Err(_) => self.open().await?,
             },
+        };
+        let (Some(mut sender), Some(host)) = (kept, &self.host) else {
+            return self.send_pooled(request).await;
         };
         // On a connection of its own the request names its target as a
         // path, and the host in `Host` (what the pool's client does).
@@ -323,9 +336,7 @@ impl Upstream {
         let path = parts.uri.path_and_query().cloned();
         let path = path.unwrap_or_else(|| PathAndQuery::from_static("/"));
         let absolute = std::mem::replace(&mut parts.uri, Uri::from(path));
-        if let Some(host) = &self.host {
-            parts.headers.insert(header::HOST, host.clone());
-        }
+        parts.headers.insert(header::HOST, host.clone());
         let response = sender.try_send_request(Request::from_parts(parts, body));
         origin.pinned.keep(self.id, sender);
         match response.await {
@@ -341,9 +352,13 @@ impl Upstream {
         }
     }
 
-    /// Opens an HTTP/1.1 connection of the proxy's own to the upstream, served
-    /// on the current runtime (the listener thread's).
-    async fn open(&self) -> Result<SendRequest<ProxyBody>, BoxError> {
+    /// Opens an HTTP/1.1 connection of the proxy's own to the upstream,
+    /// served on the current runtime (the listener thread's); `None` when
+    /// [`MAX_KEPT`] are open already.
+    async fn open(&self) -> Result<Option<SendRequest<ProxyBody>>, BoxError> {
+        let Some(permit) = self.kept.reserve(MAX_KEPT) else {
+            return Ok(None);
+        };
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| tower_service::Service::<Uri>::poll_ready(&mut connector, cx))
             .await?;
@@ -354,8 +369,9 @@ impl Upstream {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %upstream, "upstream connection ended with an error");
             }
+            drop(permit);
         });
-        Ok(sender)
+        Ok(Some(sender))
     }
 }
 

@@ -10,10 +10,12 @@
 //! waiter list). The first request of a connection still goes through the
 //! pool, so a caller that sends one request per connection never costs an
 //! upstream connection of its own; HTTP/2 callers, whose requests overlap,
-//! always use the pool. The kept connection closes with the caller's.
+//! always use the pool. The kept connection closes with the caller's, and
+//! an upstream keeps at most so many at once ([`KeptCount`]).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use http::HeaderValue;
 use hyper::client::conn::http1::SendRequest;
@@ -99,5 +101,74 @@ impl Pinned {
     /// Keeps `sender`, a connection to upstream `id`, for the next request.
     pub(super) fn keep(&self, id: u64, sender: SendRequest<ProxyBody>) {
         *self.slot.lock() = Slot::Kept(id, sender);
+    }
+}
+
+/// How many connections kept for callers are open, against a limit.
+#[derive(Debug, Clone, Default)]
+pub(super) struct KeptCount(Arc<AtomicUsize>);
+
+/// One open kept connection, counted until dropped.
+#[derive(Debug)]
+pub(super) struct KeptPermit(Arc<AtomicUsize>);
+
+impl KeptCount {
+    /// Counts one more, unless `limit` are open.
+    pub(super) fn reserve(&self, limit: usize) -> Option<KeptPermit> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| KeptPermit(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for KeptPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_connections_are_counted_against_the_limit() {
+        let kept = KeptCount::default();
+        let first = kept.reserve(2).expect("room");
+        let second = kept.reserve(2).expect("room");
+        assert!(kept.reserve(2).is_none());
+        drop(first);
+        let third = kept.reserve(2).expect("room again");
+        assert!(kept.reserve(2).is_none());
+        drop((second, third));
+        assert!(kept.reserve(1).is_some());
+    }
+
+    /// A sender over an in-memory stream: no upstream needed.
+    async fn sender() -> SendRequest<ProxyBody> {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let (sender, _connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(ours))
+                .await
+                .expect("an HTTP/1 handshake does no I/O");
+        sender
+    }
+
+    #[tokio::test]
+    async fn the_first_request_uses_the_pool_and_a_kept_connection_serves_its_upstream_only() {
+        let pinned = Pinned::default();
+        assert!(matches!(pinned.take(1), Take::Pool));
+        assert!(matches!(pinned.take(1), Take::Open));
+        pinned.keep(1, sender().await);
+        assert!(matches!(pinned.take(1), Take::Kept(_)));
+        // Taken: the next request, were one to overlap, opens its own.
+        assert!(matches!(pinned.take(1), Take::Open));
+        pinned.keep(1, sender().await);
+        assert!(matches!(pinned.take(2), Take::Open));
+        // The one for upstream 1 was dropped, not kept for later.
+        assert!(matches!(pinned.take(1), Take::Open));
     }
 }
