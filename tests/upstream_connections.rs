@@ -2,7 +2,8 @@
 //! request goes through the shared pool, its later ones over one upstream
 //! connection kept for the caller's connection; every request is forwarded
 //! alike on either; a kept connection the upstream closes costs no request,
-//! and it closes when the caller's connection does.
+//! it closes when the caller's connection does, and requests the proxy did
+//! not decide (no token) never get one.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -149,5 +150,25 @@ async fn the_kept_connection_closes_with_the_callers() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(e.upstream.open_connections(), 1);
+}
+
+#[tokio::test]
+async fn requests_without_a_token_never_get_a_connection_of_their_own() {
+    let e = env().await;
+    let mut caller = connect(&e).await;
+    for _ in 0..3 {
+        caller.ready().await.unwrap();
+        let request = http::Request::get("/ping")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = caller.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 204);
+        response.into_body().collect().await.unwrap();
+    }
+    let got = e.upstream.requests();
+    assert_eq!(got.len(), 3);
+    // All over the pool's one connection.
+    assert!(got.iter().all(|g| g.peer == got[0].peer));
     assert_eq!(e.upstream.open_connections(), 1);
 }

@@ -74,9 +74,16 @@ pub struct Upstream {
 }
 
 /// Most upstream connections kept for callers at once, per upstream pool
-/// (as many as the pool keeps idle): past it, callers share the pool, so
-/// many idle keep-alive callers cannot hold as many upstream connections.
+/// (each listener thread has its own; as many as a pool keeps idle): past
+/// it, callers share the pool, so many idle keep-alive callers cannot hold
+/// as many upstream connections.
 const MAX_KEPT: usize = 256;
+
+/// Most upstream connections opened to be kept per second, per upstream
+/// pool: callers that send a few requests per connection and go, many
+/// times a second, share the pool's connections instead of each opening
+/// (and the proxy closing) one of its own.
+const MAX_KEPT_OPENS_PER_SECOND: u32 = 32;
 
 /// Longest wait for the upstream's response head unless configured.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -194,7 +201,7 @@ impl Upstream {
                 ProxyBody::empty()
             }
         };
-        self.send(parts, body, origin).await
+        self.send(parts, body, origin, false).await
     }
 
     /// Forwards a decided request in its canonical form: the canonical query
@@ -219,7 +226,7 @@ impl Upstream {
                 ProxyBody::empty()
             }
         };
-        self.send(parts, body, origin).await
+        self.send(parts, body, origin, true).await
     }
 
     /// Forwards a gRPC call as it is (its query string is meaningless to
@@ -231,17 +238,23 @@ impl Upstream {
         origin: &Origin,
     ) -> Result<Response<ProxyBody>, Rejection> {
         parts.uri = self.target(parts.uri.path(), "")?;
-        self.send(parts, body, origin).await
+        self.send(parts, body, origin, false).await
     }
 
+    /// Sends a request; a `decided` one (authorized, in its canonical form)
+    /// may go over the connection kept for the caller's. Undecided ones
+    /// (public routes, `--allow-path` methods such as CONNECT, callers
+    /// without a token) always use the pool: nobody opens upstream
+    /// connections of their own without a token.
     async fn send(
         &self,
         mut parts: request::Parts,
         body: ProxyBody,
         origin: &Origin,
+        decided: bool,
     ) -> Result<Response<ProxyBody>, Rejection> {
         // An HTTP/1.x caller's requests never overlap (see `pinned`).
-        let sequential = parts.version < Version::HTTP_2;
+        let keep = decided && parts.version < Version::HTTP_2 && self.protocol == Protocol::Http1;
         parts.version = match self.protocol {
             Protocol::Http1 => Version::HTTP_11,
             Protocol::Http2 => Version::HTTP_2,
@@ -269,7 +282,7 @@ impl Upstream {
         let started = tokio::time::Instant::now();
         let request = Request::from_parts(parts, body);
         let sent = async {
-            if sequential && self.protocol == Protocol::Http1 {
+            if keep {
                 self.send_sequential(request, origin).await
             } else {
                 self.send_pooled(request).await
@@ -354,9 +367,14 @@ impl Upstream {
 
     /// Opens an HTTP/1.1 connection of the proxy's own to the upstream,
     /// served on the current runtime (the listener thread's); `None` when
-    /// [`MAX_KEPT`] are open already.
+    /// [`MAX_KEPT`] are open already, or [`MAX_KEPT_OPENS_PER_SECOND`] were
+    /// opened in the last second.
     async fn open(&self) -> Result<Option<SendRequest<ProxyBody>>, BoxError> {
-        let Some(permit) = self.kept.reserve(MAX_KEPT) else {
+        let limits = pinned::Limits {
+            open: MAX_KEPT,
+            opens_per_second: MAX_KEPT_OPENS_PER_SECOND,
+        };
+        let Some(permit) = self.kept.reserve(limits, std::time::Instant::now()) else {
             return Ok(None);
         };
         let mut connector = self.connector.clone();
@@ -465,5 +483,34 @@ mod tests {
         );
         let t = up.target("/ping", "").unwrap();
         assert_eq!(t.to_string(), "http://127.0.0.1:8087/prefix/ping");
+    }
+
+    #[test]
+    fn host_headers_are_written_as_the_pools_client_writes_them() {
+        let host = |base: &str| {
+            host_header(&base.parse().unwrap()).map(|h| h.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            host("http://127.0.0.1:8086").as_deref(),
+            Some("127.0.0.1:8086")
+        );
+        assert_eq!(host("http://db.example").as_deref(), Some("db.example"));
+        assert_eq!(
+            host("http://db.example:80/x").as_deref(),
+            Some("db.example")
+        );
+        assert_eq!(
+            host("https://db.example:443/").as_deref(),
+            Some("db.example")
+        );
+        assert_eq!(
+            host("https://db.example:80").as_deref(),
+            Some("db.example:80")
+        );
+        assert_eq!(
+            host("http://db.example:443").as_deref(),
+            Some("db.example:443")
+        );
+        assert_eq!(host("http://[::1]:8086").as_deref(), Some("[::1]:8086"));
     }
 }

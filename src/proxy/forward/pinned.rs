@@ -10,12 +10,14 @@
 //! waiter list). The first request of a connection still goes through the
 //! pool, so a caller that sends one request per connection never costs an
 //! upstream connection of its own; HTTP/2 callers, whose requests overlap,
-//! always use the pool. The kept connection closes with the caller's, and
-//! an upstream keeps at most so many at once ([`KeptCount`]).
+//! always use the pool. The kept connection closes with the caller's; an
+//! upstream pool keeps at most so many at once and opens at most so many a
+//! second ([`KeptCount`]), and only authorized requests are sent on them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use hyper::client::conn::http1::SendRequest;
@@ -104,29 +106,66 @@ impl Pinned {
     }
 }
 
-/// How many connections kept for callers are open, against a limit.
+/// How many connections kept for callers are open, and how many were
+/// opened lately, against [`Limits`].
 #[derive(Debug, Clone, Default)]
-pub(super) struct KeptCount(Arc<AtomicUsize>);
+pub(super) struct KeptCount(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    open: AtomicUsize,
+    /// Opened in the current one-second window, and when it began.
+    opened: Mutex<Option<(Instant, u32)>>,
+}
+
+/// What [`KeptCount::reserve`] allows.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Open at once.
+    pub(super) open: usize,
+    /// Opened per second.
+    pub(super) opens_per_second: u32,
+}
 
 /// One open kept connection, counted until dropped.
 #[derive(Debug)]
-pub(super) struct KeptPermit(Arc<AtomicUsize>);
+pub(super) struct KeptPermit(Arc<Counts>);
 
 impl KeptCount {
-    /// Counts one more, unless `limit` are open.
-    pub(super) fn reserve(&self, limit: usize) -> Option<KeptPermit> {
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < limit).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| KeptPermit(Arc::clone(&self.0)))
+    /// Counts one more connection opened at `now`, unless `limits` say no.
+    pub(super) fn reserve(&self, limits: Limits, now: Instant) -> Option<KeptPermit> {
+        let counts = &self.0;
+        {
+            let mut opened = counts.opened.lock();
+            let in_window = match *opened {
+                Some((since, n))
+                    if now.saturating_duration_since(since) < Duration::from_secs(1) =>
+                {
+                    (since, n)
+                }
+                _ => (now, 0),
+            };
+            if in_window.1 >= limits.opens_per_second {
+                return None;
+            }
+            if counts
+                .open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                    (open < limits.open).then_some(open + 1)
+                })
+                .is_err()
+            {
+                return None;
+            }
+            *opened = Some((in_window.0, in_window.1 + 1));
+        }
+        Some(KeptPermit(Arc::clone(counts)))
     }
 }
 
 impl Drop for KeptPermit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -135,16 +174,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kept_connections_are_counted_against_the_limit() {
+    fn kept_connections_are_counted_against_the_limits() {
+        let now = Instant::now();
+        let open_two = Limits {
+            open: 2,
+            opens_per_second: 100,
+        };
         let kept = KeptCount::default();
-        let first = kept.reserve(2).expect("room");
-        let second = kept.reserve(2).expect("room");
-        assert!(kept.reserve(2).is_none());
+        let first = kept.reserve(open_two, now).expect("room");
+        let second = kept.reserve(open_two, now).expect("room");
+        assert!(kept.reserve(open_two, now).is_none());
         drop(first);
-        let third = kept.reserve(2).expect("room again");
-        assert!(kept.reserve(2).is_none());
+        let third = kept.reserve(open_two, now).expect("room again");
+        assert!(kept.reserve(open_two, now).is_none());
         drop((second, third));
-        assert!(kept.reserve(1).is_some());
+
+        // However few are open, no more than so many are opened a second.
+        let two_a_second = Limits {
+            open: 100,
+            opens_per_second: 2,
+        };
+        let kept = KeptCount::default();
+        drop(kept.reserve(two_a_second, now).expect("room"));
+        drop(kept.reserve(two_a_second, now).expect("room"));
+        let soon = now + Duration::from_millis(999);
+        assert!(kept.reserve(two_a_second, soon).is_none());
+        let next_second = now + Duration::from_secs(1);
+        assert!(kept.reserve(two_a_second, next_second).is_some());
     }
 
     /// A sender over an in-memory stream: no upstream needed.
