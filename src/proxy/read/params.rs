@@ -184,13 +184,11 @@ fn unescape(input: &[u8], what: &str) -> Result<String, Rejection> {
         match b {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = input
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    // `from_str_radix` takes a sign; `%+1` is not an escape.
-                    .filter(|_| input[i + 1].is_ascii_hexdigit());
-                let Some(byte) = hex else {
+                let hex = match input.get(i + 1..i + 3) {
+                    Some(&[high, low]) => hex_digit(high).zip(hex_digit(low)),
+                    _ => None,
+                };
+                let Some(byte) = hex.map(|(high, low)| high << 4 | low) else {
                     return Err(Rejection::BadRequest(format!(
                         "invalid percent-encoding in {what}"
                     )));
@@ -203,6 +201,17 @@ fn unescape(input: &[u8], what: &str) -> Result<String, Rejection> {
         i += 1;
     }
     String::from_utf8(out).map_err(|_| not_utf8())
+}
+
+/// The value of an ASCII hex digit (either case); `None` for anything else
+/// (a sign included: `%+1` is not an escape).
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// The query string with every pair whose decoded key is in `drop` removed;

@@ -63,13 +63,31 @@ const KEYWORD_CODES: [u128; KEYWORDS.len()] = {
     codes
 };
 
+/// For each first letter, the lengths of the keywords starting with it
+/// (bit `n`: a keyword of `n` letters; keywords have at most 13).
+const KEYWORD_SHAPES: [u16; 26] = {
+    let mut shapes = [0u16; 26];
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        let word = KEYWORDS[i].as_bytes();
+        shapes[(word[0] - b'A') as usize] |= 1 << word.len();
+        i += 1;
+    }
+    shapes
+};
+
 pub(super) fn is_keyword(word: &str) -> bool {
-    // Keywords are 2 to 13 ASCII letters: most identifiers are excluded
+    // Most identifiers are excluded by their first letter and length
     // before any comparison.
-    if !(2..=13).contains(&word.len()) || !word.bytes().all(|b| b.is_ascii_alphabetic()) {
+    let bytes = word.as_bytes();
+    let Some(first) = bytes.first().filter(|b| b.is_ascii_alphabetic()) else {
+        return false;
+    };
+    let shapes = KEYWORD_SHAPES[usize::from(first.to_ascii_uppercase() - b'A')];
+    if bytes.len() > 13 || shapes & (1 << bytes.len()) == 0 {
         return false;
     }
-    KEYWORD_CODES.binary_search(&code(word.as_bytes())).is_ok()
+    bytes.iter().all(u8::is_ascii_alphabetic) && KEYWORD_CODES.binary_search(&code(bytes)).is_ok()
 }
 
 /// A token, borrowing its text from the query: the parser reads every word
@@ -160,6 +178,8 @@ pub(super) struct Lexer<'a> {
 struct Ahead<'a> {
     start: usize,
     regex: bool,
+    /// The token (after white space and comments) began with `/`.
+    slash: bool,
     end: usize,
     tok: Result<Tok<'a>, ScanError>,
 }
@@ -173,10 +193,13 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// True when the token peeked last is the one `regex` would read here:
+    /// the flag only changes how a `/` reads, so a token not starting with
+    /// one is the same either way.
     fn ahead_here(&self, regex: bool) -> bool {
         self.ahead
             .as_ref()
-            .is_some_and(|a| a.start == self.pos && a.regex == regex)
+            .is_some_and(|a| a.start == self.pos && (a.regex == regex || !a.slash))
     }
 
     fn rest(&self) -> &'a str {
@@ -240,23 +263,31 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    pub(super) fn peek(&mut self, regex: bool) -> Result<Tok<'a>, ScanError> {
-        if self.ahead_here(regex)
-            && let Some(a) = &self.ahead
-        {
-            return a.tok.clone();
+    /// The next significant token, left in place: lent, not copied (the
+    /// parser peeks at most tokens several times before taking them).
+    pub(super) fn peek(&mut self, regex: bool) -> Result<&Tok<'a>, ScanError> {
+        if !self.ahead_here(regex) {
+            let start = self.pos;
+            let tok = self.scan(regex);
+            let end = self.pos;
+            self.pos = start;
+            // A scan error may come before the token starts: never reused
+            // for the other flag then.
+            let slash = !matches!(tok, Ok(ref t) if !matches!(t, Tok::Regex | Tok::Op("/")));
+            self.ahead = Some(Ahead {
+                start,
+                regex,
+                slash,
+                end,
+                tok,
+            });
         }
-        let start = self.pos;
-        let tok = self.scan(regex);
-        let end = self.pos;
-        self.pos = start;
-        self.ahead = Some(Ahead {
-            start,
-            regex,
-            end,
-            tok: tok.clone(),
-        });
-        tok
+        match self.ahead.as_ref().map(|a| &a.tok) {
+            Some(Ok(tok)) => Ok(tok),
+            Some(Err(e)) => Err(e.clone()),
+            // Filled just above.
+            None => Ok(&Tok::Eof),
+        }
     }
 
     /// Next significant token; `regex` says whether a `/` opens a regex here.
@@ -459,7 +490,8 @@ mod tests {
             assert!(is_keyword(k) && is_keyword(&k.to_ascii_lowercase()), "{k}");
         }
         for word in [
-            "cpu", "SELECTX", "ALTE", "selec", "WRITES", "a", "xSELECT", "ELECT",
+            "cpu", "SELECTX", "ALTE", "selec", "WRITES", "a", "xSELECT", "ELECT", "", "_", "9",
+            "é", "SHOW_", "AND1", "ALLx",
         ] {
             assert!(!is_keyword(word), "{word}");
         }
@@ -571,9 +603,38 @@ mod tests {
     fn raw_peek_and_lookahead_do_not_consume() {
         let mut lx = Lexer::new("a./b/");
         assert_eq!(lx.next(false).expect("token"), Tok::Word("a"));
-        assert_eq!(lx.peek(false).expect("token"), Tok::Dot);
+        assert_eq!(lx.peek(false).expect("token"), &Tok::Dot);
         assert_eq!(lx.next(false).expect("token"), Tok::Dot);
         assert!(lx.raw_next_is('/'));
         assert_eq!(lx.next(true).expect("token"), Tok::Regex);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keywords_are_the_listed_words_in_any_case(word in "[a-zA-Z_0-9]{0,15}") {
+            let listed = KEYWORDS.contains(&word.to_ascii_uppercase().as_str());
+            proptest::prop_assert_eq!(is_keyword(&word), listed);
+        }
+
+        /// Whatever was peeked before, with either regex flag, `next`
+        /// reads what a fresh scan from the same place reads.
+        #[test]
+        fn a_peeked_token_is_what_a_fresh_scan_reads(
+            src in "[a-z /*'\"0-9().=~!\\-]{0,24}",
+            flags in proptest::collection::vec(proptest::prelude::any::<(bool, bool)>(), 0..12),
+        ) {
+            let mut lx = Lexer::new(&src);
+            for (peeked, taken) in flags {
+                let _ = lx.peek(peeked);
+                let mut fresh = Lexer { src: &src, pos: lx.pos, ahead: None };
+                let expected = fresh.scan(taken);
+                let got = lx.next(taken);
+                proptest::prop_assert_eq!(&got, &expected);
+                if got.is_err() {
+                    break;
+                }
+                proptest::prop_assert_eq!(lx.pos, fresh.pos);
+            }
+        }
     }
 }

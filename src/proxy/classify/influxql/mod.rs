@@ -132,7 +132,7 @@ pub fn parse_statements(query: &str) -> Result<Vec<Statement>, ScanError> {
         out.push(p.statement()?);
         match p.peek()? {
             Tok::Eof | Tok::Semi => {}
-            other => return Err(unexpected(&other, "';' or end of query")),
+            other => return Err(unexpected(other, "';' or end of query")),
         }
     }
     if out.is_empty() {

@@ -43,7 +43,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    pub(super) fn peek(&mut self) -> Result<Tok<'a>, ScanError> {
+    pub(super) fn peek(&mut self) -> Result<&Tok<'a>, ScanError> {
         self.lex.peek(false)
     }
 
@@ -54,7 +54,7 @@ impl<'a> Parser<'a> {
     /// Consumes a regex if one starts here. Only called where InfluxDB's parser
     /// calls `parseRegex`, so the regex/division decision matches the server.
     fn eat_regex(&mut self) -> Result<bool, ScanError> {
-        if self.lex.peek(true)? == Tok::Regex {
+        if *self.lex.peek(true)? == Tok::Regex {
             self.lex.next(true)?;
             return Ok(true);
         }
@@ -80,7 +80,7 @@ impl<'a> Parser<'a> {
     }
 
     fn eat_if(&mut self, f: impl Fn(&Tok<'_>) -> bool) -> Result<bool, ScanError> {
-        let hit = f(&self.peek()?);
+        let hit = f(self.peek()?);
         if hit {
             self.bump()?;
         }
@@ -194,7 +194,7 @@ impl<'a> Parser<'a> {
         if self.eat_kw("INTO")? {
             self.target()?;
         } else if into_required {
-            return Err(unexpected(&self.peek()?, "INTO"));
+            return Err(unexpected(self.peek()?, "INTO"));
         }
         if !self.eat_kw("FROM")? {
             return Err(ScanError::MissingFrom);
@@ -296,7 +296,7 @@ impl<'a> Parser<'a> {
     /// so does `:` (`INTO db.rp.:MEASUREMENT`), and `..` is an empty segment.
     fn segments(&mut self, first: Cow<'a, str>) -> Result<Vec<Cow<'a, str>>, ScanError> {
         let mut segs = vec![first];
-        while self.peek()? == Tok::Dot {
+        while *self.peek()? == Tok::Dot {
             self.bump()?;
             if self.lex.raw_next_is('/') {
                 break;
@@ -409,7 +409,7 @@ impl<'a> Parser<'a> {
                 let ok = matches!(next, Tok::Int | Tok::Float | Tok::Duration | Tok::LParen)
                     || next.ident().is_some();
                 if !ok {
-                    return Err(unexpected(&next, "number, duration, identifier or '('"));
+                    return Err(unexpected(next, "number, duration, identifier or '('"));
                 }
                 self.unary()?;
             }
@@ -421,7 +421,7 @@ impl<'a> Parser<'a> {
 
     /// Arguments after `name(`; each argument position may hold a regex.
     fn call_args(&mut self) -> Result<(), ScanError> {
-        if self.lex.peek(true)? != Tok::Regex && self.eat(&Tok::RParen)? {
+        if *self.lex.peek(true)? != Tok::Regex && self.eat(&Tok::RParen)? {
             return Ok(());
         }
         self.comma_list(Self::regex_or_expr)?;

@@ -217,7 +217,7 @@ impl Parser<'_> {
         loop {
             match self.peek()? {
                 Tok::Semi | Tok::Eof => return Ok(()),
-                slash @ Tok::Op("/") => return Err(unexpected(&slash, "end of statement")),
+                slash @ Tok::Op("/") => return Err(unexpected(slash, "end of statement")),
                 _ => self.bump()?,
             };
         }
