@@ -126,11 +126,11 @@ impl<'a> Tok<'a> {
         }
     }
 
-    /// True when this is keyword `kw` (which must be one of [`KEYWORDS`]:
-    /// a word equal to it but for ASCII case is then a keyword too).
+    /// True when this is keyword `kw`. A word equal to `kw` but for ASCII
+    /// case is a keyword exactly when `kw` is; that is checked only on a
+    /// match (rare), so asking for a non-keyword never matches.
     pub(super) fn is_kw(&self, kw: &str) -> bool {
-        debug_assert!(is_keyword(kw), "{kw} is not an InfluxQL keyword");
-        matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
+        matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw) && is_keyword(kw))
     }
 
     /// Short description for error messages; never echoes unbounded input.
