@@ -35,26 +35,12 @@ impl ProcessGuard {
     /// Waits until `port` on 127.0.0.1 accepts connections; panics (and so
     /// stops every guarded process) when the process exits or 20 s pass.
     pub(crate) fn wait_for_port(&mut self, port: u16, log: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(20);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited early ({status}):\n{}",
-                    self.name,
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "{} did not listen on {port} in time:\n{}",
-            self.name,
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
+        self.wait_until(&format!("listen on {port}"), log, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(drop)
+        });
     }
 
     /// Waits until the process has written `file` (fluxgate's
@@ -65,6 +51,19 @@ impl ProcessGuard {
         listener: &str,
         log: &Path,
     ) -> SocketAddr {
+        self.wait_until(&format!("write {}", file.display()), log, || {
+            // Written by rename: present means complete.
+            let text = std::fs::read_to_string(file).ok()?;
+            let map: std::collections::HashMap<String, SocketAddr> =
+                serde_json::from_str(&text).expect("the addresses file is JSON");
+            Some(*map.get(listener).expect("the listener's address"))
+        })
+    }
+
+    /// Polls `ready` until it gives a value; panics with the process's log
+    /// (`log`) when the process exits first or 20 s pass without it doing
+    /// `what`.
+    fn wait_until<T>(&mut self, what: &str, log: &Path, mut ready: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -74,18 +73,14 @@ impl ProcessGuard {
                     std::fs::read_to_string(log).unwrap_or_default()
                 );
             }
-            // Written by rename: present means complete.
-            if let Ok(text) = std::fs::read_to_string(file) {
-                let map: std::collections::HashMap<String, SocketAddr> =
-                    serde_json::from_str(&text).expect("the addresses file is JSON");
-                return *map.get(listener).expect("the listener's address");
+            if let Some(value) = ready() {
+                return value;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "{} did not write {} in time:\n{}",
+            "{} did not {what} in time:\n{}",
             self.name,
-            file.display(),
             std::fs::read_to_string(log).unwrap_or_default()
         );
     }
