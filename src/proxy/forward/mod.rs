@@ -196,10 +196,7 @@ impl Upstream {
         parts.uri = self.target(parts.uri.path(), &query)?;
         let body = match body {
             Some(body) => body,
-            None => {
-                replace_body_headers(&mut parts.headers, &Bytes::new(), None);
-                ProxyBody::empty()
-            }
+            None => no_body(&mut parts.headers),
         };
         self.send(parts, body, origin, false).await
     }
@@ -221,10 +218,7 @@ impl Upstream {
                 ProxyBody::full(bytes)
             }
             (None, Some(body)) => body,
-            (None, None) => {
-                replace_body_headers(&mut parts.headers, &Bytes::new(), None);
-                ProxyBody::empty()
-            }
+            (None, None) => no_body(&mut parts.headers),
         };
         self.send(parts, body, origin, true).await
     }
@@ -391,6 +385,12 @@ impl Upstream {
         });
         Ok(Some(sender))
     }
+}
+
+/// No body, and no header describing one.
+fn no_body(headers: &mut http::HeaderMap) -> ProxyBody {
+    replace_body_headers(headers, &Bytes::new(), None);
+    ProxyBody::empty()
 }
 
 /// The `Host` header for requests to `base`: its host, and its port unless
