@@ -80,16 +80,8 @@ impl Admin {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let admin = Arc::new(self);
         let incoming = accept::incoming(listener, MAX_CONNECTIONS, accept::plain);
-        tokio::pin!(shutdown);
-        tokio::pin!(incoming);
-        loop {
-            let accepted = tokio::select! {
-                () = &mut shutdown => return,
-                accepted = incoming.next() => match accepted {
-                    Some(accepted) => accepted,
-                    None => return,
-                },
-            };
+        let mut incoming = Box::pin(incoming.take_until(shutdown));
+        while let Some(accepted) = incoming.next().await {
             let admin = Arc::clone(&admin);
             tokio::spawn(async move {
                 let (stream, _, _slot) = accepted.into_parts();

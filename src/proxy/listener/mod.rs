@@ -313,17 +313,9 @@ async fn serve_incoming<S>(
         });
     }
     let open = metrics::gauge!("fluxgate_open_connections");
-    tokio::pin!(shutdown);
     // Owned, so that dropping it stops accepting before the drain.
-    let mut incoming = Box::pin(incoming);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = incoming.next() => match accepted {
-                Some(accepted) => accepted,
-                None => break,
-            },
-        };
+    let mut incoming = Box::pin(incoming.take_until(shutdown));
+    while let Some(accepted) = incoming.next().await {
         let (stream, addr, slot) = accepted.into_parts();
         let connection = Connection {
             proxy: proxy.clone(),

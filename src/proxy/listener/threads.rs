@@ -61,17 +61,10 @@ async fn hand_out(
     threads: &[Started],
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    tokio::pin!(shutdown);
     let mut next = 0;
     let mut result = Ok(());
-    loop {
-        let raw = tokio::select! {
-            () = &mut shutdown => break,
-            raw = accepting.next() => match raw {
-                Some(raw) => raw,
-                None => break,
-            },
-        };
+    let mut until = Box::pin((&mut accepting).take_until(shutdown));
+    while let Some(raw) = until.next().await {
         // Leaves this runtime's reactor; the thread's takes it up.
         let raw = match raw.into_std() {
             Ok(raw) => raw,
@@ -99,6 +92,7 @@ async fn hand_out(
             break;
         }
     }
+    drop(until);
     accepting.close().await;
     result
 }
