@@ -118,30 +118,44 @@ fn tokenized_system_tables(sql: &str) -> Result<Vec<String>, Rejection> {
 /// The name a token stands for where sqlparser reads an identifier
 /// (`Parser::parse_identifier`): a word, bare or quoted, and also a string
 /// in quotes (`FROM 'system'.'queries'` names that table, and DataFusion
-/// keeps a quoted name as written).
+/// keeps a quoted name as written). Escape strings (`E'\x73ystem'`) and
+/// Unicode strings (`U&'\0073ystem'`), which the generic dialect unescapes,
+/// are not identifiers to sqlparser 0.59; they count as names all the same,
+/// so that a parser that one day takes them cannot reach a system table
+/// unseen.
 fn name(token: &Token) -> Option<&str> {
     match token {
         Token::Word(word) => Some(&word.value),
-        Token::SingleQuotedString(name) | Token::DoubleQuotedString(name) => Some(name),
+        Token::SingleQuotedString(name)
+        | Token::DoubleQuotedString(name)
+        | Token::EscapedStringLiteral(name)
+        | Token::UnicodeStringLiteral(name) => Some(name),
         _ => None,
     }
 }
 
-/// False when no word of `sql` can be `system` whatever the tokenizer
-/// makes of it, so that ordinary queries are not tokenized at all (the
-/// tokenizer's keyword lookups were a tenth of the proxy's CPU on SQL).
-/// Exact: the tokenizer's words are runs of the text (bare) or the text
-/// between quotes with doubled quotes undoubled (quoted, and single-quoted
-/// strings: the generic dialect unescapes nothing else), and no character but
-/// the ASCII letters lowercases to any of `s`, `y`, `t`, `e`, `m`; so a
-/// word that lowercases to `system` has those six letters side by side in
-/// the text, in some case. Such SQL is forwarded even when the tokenizer
-/// could not read it: it names no system table either way, and the
-/// database answers its own syntax errors.
+/// False when no name of `sql` ([`name`]) can be `system` whatever the
+/// tokenizer makes of it, so that ordinary queries are not tokenized at
+/// all (the tokenizer's keyword lookups were a tenth of the proxy's CPU on
+/// SQL). Exact:
+/// - bare words are runs of the text, and quoted names and plain strings
+///   the text between quotes with doubled quotes undoubled; no character
+///   but the ASCII letters lowercases to any of `s`, `y`, `t`, `e`, `m`,
+///   so such a name that lowercases to `system` has those six letters side
+///   by side in the text, in some case;
+/// - escape and Unicode strings, whose escapes can spell the word without
+///   its letters, open with `E'` or `U&'`: SQL with `e'`, `E'` or `&'`
+///   anywhere is always tokenized.
+///
+/// SQL without either is forwarded even when the tokenizer could not read
+/// it: it names no system table either way, and the database answers its
+/// own syntax errors.
 fn mentions_system(sql: &str) -> bool {
-    sql.as_bytes()
-        .windows(6)
-        .any(|w| w.eq_ignore_ascii_case(b"system"))
+    let bytes = sql.as_bytes();
+    bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"system"))
+        || bytes
+            .windows(2)
+            .any(|w| matches!(w, [b'e' | b'E' | b'&', b'\'']))
 }
 
 #[cfg(test)]
@@ -179,6 +193,9 @@ mod tests {
             "SELECT * FROM 'system'.queries",
             "SELECT * FROM 'SYSTEM'.'queries'",
             "SELECT * FROM system.'processing_engine_logs'",
+            // Escapes spell the word without its letters.
+            "SELECT * FROM E'\\x73ystem'.queries",
+            "SELECT * FROM U&'\\0073ystem'.queries",
         ] {
             assert_eq!(needs(sql), all, "{sql}");
         }
@@ -213,6 +230,7 @@ mod tests {
             "SELECT * FROM 'system'.tokens",
             "SELECT * FROM system.'tokens'",
             "SELECT * FROM 'System'.'Tokens'",
+            "SELECT * FROM E'\\163ystem'.tokens",
         ] {
             assert!(
                 matches!(sql_plan("_internal", sql), Ok(Plan::Refused(_))),
@@ -265,6 +283,7 @@ mod tests {
                 "sys", "tem", "SYS", "TEM", "Sys", "tEm", "system", "SYSTEM", "SyStEm",
                 ".", ".queries", "\"", "\"\"", "`", "[", "]", "'", "/*", "*/", "--", "\n",
                 " ", "s", "m", "\u{17f}", "\u{212a}", "E", "U&", "\\", "$$", "1",
+                "\\x73", "\\163", "\\0073", "ystem", "e'", "U&'",
             ]), 1..9)
         ) {
             let sql = pieces.concat();
