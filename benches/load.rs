@@ -84,10 +84,10 @@ use http_body_util::{BodyExt as _, Empty as EmptyBody, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use support::{
-    CpuMeter, ProcessGuard, RunResult, children_of, clean_command, clock_ticks, free_port,
-    histogram, machine, median, opt, results_dir, setting, table,
+    CpuMeter, ProcessGuard, RunResult, children_of, clean_command, clock_ticks, connect_http1,
+    free_port, histogram, machine, median, opt, results_dir, serve_http1, setting, table,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The database every scenario uses; the token may read and write it.
@@ -336,27 +336,6 @@ async fn upstream_handler(request: Request<Incoming>) -> Result<Response<Full<By
     Ok(response)
 }
 
-/// Serves `handler` over HTTP/1.1 keep-alive on `listener`, forever.
-async fn serve_http1<F, Fut>(listener: TcpListener, handler: F)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
-{
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handler))
-                .await;
-        });
-    }
-}
-
 /// nginx's `auth_request` target: 200 when the `Authorization` header holds
 /// a known token (and `db`, when the original URI names one, is `bench`),
 /// else 401. Counts its calls, to show nginx's cache is warm.
@@ -594,19 +573,6 @@ async fn drive_http(
         })
         .collect();
     collect_workers(workers, started).await
-}
-
-async fn connect_http1(
-    addr: SocketAddr,
-) -> Result<
-    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    Box<dyn std::error::Error + Send + Sync>,
-> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
 }
 
 type WorkerOutput = (hdrhistogram::Histogram<u64>, u64, Option<String>);
@@ -1790,27 +1756,7 @@ async fn fluxgate_cache_metrics(dir: &Path) -> Option<String> {
         .trim()
         .parse()
         .ok()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let stream = TcpStream::connect(addr).await.ok()?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, EmptyBody<Bytes>>(TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(connection);
-    let request = Request::get("/metrics")
-        .header(header::HOST, addr.to_string())
-        .body(EmptyBody::new())
-        .ok()?;
-    let body = sender
-        .send_request(request)
-        .await
-        .ok()?
-        .into_body()
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
-    let text = String::from_utf8_lossy(&body);
+    let text = support::admin_metrics(port).await?;
     let lines: String = text
         .lines()
         .filter(|l| !l.starts_with('#') && l.contains("cache") && !l.contains("_bucket"))

@@ -8,6 +8,7 @@
 #   authorize.txt  Authorize (SQLite- and PostgreSQL-backed) vs a trivial tonic service
 #   store.txt      token creations per second (group commit), cross-replica revocation latency
 #   tokens_scale.txt  the token service at 10k/100k/1M tokens (memory, start-up, Authorize, paged listing)
+#   proxy_scale.txt   the proxy with 10k/100k/1M cached decisions: fill, hits, churn with evictions
 #   machine.txt    nproc, CPU model, load before and after, tool versions
 #
 # The bench profile is built once (`cargo bench --no-run`); the benchmark
@@ -49,7 +50,7 @@ want cache && [ -f benches/cache_hit.rs ] && names+=(cache_hit)
 want load && names+=(load)
 want authorize && names+=(authorize)
 want store && names+=(store)
-want scale && names+=(tokens_scale)
+want scale && names+=(tokens_scale proxy_scale)
 [ ${#names[@]} -eq 0 ] && { echo "nothing to run: $*" >&2; exit 2; }
 
 args=()
@@ -88,6 +89,7 @@ for n in "${names[@]}"; do
     authorize) run authorize authorize.log ;;
     store) run store store.log ;;
     tokens_scale) run tokens_scale tokens_scale.log ;;
+    proxy_scale) run proxy_scale proxy_scale.log ;;
   esac
 done
 

@@ -1,4 +1,4 @@
-//! Shared by the `load` and `authorize` benchmarks: child processes stopped
+//! Shared by the benchmarks that start processes and drive them: child processes stopped
 //! by PID (also on panic), CPU time of a process from `/proc`, loopback
 //! ports, latency summaries, medians, the machine description and where
 //! results are written.
@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 
 /// A child process, stopped by PID when dropped: SIGTERM, then SIGKILL
 /// after `grace` if it has not exited.
@@ -387,7 +390,16 @@ pub(crate) fn spawn_authz(
 
 /// This process's resident set, in bytes (0 when `/proc` cannot tell).
 pub(crate) fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    resident_bytes_at("/proc/self/status")
+}
+
+/// Process `pid`'s resident set, in bytes (0 when `/proc` cannot tell).
+pub(crate) fn resident_bytes_of(pid: u32) -> u64 {
+    resident_bytes_at(&format!("/proc/{pid}/status"))
+}
+
+fn resident_bytes_at(status: &str) -> u64 {
+    let status = std::fs::read_to_string(status).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -422,4 +434,71 @@ pub(crate) fn write_secret(path: &Path, contents: &[u8]) {
         .open(path)
         .and_then(|mut f| f.write_all(contents))
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Serves `handler` over HTTP/1.1 keep-alive on `listener`, forever.
+pub(crate) async fn serve_http1<F, Fut>(listener: tokio::net::TcpListener, handler: F)
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<http::Response<Full<Bytes>>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handler))
+                .await;
+        });
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection to `addr` (no delay), its
+/// connection task spawned.
+pub(crate) async fn connect_http1(
+    addr: SocketAddr,
+) -> Result<
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// The text of `GET /metrics` on a fluxgate admin listener at `port`.
+pub(crate) async fn admin_metrics(port: u16) -> Option<String> {
+    use http_body_util::BodyExt as _;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut sender = connect_http1(addr).await.ok()?;
+    let request = http::Request::get("/metrics")
+        .header(http::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let body = sender
+        .send_request(request)
+        .await
+        .ok()?
+        .into_body()
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of the unlabelled metric `name` in Prometheus text `metrics`.
+pub(crate) fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
 }
