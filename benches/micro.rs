@@ -11,6 +11,11 @@
 //! - `influxql/*`: scanning a long multi-statement InfluxQL query (64
 //!   statements, ~7 KiB), reported as throughput in bytes.
 //!
+//! - `hot_path/*`: pieces of every request's path measured apart: the
+//!   framing watch following a request head as it is read
+//!   (`framing_watch_head`), and a connection's memo answering for its
+//!   token (`memo_recall`, the token compared in constant time).
+//!
 //! `cargo bench --bench micro` runs them; any criterion filter works
 //! (`cargo bench --bench micro -- influxql`).
 #![allow(clippy::unwrap_used)]
@@ -171,5 +176,63 @@ fn influxql(c: &mut Criterion) {
     assert_eq!(parse_statements(&long).unwrap().len(), 64);
 }
 
-criterion_group!(benches, credentials, classification, influxql);
+fn hot_path(c: &mut Criterion) {
+    use std::task::{Context, Poll, Waker};
+    use std::time::{Duration, Instant};
+
+    use fluxgate::authz::memo::Memo;
+    use fluxgate::authz::{CacheUse, Need, NeedDecision, Verdict};
+    use fluxgate::credentials::Token;
+    use fluxgate::proxy::framing::FramingWatch;
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    let mut g = c.benchmark_group("hot_path");
+    // The load benchmark's v1 query, as a client library sends it.
+    let head = format!(
+        "GET /query?db=bench&epoch=ms&q={} HTTP/1.1\r\nhost: 127.0.0.1:8086\r\n\
+         authorization: Token {TOKEN}\r\nuser-agent: influxdb-client-python/1.49\r\n\
+         accept: application/json\r\naccept-encoding: gzip\r\n\r\n",
+        percent_encoding::utf8_percent_encode(
+            "SELECT mean(\"usage_idle\") FROM \"cpu\" WHERE time > now() - 1h GROUP BY time(1m), \"host\"",
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    );
+    let mut out = vec![0u8; 4096];
+    let mut cx = Context::from_waker(Waker::noop());
+    g.bench_function("framing_watch_head", |b| {
+        b.iter(|| {
+            let (mut watch, flag) = FramingWatch::new(black_box(head.as_bytes()));
+            let mut buf = ReadBuf::new(&mut out);
+            let read = std::pin::Pin::new(&mut watch).poll_read(&mut cx, &mut buf);
+            assert!(matches!(read, Poll::Ready(Ok(()))));
+            flag.seen()
+        });
+    });
+
+    let token = Token::new(TOKEN.as_bytes().to_vec()).unwrap();
+    let same = Token::new(TOKEN.as_bytes().to_vec()).unwrap();
+    let needs = [Need::read("bench")];
+    let now = Instant::now();
+    let memo = Memo::new();
+    memo.remember(
+        1,
+        &token,
+        &needs,
+        &Verdict {
+            decisions: vec![NeedDecision::Allowed {
+                subject: "a1b2c3d4-0000-4000-8000-000000000000".into(),
+            }],
+            expires_at: None,
+            cache: CacheUse::Hit,
+            reusable_until: Some(now + Duration::from_secs(3600)),
+        },
+        now,
+    );
+    g.bench_function("memo_recall", |b| {
+        b.iter(|| memo.recall(1, black_box(&same), &needs, now).unwrap());
+    });
+    g.finish();
+}
+
+criterion_group!(benches, credentials, classification, influxql, hot_path);
 criterion_main!(benches);

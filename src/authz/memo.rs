@@ -21,8 +21,8 @@
 
 use std::time::Instant;
 
+use constant_time_eq::constant_time_eq;
 use parking_lot::Mutex;
-use subtle::ConstantTimeEq as _;
 
 use super::{Need, NeedDecision, Verdict};
 use crate::credentials::Token;
@@ -47,11 +47,10 @@ struct Remembered {
 
 impl Remembered {
     fn holds(&self, token: &Token, generation: u64, now: Instant) -> bool {
-        let (a, b) = (self.token.expose(), token.expose());
+        // Constant time in the bytes (their length is not secret).
         self.generation == generation
             && now < self.until
-            && a.len() == b.len()
-            && bool::from(a.ct_eq(b))
+            && constant_time_eq(self.token.expose(), token.expose())
     }
 
     fn decision(&self, need: &Need) -> Option<&NeedDecision> {

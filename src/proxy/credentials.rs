@@ -3,7 +3,6 @@
 //! rules that make an ambiguous credential a 400 rather than a guess.
 
 use http::{HeaderMap, header};
-use subtle::ConstantTimeEq as _;
 
 use super::read::params::Params;
 use super::reject::Rejection;
@@ -38,7 +37,7 @@ pub fn extract(
     };
     match (from_header, from_param) {
         (Some(h), Some(p)) => {
-            if bool::from(h.expose().ct_eq(p.expose())) {
+            if constant_time_eq::constant_time_eq(h.expose(), p.expose()) {
                 Ok(h)
             } else {
                 Err(Rejection::MalformedCredentials(

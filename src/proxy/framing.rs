@@ -76,6 +76,16 @@ impl<S> FramingWatch<S> {
             match &mut self.state {
                 State::Off => return,
                 State::Head(buf) => {
+                    // A head that arrives whole in one read (almost every
+                    // one) is read where it lies, not copied first.
+                    if buf.is_empty() {
+                        bytes = skip_leading_crlfs(bytes);
+                        if let Some(end) = head_end(bytes) {
+                            self.state = self.after_head(&bytes[..end]);
+                            bytes = &bytes[end..];
+                            continue;
+                        }
+                    }
                     let Some(end) = take_until_blank_line(buf, &mut bytes) else {
                         if buf.len() > MAX_HEAD {
                             self.state = State::Off;
@@ -150,9 +160,13 @@ impl<S> FramingWatch<S> {
         if head.starts_with(H2_PREFACE) {
             return State::Off;
         }
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut request = httparse::Request::new(&mut headers);
-        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+        // Left uninitialized: httparse writes the ones it fills.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+        let mut request = httparse::Request::new(&mut []);
+        if !matches!(
+            request.parse_with_uninit_headers(head, &mut headers),
+            Ok(httparse::Status::Complete(_))
+        ) {
             return State::Off;
         }
         let mut length: Option<u64> = None;
@@ -187,20 +201,33 @@ impl<S> FramingWatch<S> {
     }
 }
 
+/// `bytes` past the CRLFs allowed between pipelined requests.
+fn skip_leading_crlfs(bytes: &[u8]) -> &[u8] {
+    let n = bytes
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(bytes.len());
+    &bytes[n..]
+}
+
+/// The length of the head at the start of `bytes`, its blank line
+/// included, if it is complete.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    memchr::memmem::find(bytes, b"\r\n\r\n").map(|p| p + 4)
+}
+
 /// Moves bytes from `input` into `buf` up to and including the first blank
 /// line; returns the head's length when one is complete.
 fn take_until_blank_line(buf: &mut Vec<u8>, input: &mut &[u8]) -> Option<usize> {
-    // Leading CRLFs between pipelined requests are allowed and skipped.
     if buf.is_empty() {
-        while input.first().is_some_and(|b| *b == b'\r' || *b == b'\n') {
-            *input = &input[1..];
-        }
+        *input = skip_leading_crlfs(input);
     }
+    // The blank line may have begun in the bytes already kept.
     let start = buf.len().saturating_sub(3);
     buf.extend_from_slice(input);
-    match buf[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+    match head_end(&buf[start..]) {
         Some(p) => {
-            let end = start + p + 4;
+            let end = start + p;
             let consumed_from_input = input.len() - (buf.len() - end);
             *input = &input[consumed_from_input..];
             buf.truncate(end);
