@@ -8,7 +8,7 @@
 //! over tonic on 127.0.0.1, as `fluxgate authz` does. An upstream in this
 //! process answers every write with 204. Then, for each size N, a fresh
 //! `fluxgate proxy` (the binary built with this benchmark, or
-//! `FLUXGATE_BENCH_BIN`) with `--cache-max-entries N` is measured in four
+//! `FLUXGATE_BENCH_BIN`) with `--cache-max-entries N` is measured in three
 //! steps, 32 keep-alive HTTP/1.1 connections each, every request a
 //! one-line `POST /write?db=bench` that must be answered 204:
 //!
@@ -17,8 +17,8 @@
 //!    resident set before and after (`VmRSS` of `/proc/<pid>/status`), per
 //!    decision.
 //! 2. **hits**: for `FLUXGATE_BENCH_SECS` (5), a uniformly random token of
-//!    the N on every request: every lookup a hit, spread over the whole
-//!    table. Requests/s, p50, p99, the proxy's CPU per 10,000 requests.
+//!    the N on every request: lookups spread over the whole table, all
+//!    hits but for the few decisions evicted while it filled. Requests/s, p50, p99, the proxy's CPU per 10,000 requests.
 //! 3. **churn**: for as long, 28 connections send random tokens of a hot
 //!    tenth of the N (the last filled) while 4 send tokens never seen, each
 //!    once: each of those is a miss whose decision evicts another, with the
