@@ -123,8 +123,8 @@ impl Params {
 
     /// The canonical encoding of `pairs`: `application/x-www-form-urlencoded`
     /// as every reader decodes it alike (only unreserved bytes left as they
-    /// are, space as `+`, everything else `%XX`): byte for byte what the
-    /// `form_urlencoded` crate writes, without its per-pair bookkeeping.
+    /// are, space as `+`, everything else `%XX`): the `form_urlencoded`
+    /// crate's bytes, without its serializer's per-pair bookkeeping.
     pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
         let mut out = String::new();
         for (k, v) in pairs {
@@ -139,34 +139,11 @@ impl Params {
     }
 }
 
-/// Appends `text` form-encoded: `A-Z a-z 0-9 * - . _` as they are, space
-/// as `+`, every other byte as `%XX` (upper-case hex).
+/// Appends `text` form-encoded: `A-Z a-z 0-9 * - . _` as they are (in
+/// runs), space as `+`, every other byte as `%XX` (upper-case hex).
 fn encode_into(out: &mut String, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
     out.reserve(text.len());
-    // Runs of bytes kept as they are are copied whole.
-    let mut run = 0;
-    for (i, &b) in text.as_bytes().iter().enumerate() {
-        if unreserved(b) {
-            continue;
-        }
-        // `run..i` is ASCII, so both ends are character boundaries.
-        if run < i {
-            out.push_str(text.get(run..i).unwrap_or_default());
-        }
-        run = i + 1;
-        if b == b' ' {
-            out.push('+');
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-    }
-    if run < text.len() {
-        out.push_str(text.get(run..).unwrap_or_default());
-    }
+    out.extend(form_urlencoded::byte_serialize(text.as_bytes()));
 }
 
 /// Decodes `+` and `%XX` strictly, into UTF-8.
