@@ -490,27 +490,16 @@ mod tests {
         let host = |base: &str| {
             host_header(&base.parse().unwrap()).map(|h| h.to_str().unwrap().to_owned())
         };
-        assert_eq!(
-            host("http://127.0.0.1:8086").as_deref(),
-            Some("127.0.0.1:8086")
-        );
-        assert_eq!(host("http://db.example").as_deref(), Some("db.example"));
-        assert_eq!(
-            host("http://db.example:80/x").as_deref(),
-            Some("db.example")
-        );
-        assert_eq!(
-            host("https://db.example:443/").as_deref(),
-            Some("db.example")
-        );
-        assert_eq!(
-            host("https://db.example:80").as_deref(),
-            Some("db.example:80")
-        );
-        assert_eq!(
-            host("http://db.example:443").as_deref(),
-            Some("db.example:443")
-        );
-        assert_eq!(host("http://[::1]:8086").as_deref(), Some("[::1]:8086"));
+        for (base, expected) in [
+            ("http://127.0.0.1:8086", "127.0.0.1:8086"),
+            ("http://db.example", "db.example"),
+            ("http://db.example:80/x", "db.example"),
+            ("https://db.example:443/", "db.example"),
+            ("https://db.example:80", "db.example:80"),
+            ("http://db.example:443", "db.example:443"),
+            ("http://[::1]:8086", "[::1]:8086"),
+        ] {
+            assert_eq!(host(base).as_deref(), Some(expected), "{base}");
+        }
     }
 }

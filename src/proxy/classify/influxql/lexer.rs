@@ -273,7 +273,7 @@ impl<'a> Lexer<'a> {
             self.pos = start;
             // A scan error may come before the token starts: never reused
             // for the other flag then.
-            let slash = !matches!(tok, Ok(ref t) if !matches!(t, Tok::Regex | Tok::Op("/")));
+            let slash = matches!(tok, Ok(Tok::Regex | Tok::Op("/")) | Err(_));
             self.ahead = Some(Ahead {
                 start,
                 regex,
