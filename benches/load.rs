@@ -84,8 +84,8 @@ use http_body_util::{BodyExt as _, Empty as EmptyBody, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use support::{
-    CpuMeter, ProcessGuard, RunResult, children_of, clean_command, clock_ticks, connect_http1,
-    free_port, histogram, machine, median, opt, results_dir, serve_http1, setting, table,
+    CpuMeter, ProcessGuard, RunResult, WorkerOutput, children_of, clean_command, clock_ticks,
+    free_port, machine, median, opt, results_dir, serve_http1, setting, table,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -517,82 +517,25 @@ async fn drive_http(
 ) -> RunResult {
     let host = HeaderValue::from_str(&addr.to_string()).unwrap();
     let started = Instant::now();
-    let deadline = started + duration;
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (case, host) = (Arc::clone(&case), host.clone());
-            tokio::spawn(async move {
-                let mut h = support::histogram();
-                let mut errors = 0u64;
-                let mut first_error = None;
-                let mut sender = None;
-                while Instant::now() < deadline {
-                    let s = match &mut sender {
-                        Some(s) => s,
-                        None => match connect_http1(addr).await {
-                            Ok(s) => sender.insert(s),
-                            Err(e) => {
-                                errors += 1;
-                                first_error.get_or_insert(format!("connect: {e}"));
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                                continue;
-                            }
-                        },
-                    };
-                    if s.ready().await.is_err() {
-                        // The server closed the connection (keep-alive limit).
-                        sender = None;
-                        continue;
-                    }
-                    let t = Instant::now();
-                    match s.send_request(case.request(&host)).await {
-                        Ok(response) => {
-                            let status = response.status();
-                            let body = response.into_body().collect().await;
-                            if status == case.expect && body.is_ok() {
-                                h.record(t.elapsed().as_nanos() as u64).unwrap();
-                            } else {
-                                errors += 1;
-                                first_error.get_or_insert_with(|| {
-                                    format!(
-                                        "status {status}: {:?}",
-                                        body.map(|b| b.to_bytes()).unwrap_or_default()
-                                    )
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert(format!("request: {e}"));
-                            sender = None;
-                        }
-                    }
-                }
-                (h, errors, first_error)
-            })
+            move || Some((case.request(&host), case.expect))
         })
         .collect();
-    collect_workers(workers, started).await
+    let outputs = support::drive_http1(addr, workers, Some(started + duration)).await;
+    support::merge(outputs, started.elapsed().as_secs_f64())
 }
-
-type WorkerOutput = (hdrhistogram::Histogram<u64>, u64, Option<String>);
 
 async fn collect_workers(
     workers: Vec<tokio::task::JoinHandle<WorkerOutput>>,
     started: Instant,
 ) -> RunResult {
-    let mut all = histogram();
-    let mut errors = 0;
-    let mut first_error = None;
+    let mut outputs = Vec::with_capacity(workers.len());
     for w in workers {
-        let (h, e, f) = w.await.unwrap();
-        all.add(&h).unwrap();
-        errors += e;
-        if first_error.is_none() {
-            first_error = f;
-        }
+        outputs.push(w.await.unwrap());
     }
-    RunResult::from_histogram(&all, errors, started.elapsed().as_secs_f64(), first_error)
+    support::merge(outputs, started.elapsed().as_secs_f64())
 }
 
 /// Drives DoGet at `url` over `concurrency` HTTP/2 connections (one call in

@@ -45,15 +45,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
-use fluxgate::tokens::store::{TokenStore, Write};
+use fluxgate::tokens::store::TokenStore;
 use fluxgate::tokens::{SqliteStore, TokenRegistry, server};
-use hdrhistogram::Histogram;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use support::{
-    CpuMeter, ProcessGuard, admin_metrics, clean_command, clock_ticks, connect_http1,
-    fluxgate_binary, free_port, histogram, machine, metric, opt, resident_bytes_of, results_dir,
+    CpuMeter, ProcessGuard, RunResult, admin_metrics, clean_command, clock_ticks, drive_http1,
+    fluxgate_binary, free_port, machine, merge, metric, opt, resident_bytes_of, results_dir,
     serve_http1, setting, table,
 };
 use tokio::net::TcpListener;
@@ -63,7 +62,6 @@ const DB: &str = "bench";
 const CONNECTIONS: usize = 32;
 /// Of the churn step's connections, those that send tokens never seen.
 const FRESH_CONNECTIONS: usize = 4;
-const SEED_BATCH: usize = 5_000;
 
 /// Which token each request of one connection carries.
 enum Pick {
@@ -116,35 +114,14 @@ impl Pick {
     }
 }
 
-/// What one group of connections measured.
-struct Measured {
-    latency: Histogram<u64>,
-    errors: u64,
-    first_error: Option<String>,
-    seconds: f64,
-}
-
-impl Measured {
-    fn rps(&self) -> f64 {
-        self.latency.len() as f64 / self.seconds.max(1e-9)
-    }
-
-    fn p50_ms(&self) -> f64 {
-        self.latency.value_at_quantile(0.5) as f64 / 1e6
-    }
-
-    fn p99_ms(&self) -> f64 {
-        self.latency.value_at_quantile(0.99) as f64 / 1e6
-    }
-
-    fn check(&self, what: &str) {
-        assert!(
-            self.errors == 0,
-            "{what}: {} errors, first: {:?}",
-            self.errors,
-            self.first_error
-        );
-    }
+/// Fails the run on any error: every request must have been answered 204.
+fn check(result: &RunResult, what: &str) {
+    assert!(
+        result.errors == 0,
+        "{what}: {} errors, first: {:?}",
+        result.errors,
+        result.first_error
+    );
 }
 
 /// Sends writes to `addr`, one connection per pick, until each pick runs
@@ -156,77 +133,30 @@ async fn drive(
     picks: Vec<Pick>,
     until: Option<Instant>,
     split: &[usize],
-) -> Vec<Measured> {
+) -> Vec<RunResult> {
     let started = Instant::now();
     let host = HeaderValue::from_str(&addr.to_string()).unwrap();
     let workers: Vec<_> = picks
         .into_iter()
         .map(|mut pick| {
             let (tokens, host) = (Arc::clone(tokens), host.clone());
-            tokio::spawn(async move {
-                let mut latency = histogram();
-                let (mut errors, mut first_error) = (0u64, None);
-                let mut sender = connect_http1(addr).await.expect("connect to the proxy");
-                while until.is_none_or(|u| Instant::now() < u)
-                    && let Some(i) = pick.next()
-                {
-                    if sender.ready().await.is_err() {
-                        sender = connect_http1(addr).await.expect("reconnect to the proxy");
-                    }
-                    let request = Request::post(format!("/write?db={DB}&precision=s"))
-                        .header(header::HOST, host.clone())
-                        .header(header::AUTHORIZATION, tokens[i].clone())
-                        .body(Full::new(Bytes::from_static(b"m v=1i 1\n")))
-                        .unwrap();
-                    let t = Instant::now();
-                    let outcome = match sender.send_request(request).await {
-                        Ok(response) => {
-                            let status = response.status();
-                            let body = response.into_body().collect().await;
-                            match body {
-                                Ok(_) if status == StatusCode::NO_CONTENT => Ok(()),
-                                Ok(body) => Err(format!("status {status}: {:?}", body.to_bytes())),
-                                Err(e) => Err(format!("body: {e}")),
-                            }
-                        }
-                        Err(e) => Err(format!("request: {e}")),
-                    };
-                    match outcome {
-                        Ok(()) => latency.record(t.elapsed().as_nanos() as u64).unwrap(),
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-                (latency, errors, first_error)
-            })
+            move || {
+                let request = Request::post(format!("/write?db={DB}&precision=s"))
+                    .header(header::HOST, host.clone())
+                    .header(header::AUTHORIZATION, tokens[pick.next()?].clone())
+                    .body(Full::new(Bytes::from_static(b"m v=1i 1\n")))
+                    .unwrap();
+                Some((request, StatusCode::NO_CONTENT))
+            }
         })
         .collect();
-    let mut outputs = Vec::with_capacity(workers.len());
-    for w in workers {
-        outputs.push(w.await.unwrap());
-    }
+    let outputs = drive_http1(addr, workers, until).await;
     let seconds = started.elapsed().as_secs_f64();
-    let mut groups = Vec::new();
     let mut outputs = outputs.into_iter();
-    for &n in split {
-        let mut m = Measured {
-            latency: histogram(),
-            errors: 0,
-            first_error: None,
-            seconds,
-        };
-        for (h, e, f) in outputs.by_ref().take(n) {
-            m.latency.add(&h).unwrap();
-            m.errors += e;
-            if m.first_error.is_none() {
-                m.first_error = f;
-            }
-        }
-        groups.push(m);
-    }
-    groups
+    split
+        .iter()
+        .map(|&n| merge(outputs.by_ref().take(n), seconds))
+        .collect()
 }
 
 /// One size's figures.
@@ -320,7 +250,7 @@ async fn measure(
         &[CONNECTIONS],
     )
     .await;
-    warm[0].check("warm-up");
+    check(&warm[0], "warm-up");
     let before = resident_bytes_of(pid);
 
     let started = Instant::now();
@@ -332,7 +262,7 @@ async fn measure(
         &[CONNECTIONS],
     )
     .await;
-    fill[0].check("fill");
+    check(&fill[0], "fill");
     f.fill_s = started.elapsed().as_secs_f64();
     f.fill_rps = n as f64 / f.fill_s;
     let full = resident_bytes_of(pid);
@@ -352,13 +282,13 @@ async fn measure(
         &[CONNECTIONS],
     )
     .await;
-    hits[0].check("hits");
+    check(&hits[0], "hits");
     let cpu_s = cpu.seconds();
     let (_, _, misses_hits) = cache_counters(admin).await;
     f.hit_rps = hits[0].rps();
-    f.hit_p50_ms = hits[0].p50_ms();
-    f.hit_p99_ms = hits[0].p99_ms();
-    f.hit_cpu_per_10k = cpu_s * 10_000.0 / hits[0].latency.len().max(1) as f64;
+    f.hit_p50_ms = hits[0].p50_us / 1e3;
+    f.hit_p99_ms = hits[0].p99_us / 1e3;
+    f.hit_cpu_per_10k = cpu_s * 10_000.0 / hits[0].requests.max(1) as f64;
     f.hit_misses = misses_hits - misses_full;
 
     let hot = (n / 10).max(1);
@@ -373,15 +303,15 @@ async fn measure(
         &[CONNECTIONS - FRESH_CONNECTIONS, FRESH_CONNECTIONS],
     )
     .await;
-    churn[0].check("churn, hot tokens");
-    churn[1].check("churn, new tokens");
+    check(&churn[0], "churn, hot tokens");
+    check(&churn[1], "churn, new tokens");
     let (entries_after, _, misses_after) = cache_counters(admin).await;
     f.churn_hot_rps = churn[0].rps();
-    f.churn_hot_p50_ms = churn[0].p50_ms();
-    f.churn_hot_p99_ms = churn[0].p99_ms();
+    f.churn_hot_p50_ms = churn[0].p50_us / 1e3;
+    f.churn_hot_p99_ms = churn[0].p99_us / 1e3;
     f.churn_fresh_rps = churn[1].rps();
-    f.churn_fresh_p50_ms = churn[1].p50_ms();
-    f.churn_fresh_p99_ms = churn[1].p99_ms();
+    f.churn_fresh_p50_ms = churn[1].p50_us / 1e3;
+    f.churn_fresh_p99_ms = churn[1].p99_us / 1e3;
     f.evictions_per_s =
         ((misses_after - misses_hits) - (entries_after - entries)).max(0.0) / churn[0].seconds;
     f.entries_after_churn = entries_after;
@@ -393,32 +323,18 @@ async fn measure(
 /// Seeds `n` database tokens (write on `bench`) into a new SQLite store in
 /// `dir`; returns their `Authorization` header values.
 async fn seed(dir: &Path, n: usize) -> Vec<HeaderValue> {
-    let store = SqliteStore::open(dir).await.unwrap();
+    let write = DatabasePermission {
+        database: DB.into(),
+        read: false,
+        write: true,
+    };
     let mut tokens = Vec::with_capacity(n);
-    while tokens.len() < n {
-        let batch = SEED_BATCH.min(n - tokens.len());
-        let mut writes = Vec::with_capacity(batch);
-        for _ in 0..batch {
-            let (record, token) = TokenRegistry::new_token(
-                TokenKind::Database,
-                format!("proxy scale {}", tokens.len()),
-                vec![DatabasePermission {
-                    database: DB.into(),
-                    read: false,
-                    write: true,
-                }],
-                None,
-            )
-            .unwrap();
-            let mut value =
-                HeaderValue::from_str(&format!("Token {}", token.into_string())).unwrap();
-            value.set_sensitive(true);
-            tokens.push(value);
-            writes.push(Write::Create(record));
-        }
-        store.write(&writes).await.unwrap();
-    }
-    store.close().await;
+    support::seed_database_tokens(dir, n, &[write], |_, token| {
+        let mut value = HeaderValue::from_str(&format!("Token {token}")).unwrap();
+        value.set_sensitive(true);
+        tokens.push(value);
+    })
+    .await;
     tokens
 }
 

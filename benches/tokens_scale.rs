@@ -46,7 +46,7 @@ use fluxgate::proto::iox_authz::iox_authorizer_service_client::IoxAuthorizerServ
 use fluxgate::proto::tokens as pb;
 use fluxgate::proto::tokens::token_service_client::TokenServiceClient;
 use fluxgate::tokens::model::{DatabasePermission, TokenKind};
-use fluxgate::tokens::store::{TokenStore, Write};
+use fluxgate::tokens::store::TokenStore;
 use fluxgate::tokens::throttle::InvalidTokenThrottle;
 use fluxgate::tokens::{SqliteStore, TokenRegistry, server};
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 const SAMPLE: usize = 10_000;
-const SEED_BATCH: usize = 5_000;
 const CONNECTIONS: usize = 4;
 const STREAMS: usize = 8;
 
@@ -197,31 +196,15 @@ fn seed(dir: &Path, n: usize) -> f64 {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let started = Instant::now();
-        let store = SqliteStore::open(dir).await.unwrap();
         let every = (n / SAMPLE).max(1);
         let mut sample = String::new();
-        let mut made = 0;
-        while made < n {
-            let batch = SEED_BATCH.min(n - made);
-            let mut writes = Vec::with_capacity(batch);
-            for i in made..made + batch {
-                let (record, token) = TokenRegistry::new_token(
-                    TokenKind::Database,
-                    format!("bench {i}"),
-                    permissions(),
-                    None,
-                )
-                .unwrap();
-                if i % every == 0 {
-                    sample.push_str(&token.into_string());
-                    sample.push('\n');
-                }
-                writes.push(Write::Create(record));
+        support::seed_database_tokens(dir, n, &permissions(), |i, token| {
+            if i % every == 0 {
+                sample.push_str(&token);
+                sample.push('\n');
             }
-            store.write(&writes).await.unwrap();
-            made += batch;
-        }
-        store.close().await;
+        })
+        .await;
         support::write_secret(&dir.join("sample"), sample.as_bytes());
         started.elapsed().as_secs_f64()
     })

@@ -502,3 +502,142 @@ pub(crate) fn metric(metrics: &str, name: &str) -> Option<f64> {
         (key == name).then(|| value.trim().parse().ok()).flatten()
     })
 }
+
+/// Database tokens written to the store per transaction when seeding.
+const SEED_BATCH: usize = 5_000;
+
+/// Seeds `n` database tokens holding `permissions` into a new SQLite store
+/// in `dir`, through the store's own write path ([`Write::Create`], as
+/// `token create` writes, batched); hands each token's string, with its
+/// index, to `each` (tokens are secrets: kept in memory or written with
+/// [`write_secret`]).
+///
+/// [`Write::Create`]: fluxgate::tokens::store::Write::Create
+pub(crate) async fn seed_database_tokens(
+    dir: &Path,
+    n: usize,
+    permissions: &[fluxgate::tokens::model::DatabasePermission],
+    mut each: impl FnMut(usize, String),
+) {
+    use fluxgate::tokens::store::{TokenStore as _, Write};
+    use fluxgate::tokens::{SqliteStore, TokenRegistry, model::TokenKind};
+    let store = SqliteStore::open(dir).await.expect("open the token store");
+    let mut made = 0;
+    while made < n {
+        let batch = SEED_BATCH.min(n - made);
+        let mut writes = Vec::with_capacity(batch);
+        for i in made..made + batch {
+            let (record, token) = TokenRegistry::new_token(
+                TokenKind::Database,
+                format!("bench {i}"),
+                permissions.to_vec(),
+                None,
+            )
+            .expect("a valid token");
+            each(i, token.into_string());
+            writes.push(Write::Create(record));
+        }
+        store.write(&writes).await.expect("seed the token store");
+        made += batch;
+    }
+    store.close().await;
+}
+
+/// What one load worker measured: the latencies (ns) of the requests
+/// answered as expected, how many were not (or failed), and the first
+/// such error.
+pub(crate) type WorkerOutput = (Histogram<u64>, u64, Option<String>);
+
+/// `outputs` as one result over `seconds`.
+pub(crate) fn merge(outputs: impl IntoIterator<Item = WorkerOutput>, seconds: f64) -> RunResult {
+    let mut all = histogram();
+    let mut errors = 0;
+    let mut first_error = None;
+    for (h, e, f) in outputs {
+        all.add(&h).expect("histograms of the same bounds");
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    RunResult::from_histogram(&all, errors, seconds, first_error)
+}
+
+/// Drives one keep-alive HTTP/1.1 connection to `addr` per worker: each
+/// sends what its closure gives (a request and the status its answer must
+/// have), one at a time, reading every answer to its end, until the
+/// closure gives nothing or `until` passes. A connection the server closes
+/// is opened again; a failed connect is an error, retried after 10 ms.
+pub(crate) async fn drive_http1<F>(
+    addr: SocketAddr,
+    workers: Vec<F>,
+    until: Option<Instant>,
+) -> Vec<WorkerOutput>
+where
+    F: FnMut() -> Option<(http::Request<Full<Bytes>>, http::StatusCode)> + Send + 'static,
+{
+    use http_body_util::BodyExt as _;
+    let handles: Vec<_> = workers
+        .into_iter()
+        .map(|mut next| {
+            tokio::spawn(async move {
+                let mut h = histogram();
+                let mut errors = 0u64;
+                let mut first_error = None;
+                let mut sender = None;
+                while until.is_none_or(|u| Instant::now() < u) {
+                    let s = match &mut sender {
+                        Some(s) => s,
+                        None => match connect_http1(addr).await {
+                            Ok(s) => sender.insert(s),
+                            Err(e) => {
+                                errors += 1;
+                                first_error.get_or_insert(format!("connect: {e}"));
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    if s.ready().await.is_err() {
+                        // The server closed the connection (keep-alive limit).
+                        sender = None;
+                        continue;
+                    }
+                    let Some((request, expect)) = next() else {
+                        break;
+                    };
+                    let t = Instant::now();
+                    match s.send_request(request).await {
+                        Ok(response) => {
+                            let status = response.status();
+                            let body = response.into_body().collect().await;
+                            if status == expect && body.is_ok() {
+                                h.record(t.elapsed().as_nanos() as u64)
+                                    .expect("latency within the histogram's bounds");
+                            } else {
+                                errors += 1;
+                                first_error.get_or_insert_with(|| {
+                                    format!(
+                                        "status {status}: {:?}",
+                                        body.map(|b| b.to_bytes()).unwrap_or_default()
+                                    )
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(format!("request: {e}"));
+                            sender = None;
+                        }
+                    }
+                }
+                (h, errors, first_error)
+            })
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("a load worker panicked"));
+    }
+    outputs
+}
