@@ -50,6 +50,10 @@ data |> yield(name: "mean")
 other = from(bucket: "metrics") |> range(start: -5m) |> last()
 other |> to(bucket: "rollups")"#;
 
+/// The load benchmark's v1 query (`benches/load.rs`).
+const LOAD_QUERY: &str =
+    "SELECT mean(\"usage_idle\") FROM \"cpu\" WHERE time > now() - 1h GROUP BY time(1m), \"host\"";
+
 fn long_influxql() -> String {
     let mut q = String::new();
     for i in 0..64 {
@@ -137,6 +141,21 @@ fn classification(c: &mut Criterion) {
     g.bench_function("plan_v1_query_3_statements", |b| {
         b.iter(|| black_box(v1_query()));
     });
+    // The load benchmark's v1 query, from its query string to its plan and
+    // canonical form: everything v1 query does that a write does not.
+    let load_qs = format!(
+        "db=bench&epoch=ms&q={}",
+        percent_encoding::utf8_percent_encode(LOAD_QUERY, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let load_query = || {
+        let params = Params::parse(Some(black_box(load_qs.as_str()))).unwrap();
+        let query =
+            read::influxql(&Method::GET, &params, &HeaderMap::new(), Default::default()).unwrap();
+        (classify::v1_query(&query).unwrap(), query.canonical())
+    };
+    g.bench_function("request_v1_query_load", |b| {
+        b.iter(|| black_box(load_query()));
+    });
     let flux = serde_json::json!({ "query": FLUX, "type": "flux" }).to_string();
     let json_headers = HeaderMap::new();
     g.bench_function("plan_flux", |b| {
@@ -159,6 +178,7 @@ fn classification(c: &mut Criterion) {
     g.finish();
     // The plan is what it should be (guards against benchmarking an error path).
     assert!(matches!(v1_query().0, Plan::Needs(n) if n.len() == 3));
+    assert!(matches!(load_query().0, Plan::Needs(n) if n.len() == 1));
 }
 
 fn influxql(c: &mut Criterion) {
@@ -171,6 +191,10 @@ fn influxql(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(V1_QUERY.len() as u64));
     g.bench_function("scan_3_statements", |b| {
         b.iter(|| parse_statements(black_box(V1_QUERY)).unwrap());
+    });
+    g.throughput(Throughput::Bytes(LOAD_QUERY.len() as u64));
+    g.bench_function("scan_load_query", |b| {
+        b.iter(|| parse_statements(black_box(LOAD_QUERY)).unwrap());
     });
     g.finish();
     assert_eq!(parse_statements(&long).unwrap().len(), 64);

@@ -11,8 +11,8 @@ use std::borrow::Cow;
 
 use super::ScanError;
 
-/// Words InfluxDB scans as keywords (looked up for every word of every
-/// query, through [`KEYWORD_CODES`]). A keyword is never an identifier,
+/// Words InfluxDB scans as keywords (looked up once for every word of
+/// every query, through [`GROUPS`]). A keyword is never an identifier,
 /// which is what makes `FROM where` invalid and `FROM "where"` valid.
 // One line per few keywords: the list is long and only ever read whole.
 #[rustfmt::skip]
@@ -41,61 +41,83 @@ const fn code(word: &[u8]) -> u128 {
     code
 }
 
-/// [`KEYWORDS`] as codes, sorted for binary search.
-const KEYWORD_CODES: [u128; KEYWORDS.len()] = {
-    let mut codes = [0u128; KEYWORDS.len()];
-    let mut i = 0;
-    while i < KEYWORDS.len() {
-        codes[i] = code(KEYWORDS[i].as_bytes());
-        i += 1;
-    }
-    let mut i = 1;
-    while i < codes.len() {
-        let mut j = i;
-        while j > 0 && codes[j - 1] > codes[j] {
-            let swap = codes[j];
-            codes[j] = codes[j - 1];
-            codes[j - 1] = swap;
-            j -= 1;
+/// The longest keyword's length.
+const LONGEST: usize = 13;
+
+/// [`KEYWORDS`] as codes, grouped by first letter and length (within a
+/// group, in list order): the keywords a word could be are the few of its
+/// group, found through [`GROUPS`], compared as integers.
+const BY_GROUP: [(u128, &str); KEYWORDS.len()] = {
+    let mut sorted = [(0u128, ""); KEYWORDS.len()];
+    let mut n = 0;
+    let mut group = 0;
+    while group < 26 * (LONGEST + 1) {
+        let mut i = 0;
+        while i < KEYWORDS.len() {
+            if group_of(KEYWORDS[i].as_bytes()) == group {
+                sorted[n] = (code(KEYWORDS[i].as_bytes()), KEYWORDS[i]);
+                n += 1;
+            }
+            i += 1;
         }
-        i += 1;
+        group += 1;
     }
-    codes
+    sorted
 };
 
-/// For each first letter, the lengths of the keywords starting with it
-/// (bit `n`: a keyword of `n` letters; keywords have at most 13).
-const KEYWORD_SHAPES: [u16; 26] = {
-    let mut shapes = [0u16; 26];
+/// For each group (first letter, length), where its keywords start in
+/// [`BY_GROUP`]; they end where the next group's start.
+const GROUPS: [u8; 26 * (LONGEST + 1) + 1] = {
+    let mut starts = [0u8; 26 * (LONGEST + 1) + 1];
     let mut i = 0;
     while i < KEYWORDS.len() {
-        let word = KEYWORDS[i].as_bytes();
-        shapes[(word[0] - b'A') as usize] |= 1 << word.len();
+        starts[group_of(KEYWORDS[i].as_bytes()) + 1] += 1;
         i += 1;
     }
-    shapes
+    let mut g = 1;
+    while g < starts.len() {
+        starts[g] += starts[g - 1];
+        g += 1;
+    }
+    starts
 };
 
-pub(super) fn is_keyword(word: &str) -> bool {
-    // Most identifiers are excluded by their first letter and length
-    // before any comparison.
+/// A word's group: its first letter (any case) and its length. Only
+/// called with ASCII letters and lengths up to [`LONGEST`].
+const fn group_of(word: &[u8]) -> usize {
+    (word[0].to_ascii_uppercase() - b'A') as usize * (LONGEST + 1) + word.len()
+}
+
+/// The keyword `word` is, in any ASCII case, as listed in [`KEYWORDS`]
+/// (upper case); `None` for an identifier. Most identifiers are told apart
+/// by their first letter and length alone.
+pub(super) fn keyword(word: &str) -> Option<&'static str> {
     let bytes = word.as_bytes();
-    let Some(first) = bytes.first().filter(|b| b.is_ascii_alphabetic()) else {
-        return false;
-    };
-    let shapes = KEYWORD_SHAPES[usize::from(first.to_ascii_uppercase() - b'A')];
-    if bytes.len() > 13 || shapes & (1 << bytes.len()) == 0 {
-        return false;
+    if bytes.len() > LONGEST || !bytes.first().is_some_and(u8::is_ascii_alphabetic) {
+        return None;
     }
-    bytes.iter().all(u8::is_ascii_alphabetic) && KEYWORD_CODES.binary_search(&code(bytes)).is_ok()
+    let group = group_of(bytes);
+    let (start, end) = (GROUPS[group], GROUPS[group + 1]);
+    if start == end || !bytes.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let code = code(bytes);
+    BY_GROUP[usize::from(start)..usize::from(end)]
+        .iter()
+        .find(|(listed, _)| *listed == code)
+        .map(|&(_, listed)| listed)
 }
 
 /// A token, borrowing its text from the query: the parser reads every word
 /// of every query on the request path, and copies none it does not keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Tok<'a> {
-    /// Unquoted word, as written: an identifier or a keyword.
+    /// Unquoted word that is not a keyword: an identifier, as written.
     Word(&'a str),
+    /// Unquoted keyword: as written, and as listed in [`KEYWORDS`]. Whether
+    /// a word is a keyword is looked up once, when it is scanned; the
+    /// parser asks about most words several times.
+    Keyword(&'a str, &'static str),
     /// Double-quoted identifier, unescaped (copied only when it had escapes).
     Quoted(Cow<'a, str>),
     Str,
@@ -121,22 +143,21 @@ impl<'a> Tok<'a> {
     pub(super) fn ident(&self) -> Option<&str> {
         match self {
             Tok::Quoted(s) => Some(s),
-            Tok::Word(w) if !is_keyword(w) => Some(w),
+            Tok::Word(w) => Some(w),
             _ => None,
         }
     }
 
-    /// True when this is keyword `kw`. A word equal to `kw` but for ASCII
-    /// case is a keyword exactly when `kw` is; that is checked only on a
-    /// match (rare), so asking for a non-keyword never matches.
+    /// True when this is keyword `kw` (in any case). Asking for a word
+    /// that is not a keyword never matches.
     pub(super) fn is_kw(&self, kw: &str) -> bool {
-        matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw) && is_keyword(kw))
+        matches!(self, Tok::Keyword(_, listed) if listed.eq_ignore_ascii_case(kw))
     }
 
     /// Short description for error messages; never echoes unbounded input.
     pub(super) fn describe(&self) -> String {
         match self {
-            Tok::Word(w) => w.chars().take(32).collect(),
+            Tok::Word(w) | Tok::Keyword(w, _) => w.chars().take(32).collect(),
             Tok::Quoted(_) => "quoted identifier".into(),
             Tok::Str => "string".into(),
             Tok::Int | Tok::Float => "number".into(),
@@ -307,7 +328,13 @@ impl<'a> Lexer<'a> {
             return Ok(Tok::Eof);
         };
         let tok = match c {
-            c if is_ident_start(c) => Tok::Word(self.bare_word(c)?),
+            c if is_ident_start(c) => {
+                let word = self.bare_word(c)?;
+                match keyword(word) {
+                    Some(listed) => Tok::Keyword(word, listed),
+                    None => Tok::Word(word),
+                }
+            }
             '"' => Tok::Quoted(self.quoted('"')?),
             '\'' => {
                 self.quoted('\'')?;
@@ -486,14 +513,16 @@ mod tests {
             KEYWORDS.windows(2).all(|w| w[0] < w[1]),
             "sorted, no duplicates"
         );
+        assert!(KEYWORDS.iter().all(|k| k.len() <= LONGEST));
         for k in KEYWORDS {
-            assert!(is_keyword(k) && is_keyword(&k.to_ascii_lowercase()), "{k}");
+            assert_eq!(keyword(k), Some(*k));
+            assert_eq!(keyword(&k.to_ascii_lowercase()), Some(*k));
         }
         for word in [
             "cpu", "SELECTX", "ALTE", "selec", "WRITES", "a", "xSELECT", "ELECT", "", "_", "9",
             "é", "SHOW_", "AND1", "ALLx",
         ] {
-            assert!(!is_keyword(word), "{word}");
+            assert_eq!(keyword(word), None, "{word}");
         }
     }
 
@@ -612,8 +641,9 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn keywords_are_the_listed_words_in_any_case(word in "[a-zA-Z_0-9]{0,15}") {
-            let listed = KEYWORDS.contains(&word.to_ascii_uppercase().as_str());
-            proptest::prop_assert_eq!(is_keyword(&word), listed);
+            let upper = word.to_ascii_uppercase();
+            let listed = KEYWORDS.iter().find(|k| **k == upper).copied();
+            proptest::prop_assert_eq!(keyword(&word), listed);
         }
 
         /// Whatever was peeked before, with either regex flag, `next`

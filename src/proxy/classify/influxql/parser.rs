@@ -3,7 +3,6 @@
 //! as a regex exactly where InfluxDB's parser reads one.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 
 use super::lexer::{Lexer, Tok};
 use super::{DbRef, ScanError, Scoped, Statement};
@@ -24,12 +23,51 @@ pub(super) fn unexpected(tok: &Tok<'_>, expected: &'static str) -> ScanError {
     }
 }
 
+/// `items` as the sorted set they stand for.
+pub(super) fn set_of<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+    items.sort_unstable();
+    items.dedup();
+    items
+}
+
+/// Adds `item` to `items`, made a set whenever a long list is full: a
+/// query naming one database thousands of times keeps one entry, not
+/// thousands (amortized `O(n log n)` however many are distinct).
+fn note<T: Ord>(items: &mut Vec<T>, item: T) {
+    if items.len() >= 64 && items.len() == items.capacity() {
+        items.sort_unstable();
+        items.dedup();
+    }
+    items.push(item);
+}
+
+/// A dotted name (`db.rp.measurement`) as read: its first three segments,
+/// borrowed from the query unless they had escapes (unused ones empty),
+/// and how many segments it had. Read for every name of every query, so
+/// it is kept in place rather than in a `Vec`.
+struct Dotted<'a> {
+    segs: [Cow<'a, str>; 3],
+    len: usize,
+}
+
+impl<'a> Dotted<'a> {
+    fn push(&mut self, seg: Cow<'a, str>) {
+        // A fourth segment is only counted: the name is refused then.
+        if let Some(slot) = self.segs.get_mut(self.len) {
+            *slot = seg;
+        }
+        self.len += 1;
+    }
+}
+
 pub(super) struct Parser<'a> {
     lex: Lexer<'a>,
     depth: usize,
-    reads: BTreeSet<DbRef>,
-    writes: BTreeSet<DbRef>,
-    scoped: BTreeSet<Scoped>,
+    /// What the statement reads, writes and names with a retention policy,
+    /// as met (most statements name one or two); made sets by [`set_of`].
+    reads: Vec<DbRef>,
+    writes: Vec<DbRef>,
+    scoped: Vec<Scoped>,
 }
 
 impl<'a> Parser<'a> {
@@ -37,9 +75,9 @@ impl<'a> Parser<'a> {
         Parser {
             lex: Lexer::new(src),
             depth: 0,
-            reads: BTreeSet::new(),
-            writes: BTreeSet::new(),
-            scoped: BTreeSet::new(),
+            reads: Vec::new(),
+            writes: Vec::new(),
+            scoped: Vec::new(),
         }
     }
 
@@ -154,12 +192,11 @@ impl<'a> Parser<'a> {
         self.reads.clear();
         self.writes.clear();
         self.scoped.clear();
-        let first = self.bump()?;
-        let word = match &first {
-            Tok::Word(w) if first.ident().is_none() => w.to_ascii_uppercase(),
+        let word = match self.bump()? {
+            Tok::Keyword(_, listed) => listed,
             other => return Err(ScanError::Unsupported(other.describe())),
         };
-        match word.as_str() {
+        match word {
             "SELECT" => self.select(false)?,
             "EXPLAIN" => {
                 self.eat_kw("ANALYZE")?;
@@ -168,16 +205,16 @@ impl<'a> Parser<'a> {
                 self.select(false)?;
             }
             "SHOW" => return self.show(),
-            _ => return self.admin(&word),
+            _ => return self.admin(word),
         }
         Ok(self.data())
     }
 
     fn data(&mut self) -> Statement {
         Statement::Data {
-            reads: std::mem::take(&mut self.reads).into_iter().collect(),
-            writes: std::mem::take(&mut self.writes).into_iter().collect(),
-            scoped: std::mem::take(&mut self.scoped).into_iter().collect(),
+            reads: set_of(std::mem::take(&mut self.reads)),
+            writes: set_of(std::mem::take(&mut self.writes)),
+            scoped: set_of(std::mem::take(&mut self.scoped)),
         }
     }
 
@@ -226,15 +263,16 @@ impl<'a> Parser<'a> {
 
     fn target(&mut self) -> Result<(), ScanError> {
         let first = self.ident()?;
-        let mut segs = self.segments(first)?;
-        if segs.len() < 3 && self.eat(&Tok::Colon)? {
+        let mut name = self.segments(first)?;
+        if name.len < 3 && self.eat(&Tok::Colon)? {
             self.expect_kw("MEASUREMENT")?;
-            segs.push(Cow::Borrowed(""));
+            name.push(Cow::Borrowed(""));
         }
-        let db = segs.first().filter(|_| segs.len() == 3);
-        self.writes.insert(DbRef::from_name(db.map(|s| &**s)));
-        if segs.len() == 3 {
-            self.scope(&segs[0], &segs[1], true);
+        let [db, rp, _] = &name.segs;
+        let db = (name.len == 3).then_some(&**db);
+        note(&mut self.writes, DbRef::from_name(db));
+        if let Some(db) = db {
+            self.scope(db, rp, true);
         }
         Ok(())
     }
@@ -245,17 +283,21 @@ impl<'a> Parser<'a> {
         if database.is_empty() {
             return;
         }
-        self.scoped.insert(Scoped {
-            database: database.to_owned(),
-            policy: (!policy.is_empty()).then(|| policy.to_owned()),
-            write,
-        });
+        note(
+            &mut self.scoped,
+            Scoped {
+                database: database.to_owned(),
+                policy: (!policy.is_empty()).then(|| policy.to_owned()),
+                write,
+            },
+        );
     }
 
     fn sources(&mut self, subqueries: bool) -> Result<(), ScanError> {
         self.comma_list(|p| {
-            let db = p.source(subqueries)?;
-            p.reads.extend(db);
+            if let Some(db) = p.source(subqueries)? {
+                note(&mut p.reads, db);
+            }
             Ok(())
         })
     }
@@ -276,41 +318,49 @@ impl<'a> Parser<'a> {
         // A bound parameter here could become any identifier, database
         // included, so only literal names are accepted.
         let first = self.ident()?;
-        let segs = self.segments(first)?;
-        let db = match segs.len() {
-            3 => segs.first(),
-            2 if self.eat_regex()? => segs.first(),
+        let name = self.segments(first)?;
+        let named = match name.len {
+            3 => true,
+            2 => self.eat_regex()?,
             _ => {
                 self.eat_regex()?;
-                None
+                false
             }
         };
-        if db.is_some() {
-            self.scope(&segs[0], &segs[1], false);
+        let [db, rp, _] = &name.segs;
+        let db = named.then_some(&**db);
+        if let Some(db) = db {
+            self.scope(db, rp, false);
         }
-        Ok(Some(DbRef::from_name(db.map(|s| &**s))))
+        Ok(Some(DbRef::from_name(db)))
     }
 
     /// Remaining segments of a dotted name, as `parseSegmentedIdents`: a `/`
     /// touching the dot ends the name (a regex in FROM, a division elsewhere),
     /// so does `:` (`INTO db.rp.:MEASUREMENT`), and `..` is an empty segment.
-    fn segments(&mut self, first: Cow<'a, str>) -> Result<Vec<Cow<'a, str>>, ScanError> {
-        let mut segs = vec![first];
+    fn segments(&mut self, first: Cow<'a, str>) -> Result<Dotted<'a>, ScanError> {
+        let mut name = Dotted {
+            segs: [first, Cow::Borrowed(""), Cow::Borrowed("")],
+            len: 1,
+        };
         while *self.peek()? == Tok::Dot {
             self.bump()?;
             if self.lex.raw_next_is('/') {
                 break;
             }
             match self.peek()? {
-                Tok::Dot => segs.push(Cow::Borrowed("")),
+                Tok::Dot => name.push(Cow::Borrowed("")),
                 Tok::Colon | Tok::DoubleColon => break,
-                _ => segs.push(self.ident()?),
+                _ => {
+                    let seg = self.ident()?;
+                    name.push(seg);
+                }
             }
         }
-        if segs.len() > 3 {
+        if name.len > 3 {
             return Err(ScanError::TooManySegments);
         }
-        Ok(segs)
+        Ok(name)
     }
 
     fn where_clause(&mut self) -> Result<(), ScanError> {
@@ -394,7 +444,8 @@ impl<'a> Parser<'a> {
                 } else {
                     self.segments(Cow::Borrowed(""))?;
                     if self.eat(&Tok::DoubleColon)? {
-                        self.expect_if(|t| matches!(t, Tok::Word(_)), "type")?;
+                        let word = |t: &Tok<'_>| matches!(t, Tok::Word(_) | Tok::Keyword(..));
+                        self.expect_if(word, "type")?;
                     }
                 }
             }
@@ -429,12 +480,11 @@ impl<'a> Parser<'a> {
     }
 
     fn show(&mut self) -> Result<Statement, ScanError> {
-        let got = self.bump()?;
-        let word = match &got {
-            Tok::Word(w) if got.ident().is_none() => w.to_ascii_uppercase(),
+        let word = match self.bump()? {
+            Tok::Keyword(_, listed) => listed,
             other => return Err(ScanError::Unsupported(format!("SHOW {}", other.describe()))),
         };
-        match word.as_str() {
+        match word {
             "DATABASES" => return Ok(Statement::ShowDatabases),
             "RETENTION" => {
                 self.expect_kw("POLICIES")?;
@@ -511,7 +561,7 @@ impl<'a> Parser<'a> {
             }
             self.scope(name, &policy, false);
         }
-        self.reads.insert(DbRef::from_name(db.as_deref()));
+        note(&mut self.reads, DbRef::from_name(db.as_deref()));
         if self.eat_kw("FROM")? {
             self.sources(false)?;
         }
@@ -521,7 +571,7 @@ impl<'a> Parser<'a> {
                 self.expect_if(eq, "'=' or '=~'")?;
                 // Only a measurement filter: it adds a read only if it names a database.
                 if let Some(db @ DbRef::Named(_)) = self.source(false)? {
-                    self.reads.insert(db);
+                    note(&mut self.reads, db);
                 }
             } else {
                 self.expect_kw("KEY")?;

@@ -5,7 +5,7 @@
 
 use super::super::lexer::Tok;
 use super::super::{DbRef, ScanError, Statement};
-use super::{Parser, unexpected};
+use super::{Parser, set_of, unexpected};
 use crate::authz::Action;
 
 /// Why user and privilege statements are refused.
@@ -134,8 +134,11 @@ impl Parser<'_> {
     pub(super) fn delete(&mut self, what: &'static str) -> Result<Statement, ScanError> {
         self.delete_clauses()?;
         let mut dbs = std::mem::take(&mut self.reads);
-        dbs.insert(DbRef::Default);
-        let needs = dbs.into_iter().map(|db| (db, Action::Delete)).collect();
+        dbs.push(DbRef::Default);
+        let needs = set_of(dbs)
+            .into_iter()
+            .map(|db| (db, Action::Delete))
+            .collect();
         self.admin_rest(what, needs)
     }
 
@@ -185,12 +188,12 @@ impl Parser<'_> {
         };
         let mut needs = vec![(DbRef::Named(db.clone()), Action::Create)];
         needs.extend(
-            std::mem::take(&mut self.reads)
+            set_of(std::mem::take(&mut self.reads))
                 .into_iter()
                 .map(|r| (on(r), Action::Read)),
         );
         needs.extend(
-            std::mem::take(&mut self.writes)
+            set_of(std::mem::take(&mut self.writes))
                 .into_iter()
                 .map(|w| (on(w), Action::Write)),
         );
