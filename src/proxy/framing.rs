@@ -1,5 +1,7 @@
-//! Detection of HTTP/1.1 requests that carry both `Content-Length` and
-//! `Transfer-Encoding`.
+//! Following a connection's HTTP/1.1 requests as its bytes are read: the
+//! detection of requests that carry both `Content-Length` and
+//! `Transfer-Encoding`, and whether a request head is on its way (for the
+//! listener's header timeout, [`HeadProgress`]).
 //!
 //! hyper handles such a request safely (chunked wins, the connection closes)
 //! but drops the `Content-Length` header before the service sees it, and
@@ -9,11 +11,18 @@
 //! heads and body framing and raises a per-connection flag the service
 //! checks. A parse it cannot follow only stops the watching: hyper then
 //! answers malformed input itself. The watch can refuse, never admit.
+//!
+//! hyper's own header timer cannot be what bounds a slow head: it also
+//! runs while a kept-alive connection waits for its next request, so it
+//! closed idle connections at the header timeout (10 s, Telegraf's flush
+//! interval) instead of the idle timeout. The watch sees when a head
+//! begins, so the listener's sweeper times heads, and idleness, apart.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -34,7 +43,10 @@ enum State {
     ChunkData(u64),
     /// Collecting trailers until an empty line.
     Trailers(Vec<u8>),
-    /// Not following any more (HTTP/2, or input hyper will refuse).
+    /// HTTP/2: no HTTP/1 framing to follow.
+    Http2,
+    /// Not following any more (input hyper will refuse, or a head longer
+    /// than [`MAX_HEAD`]).
     Off,
 }
 
@@ -49,12 +61,72 @@ impl AmbiguousFraming {
     }
 }
 
-/// An I/O stream whose reads are followed for ambiguous framing.
+/// Whether a request head is on its way: shared by a connection's watch
+/// and the listener's sweeper, which closes a connection whose head takes
+/// longer than the header timeout, the first head or any later one.
+#[derive(Debug, Clone)]
+pub struct HeadProgress(Arc<Progress>);
+
+#[derive(Debug)]
+struct Progress {
+    origin: Instant,
+    /// When the head arriving now began, in ms since `origin`, plus one;
+    /// 0 while none is (between requests, or reading a body).
+    begun: AtomicU64,
+    /// The watch stopped following the connection's HTTP/1 requests.
+    lost: AtomicBool,
+}
+
+impl HeadProgress {
+    pub(super) fn new() -> Self {
+        Self(Arc::new(Progress {
+            origin: Instant::now(),
+            begun: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+        }))
+    }
+
+    /// How long the request head now arriving has been arriving (part of
+    /// it read, not its end); `None` when no head is arriving.
+    pub fn arriving_for(&self) -> Option<Duration> {
+        let begun = self.0.begun.load(Ordering::Relaxed).checked_sub(1)?;
+        Some(
+            self.0
+                .origin
+                .elapsed()
+                .saturating_sub(Duration::from_millis(begun)),
+        )
+    }
+
+    /// True once the watch no longer follows the connection's requests
+    /// (input hyper refuses, or a head over 64 KiB): it cannot tell a head
+    /// arriving from an idle connection then.
+    pub fn lost(&self) -> bool {
+        self.0.lost.load(Ordering::Relaxed)
+    }
+
+    /// Marks a head arriving from now, or none arriving.
+    pub(super) fn arriving(&self, arriving: bool) {
+        let begun = if arriving {
+            let ms = u64::try_from(self.0.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+            ms + 1
+        } else {
+            0
+        };
+        self.0.begun.store(begun, Ordering::Relaxed);
+    }
+}
+
+/// An I/O stream whose reads are followed for ambiguous framing and for
+/// request heads on their way.
 #[derive(Debug)]
 pub struct FramingWatch<S> {
     inner: S,
     state: State,
     flag: AmbiguousFraming,
+    progress: HeadProgress,
+    /// What `progress` was last told: a head is arriving.
+    arriving: bool,
 }
 
 impl<S> FramingWatch<S> {
@@ -66,15 +138,36 @@ impl<S> FramingWatch<S> {
                 inner,
                 state: State::Head(Vec::new()),
                 flag: flag.clone(),
+                progress: HeadProgress::new(),
+                arriving: false,
             },
             flag,
         )
     }
 
+    /// Whether a request head is on its way on this connection.
+    pub fn progress(&self) -> HeadProgress {
+        self.progress.clone()
+    }
+
+    /// Tells `progress` when a head begins arriving (part of one read, its
+    /// end not yet), ends, or can no longer be followed: a clock read only
+    /// for heads that arrive in pieces.
+    fn track_progress(&mut self) {
+        let arriving = matches!(&self.state, State::Head(buf) if !buf.is_empty());
+        if arriving != self.arriving {
+            self.arriving = arriving;
+            self.progress.arriving(arriving);
+        }
+        if matches!(self.state, State::Off) && !self.progress.lost() {
+            self.progress.0.lost.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn observe(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match &mut self.state {
-                State::Off => return,
+                State::Off | State::Http2 => return,
                 State::Head(buf) => {
                     // A head that arrives whole in one read (almost every
                     // one) is read where it lies, not copied first.
@@ -158,7 +251,7 @@ impl<S> FramingWatch<S> {
 
     fn after_head(&self, head: &[u8]) -> State {
         if head.starts_with(H2_PREFACE) {
-            return State::Off;
+            return State::Http2;
         }
         // Left uninitialized: httparse writes the ones it fills.
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
@@ -251,6 +344,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             this.observe(&buf.filled()[before..]);
+            this.track_progress();
         }
         result
     }
@@ -289,6 +383,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingWatch<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_arriving_only_while_part_of_it_is_read() {
+        let (mut w, _) = FramingWatch::new(());
+        let progress = w.progress();
+        let mut read = |bytes: &[u8]| {
+            w.observe(bytes);
+            w.track_progress();
+            (progress.arriving_for().is_some(), progress.lost())
+        };
+        // Whole heads, CRLFs between requests and bodies are not heads
+        // arriving.
+        assert_eq!(
+            read(b"POST /write HTTP/1.1\r\ncontent-length: 5\r\n\r\nab"),
+            (false, false)
+        );
+        assert_eq!(read(b"cde\r\n"), (false, false));
+        // A head in pieces is, until its blank line.
+        assert_eq!(read(b"GET /ping HTTP/1.1\r\nhost: a"), (true, false));
+        assert_eq!(read(b"\r\n"), (true, false));
+        assert_eq!(read(b"\r\n"), (false, false));
+        // Input the watch cannot follow leaves it unable to tell.
+        assert_eq!(read(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"), (false, true));
+        let (mut h2, _) = FramingWatch::new(());
+        h2.observe(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        h2.track_progress();
+        assert!(!h2.progress().lost() && h2.progress().arriving_for().is_none());
+    }
 
     fn watch(chunks: &[&[u8]]) -> bool {
         let (mut w, flag) = FramingWatch::new(());

@@ -132,3 +132,85 @@ async fn a_connection_that_sends_nothing_is_closed_by_the_header_timeout() {
         started.elapsed()
     );
 }
+
+/// Sends one `GET /ping` on `stream` and reads its whole answer (`/ping`
+/// answers 204, no body); `None` when the connection was closed first.
+async fn ping_on(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let sent = stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: fluxgate\r\n\r\n")
+        .await;
+    if sent.is_err() {
+        return None;
+    }
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    Some(head.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_header_timeout_while_idle() {
+    // `--header-read-timeout` bounds how long a request head takes to
+    // arrive; `--idle-timeout` (60 s here) how long a connection with
+    // nothing in flight stays open. A client between two requests (Telegraf
+    // waits its flush interval, 10 s by default) is idle, not slow: closing
+    // it at the header timeout makes the client's next request race the
+    // close.
+    let env = Env::start(None).await;
+    let (addr, stop) = serve_with_header_timeout(&env).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let first = ping_on(&mut stream).await;
+    assert!(
+        first.as_deref().is_some_and(|s| s.contains(" 204")),
+        "{first:?}"
+    );
+    // Idle for 2.5 header timeouts, well inside the idle timeout.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let second = ping_on(&mut stream).await;
+    stop.cancel();
+    assert!(
+        second.as_deref().is_some_and(|s| s.contains(" 204")),
+        "the connection was closed while idle between requests, after the header timeout \
+         (1 s) and long before the idle timeout (60 s): {second:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_second_request_head_is_closed_by_the_header_timeout() {
+    // The header timeout is the slowloris bound for every request head on a
+    // connection, not only the first.
+    let env = Env::start(None).await;
+    let (addr, stop) = serve_with_header_timeout(&env).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let first = ping_on(&mut stream).await;
+    assert!(
+        first.as_deref().is_some_and(|s| s.contains(" 204")),
+        "{first:?}"
+    );
+    // The next head begins and never ends.
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: fl")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+    stop.cancel();
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a request head begun and never finished was still open after {:?} with a 1 s header \
+         timeout: {closed:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -3,12 +3,16 @@
 //! closes connections that stay idle, and on shutdown stops accepting and
 //! lets every open connection finish its in-flight requests.
 //!
-//! Idleness is watched by one sweeper task per listener, not a timer per
-//! connection: each connection's [`Activity`] is registered with it, and
-//! the sweeper raises a connection's signal (and wakes it) when it sent no
-//! request head within the header timeout, stayed idle past the idle
-//! timeout, or the listener shuts down. A connection's task polls its
-//! connection and, on the way, one atomic.
+//! Idleness and slow heads are watched by one sweeper task per listener,
+//! not a timer per connection or per request: each connection's
+//! [`Activity`] is registered with it, and the sweeper raises a
+//! connection's signal (and wakes it) when a request head (the first or any
+//! later one, as the framing watch sees them begin) took longer than the
+//! header timeout, the connection stayed idle past the idle timeout, or the
+//! listener shuts down. A connection's task polls its connection and, on
+//! the way, one atomic. hyper's own HTTP/1 header timer is off: it also ran
+//! while a kept-alive connection waited for its next request, closing idle
+//! connections at the header timeout.
 //!
 //! Connections are served by listener threads ([`ListenerSettings::threads`],
 //! one per core by default), each running a single-threaded runtime with its
@@ -47,7 +51,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Peer;
 use super::Proxy;
-use super::framing::FramingWatch;
+use super::framing::{FramingWatch, HeadProgress};
 use crate::accept::{self, Accepted};
 use crate::tls::ServerTls;
 
@@ -91,10 +95,10 @@ impl Default for ListenerSettings {
 
 fn builder(settings: &ListenerSettings) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
+    // No HTTP/1 header timer: the sweeper times heads (see the module).
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(settings.max_header_bytes.max(8192));
     builder
         .http2()
@@ -110,7 +114,7 @@ fn builder(settings: &ListenerSettings) -> Builder<TokioExecutor> {
 const RUN: u8 = 0;
 /// Finish the requests in flight and close (idle, or shutting down).
 const DRAIN: u8 = 1;
-/// Close now (no request head within the header timeout).
+/// Close now (a request head not complete within the header timeout).
 const CLOSE: u8 = 2;
 
 /// Requests in flight on one connection and when the last one ended; and
@@ -120,19 +124,22 @@ struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
-    /// A request head arrived: the connection is past the header timeout.
+    /// A request head arrived: the connection is past its first head.
     spoke: AtomicBool,
+    /// Later heads, as the framing watch sees them arrive.
+    head: HeadProgress,
     signal: AtomicU8,
     waker: AtomicWaker,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(head: HeadProgress) -> Self {
         Self {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             spoke: AtomicBool::new(false),
+            head,
             signal: AtomicU8::new(RUN),
             waker: AtomicWaker::new(),
         }
@@ -145,12 +152,23 @@ impl Activity {
         }
     }
 
-    /// True while no request head has arrived for longer than `timeout`
-    /// (hyper's own header timer starts only once it knows the protocol,
-    /// so a connection that sends nothing, or only the HTTP/2 preface,
-    /// would otherwise be held until the idle timeout).
+    /// True while no request head has arrived for longer than `timeout`:
+    /// a connection that sends nothing, part of a first head, or only the
+    /// HTTP/2 preface.
     fn silent_for(&self, timeout: Duration) -> bool {
         !self.spoke.load(Ordering::Relaxed) && self.started.elapsed() >= timeout
+    }
+
+    /// True when a later request head has been arriving for longer than
+    /// `timeout` since the connection last had nothing in flight: a head
+    /// pipelined behind a slow request is not timed until that request
+    /// ends, as hyper reads it only then.
+    fn head_late(&self, timeout: Duration) -> bool {
+        let Some(arriving) = self.head.arriving_for() else {
+            return false;
+        };
+        self.idle_for()
+            .is_some_and(|idle| arriving.min(idle) >= timeout)
     }
 
     fn touch(&self) {
@@ -204,9 +222,18 @@ impl Sweeper {
     /// Looks at every connection once.
     fn sweep(&self, idle_timeout: Duration, header_timeout: Duration) {
         for activity in self.connections.lock().values() {
-            if activity.silent_for(header_timeout) {
+            if activity.silent_for(header_timeout) || activity.head_late(header_timeout) {
                 activity.tell(CLOSE);
-            } else if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                continue;
+            }
+            // A connection whose requests the watch no longer follows may
+            // be sending a head slowly: held to the header timeout when idle.
+            let limit = if activity.head.lost() {
+                header_timeout.min(idle_timeout)
+            } else {
+                idle_timeout
+            };
+            if activity.idle_for().is_some_and(|idle| idle >= limit) {
                 activity.tell(DRAIN);
             }
         }
@@ -353,7 +380,7 @@ impl Connection {
     {
         let (stream, framing) = FramingWatch::new(stream);
         let peer = Peer::new(addr, scheme, framing);
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(stream.progress()));
         let service = {
             let (proxy, activity) = (self.proxy.clone(), Arc::clone(&activity));
             hyper::service::service_fn(move |request: http::Request<Incoming>| {

@@ -130,3 +130,26 @@ async fn listener_threads_drain_and_stop_with_the_listener() {
     }
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
 }
+
+#[test]
+fn a_head_is_late_only_once_nothing_is_in_flight() {
+    let timeout = Duration::from_millis(50);
+    let head = HeadProgress::new();
+    let activity = Activity::new(head.clone());
+    activity.spoke.store(true, Ordering::Relaxed);
+    head.arriving(true);
+    // Pipelined behind a request still running: hyper reads it only once
+    // that request ends, so it is not timed yet.
+    activity.in_flight.store(1, Ordering::Relaxed);
+    std::thread::sleep(timeout * 2);
+    assert!(!activity.head_late(timeout));
+    // The request ends: timed from then.
+    activity.touch();
+    activity.in_flight.store(0, Ordering::Relaxed);
+    assert!(!activity.head_late(timeout));
+    std::thread::sleep(timeout * 2);
+    assert!(activity.head_late(timeout));
+    // Between requests, no head arriving: idle, not late.
+    head.arriving(false);
+    assert!(!activity.head_late(timeout));
+}
