@@ -304,9 +304,16 @@ fn skip_leading_crlfs(bytes: &[u8]) -> &[u8] {
 }
 
 /// The length of the head at the start of `bytes`, its blank line
-/// included, if it is complete.
+/// included, if it is complete. Lines end as httparse (hyper's reader)
+/// ends them, with `\r\n` or a bare `\n`: a head whose lines end in `\n`
+/// must end where hyper ends it, or the watch would read its body as the
+/// rest of the head and lose track of every request after it.
 fn head_end(bytes: &[u8]) -> Option<usize> {
-    memchr::memmem::find(bytes, b"\r\n\r\n").map(|p| p + 4)
+    memchr::memchr_iter(b'\n', bytes).find_map(|at| match bytes.get(at + 1..) {
+        Some([b'\n', ..]) => Some(at + 2),
+        Some([b'\r', b'\n', ..]) => Some(at + 3),
+        _ => None,
+    })
 }
 
 /// Moves bytes from `input` into `buf` up to and including the first blank
@@ -383,6 +390,48 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingWatch<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_end_where_httparse_ends_them() {
+        for (head, end) in [
+            (&b"GET / HTTP/1.1\r\nhost: a\r\n\r\nrest"[..], Some(27)),
+            (b"GET / HTTP/1.1\nhost: a\n\nrest", Some(24)),
+            (b"GET / HTTP/1.1\r\nhost: a\r\n\nrest", Some(26)),
+            (b"GET / HTTP/1.1\nhost: a\n\r\nrest", Some(25)),
+            (b"GET / HTTP/1.1\n\n", Some(16)),
+            (b"GET / HTTP/1.1\r\nhost: a\r\n\r", None),
+            (b"GET / HTTP/1.1\r\nhost: a\r\n", None),
+            (b"GET / HTTP/1.1\r\nhost: a\r\r\n", None),
+        ] {
+            assert_eq!(head_end(head), end, "{:?}", String::from_utf8_lossy(head));
+            if let Some(end) = end {
+                let mut headers = [httparse::EMPTY_HEADER; 4];
+                let parsed = httparse::Request::new(&mut headers).parse(head);
+                assert_eq!(parsed.ok(), Some(httparse::Status::Complete(end)));
+            }
+        }
+    }
+
+    #[test]
+    fn heads_with_bare_lf_line_ends_are_followed() {
+        // Both framing headers on a head whose lines end in `\n`.
+        assert!(watch(&[
+            b"POST /write HTTP/1.1\ncontent-length: 5\ntransfer-encoding: chunked\n\n"
+        ]));
+        // A bare-LF head, then a smuggling attempt: the second head is
+        // where hyper reads it, not inside the first one.
+        assert!(watch(&[
+            b"GET /ping HTTP/1.1\nhost: a\n\nPOST /write HTTP/1.1\r\ncontent-length: 5\r\n\
+              transfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+        ]));
+        // A bare-LF head with a body ending in a CRLF pair: the body is
+        // skipped by its length, and the next head is seen arriving.
+        let (mut w, _) = FramingWatch::new(());
+        w.observe(b"POST /ping HTTP/1.1\nhost: a\ncontent-length: 8\n\nxxxx\r\n\r\n");
+        w.observe(b"GET /pi");
+        w.track_progress();
+        assert!(w.progress().arriving_for().is_some());
+    }
 
     #[test]
     fn a_head_is_arriving_only_while_part_of_it_is_read() {

@@ -214,3 +214,37 @@ async fn a_slow_second_request_head_is_closed_by_the_header_timeout() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_slow_head_after_a_bare_lf_request_is_closed_by_the_header_timeout() {
+    // hyper reads heads whose lines end in a bare `\n`; a watch that ended
+    // heads only at CRLF CRLF read this request's body as the rest of its
+    // head, then skipped the next head's first bytes as body, and never saw
+    // that head arriving.
+    let env = Env::start(None).await;
+    let (addr, stop) = serve_with_header_timeout(&env).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /ping HTTP/1.1\nhost: fluxgate\ncontent-length: 8\n\nxxxx\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.contains(" 204"), "{answer}");
+    stream.write_all(b"GET /pi").await.unwrap();
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+    stop.cancel();
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a head begun after a bare-LF request was still open after {:?} with a 1 s header \
+         timeout: {closed:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -222,8 +222,16 @@ impl Sweeper {
     /// Looks at every connection once.
     fn sweep(&self, idle_timeout: Duration, header_timeout: Duration) {
         for activity in self.connections.lock().values() {
-            if activity.silent_for(header_timeout) || activity.head_late(header_timeout) {
+            if activity.silent_for(header_timeout) || activity.head_late(header_timeout * 2) {
                 activity.tell(CLOSE);
+                continue;
+            }
+            // A late head is drained first: hyper closes a connection
+            // waiting for the rest of a head at once, but finishes a
+            // response still streaming (its request no longer counts as in
+            // flight) before it closes.
+            if activity.head_late(header_timeout) {
+                activity.tell(DRAIN);
                 continue;
             }
             // A connection whose requests the watch no longer follows may
