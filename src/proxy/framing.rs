@@ -20,10 +20,12 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use memchr::memmem::Finder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// HTTP/2's connection preface: no HTTP/1 framing to follow.
@@ -84,6 +86,11 @@ impl HeadProgress {
             begun: AtomicU64::new(0),
             lost: AtomicBool::new(false),
         }))
+    }
+
+    /// When the watch began: the connection's start.
+    pub fn origin(&self) -> Instant {
+        self.0.origin
     }
 
     /// How long the request head now arriving has been arriving (part of
@@ -309,11 +316,19 @@ fn skip_leading_crlfs(bytes: &[u8]) -> &[u8] {
 /// must end where hyper ends it, or the watch would read its body as the
 /// rest of the head and lose track of every request after it.
 fn head_end(bytes: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\n', bytes).find_map(|at| match bytes.get(at + 1..) {
-        Some([b'\n', ..]) => Some(at + 2),
-        Some([b'\r', b'\n', ..]) => Some(at + 3),
-        _ => None,
-    })
+    // A blank line is `\n\r\n` or `\n\n`. The first `\n\r\n` (the end
+    // of almost every head) also bounds the search for `\n\n`, which so
+    // never runs through a body.
+    static LF_CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+    static LF_LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+    let crlf = LF_CRLF.find(bytes).map(|p| p + 3);
+    let lf = LF_LF
+        .find(crlf.map_or(bytes, |end| &bytes[..end]))
+        .map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(crlf), Some(lf)) => Some(crlf.min(lf)),
+        (crlf, lf) => crlf.or(lf),
+    }
 }
 
 /// Moves bytes from `input` into `buf` up to and including the first blank

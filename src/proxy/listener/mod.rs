@@ -135,7 +135,7 @@ struct Activity {
 impl Activity {
     fn new(head: HeadProgress) -> Self {
         Self {
-            started: Instant::now(),
+            started: head.origin(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             spoke: AtomicBool::new(false),
