@@ -13,7 +13,8 @@
 //!
 //! - `hot_path/*`: pieces of every request's path measured apart: the
 //!   framing watch following a request head as it is read
-//!   (`framing_watch_head`), and a connection's memo answering for its
+//!   (`framing_watch_head`, a new connection's first head;
+//!   `framing_watch_next_head`, a later head on an open one), and a connection's memo answering for its
 //!   token (`memo_recall`, the token compared in constant time).
 //!
 //! `cargo bench --bench micro` runs them; any criterion filter works
@@ -226,6 +227,31 @@ fn hot_path(c: &mut Criterion) {
     g.bench_function("framing_watch_head", |b| {
         b.iter(|| {
             let (mut watch, flag) = FramingWatch::new(black_box(head.as_bytes()));
+            let mut buf = ReadBuf::new(&mut out);
+            let read = std::pin::Pin::new(&mut watch).poll_read(&mut cx, &mut buf);
+            assert!(matches!(read, Poll::Ready(Ok(()))));
+            flag.seen()
+        });
+    });
+
+    // The same head on a connection already open: what each request pays
+    // (the watch, its flag and its head progress are made once per
+    // connection).
+    /// A connection that sends the same head on every read.
+    struct Heads<'a>(&'a [u8]);
+    impl AsyncRead for Heads<'_> {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            buf.put_slice(black_box(self.0));
+            Poll::Ready(Ok(()))
+        }
+    }
+    let (mut watch, flag) = FramingWatch::new(Heads(head.as_bytes()));
+    g.bench_function("framing_watch_next_head", |b| {
+        b.iter(|| {
             let mut buf = ReadBuf::new(&mut out);
             let read = std::pin::Pin::new(&mut watch).poll_read(&mut cx, &mut buf);
             assert!(matches!(read, Poll::Ready(Ok(()))));
