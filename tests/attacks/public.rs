@@ -112,6 +112,52 @@ async fn serve_with_header_timeout(
     (addr, stop)
 }
 
+/// Waits up to 10 s for the proxy to close `stream`: how long that took,
+/// or `Err` with what the read gave when it is still open.
+async fn closed_within(stream: &mut tokio::net::TcpStream) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+        Ok(Ok(0) | Err(_)) => Ok(started.elapsed()),
+        other => Err(format!(
+            "still open after {:?}: {other:?}",
+            started.elapsed()
+        )),
+    }
+}
+
+/// Sends `start` of a head that never ends; the proxy (1 s header
+/// timeout) must close the connection well before its idle timeout.
+async fn closed_when_a_head_stalls(
+    mut stream: tokio::net::TcpStream,
+    stop: tokio_util::sync::CancellationToken,
+    start: &[u8],
+) {
+    stream.write_all(start).await.unwrap();
+    let closed = closed_within(&mut stream).await;
+    stop.cancel();
+    assert!(
+        closed
+            .as_ref()
+            .is_ok_and(|took| *took < Duration::from_secs(4)),
+        "a head begun ({:?}) and never finished, 1 s header timeout: {closed:?}",
+        String::from_utf8_lossy(start)
+    );
+}
+
+/// A connection to a proxy with a 1 s header timeout, one `/ping`
+/// answered on it.
+async fn after_one_ping(env: &Env) -> (tokio::net::TcpStream, tokio_util::sync::CancellationToken) {
+    let (addr, stop) = serve_with_header_timeout(env).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let first = ping_on(&mut stream).await;
+    assert!(
+        first.as_deref().is_some_and(|s| s.contains(" 204")),
+        "{first:?}"
+    );
+    (stream, stop)
+}
+
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_by_the_header_timeout() {
     // `--header-read-timeout` is documented as the slowloris bound, but a
@@ -122,14 +168,11 @@ async fn a_connection_that_sends_nothing_is_closed_by_the_header_timeout() {
     let env = Env::start(None).await;
     let (addr, stop) = serve_with_header_timeout(&env).await;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let started = Instant::now();
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+    let closed = closed_within(&mut stream).await;
     stop.cancel();
     assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "a silent connection was still open after {:?} with a 1 s header timeout",
-        started.elapsed()
+        closed.is_ok(),
+        "a silent connection with a 1 s header timeout: {closed:?}"
     );
 }
 
@@ -163,13 +206,7 @@ async fn a_kept_alive_connection_outlives_the_header_timeout_while_idle() {
     // it at the header timeout makes the client's next request race the
     // close.
     let env = Env::start(None).await;
-    let (addr, stop) = serve_with_header_timeout(&env).await;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let first = ping_on(&mut stream).await;
-    assert!(
-        first.as_deref().is_some_and(|s| s.contains(" 204")),
-        "{first:?}"
-    );
+    let (mut stream, stop) = after_one_ping(&env).await;
     // Idle for 2.5 header timeouts, well inside the idle timeout.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let second = ping_on(&mut stream).await;
@@ -186,33 +223,9 @@ async fn a_slow_second_request_head_is_closed_by_the_header_timeout() {
     // The header timeout is the slowloris bound for every request head on a
     // connection, not only the first.
     let env = Env::start(None).await;
-    let (addr, stop) = serve_with_header_timeout(&env).await;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let first = ping_on(&mut stream).await;
-    assert!(
-        first.as_deref().is_some_and(|s| s.contains(" 204")),
-        "{first:?}"
-    );
+    let (stream, stop) = after_one_ping(&env).await;
     // The next head begins and never ends.
-    stream
-        .write_all(b"GET /ping HTTP/1.1\r\nhost: fl")
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
-    stop.cancel();
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "a request head begun and never finished was still open after {:?} with a 1 s header \
-         timeout: {closed:?}",
-        started.elapsed()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    closed_when_a_head_stalls(stream, stop, b"GET /ping HTTP/1.1\r\nhost: fl").await;
 }
 
 #[tokio::test]
@@ -232,19 +245,5 @@ async fn a_slow_head_after_a_bare_lf_request_is_closed_by_the_header_timeout() {
     let n = stream.read(&mut buf).await.unwrap();
     let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(answer.contains(" 204"), "{answer}");
-    stream.write_all(b"GET /pi").await.unwrap();
-    let started = Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
-    stop.cancel();
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "a head begun after a bare-LF request was still open after {:?} with a 1 s header \
-         timeout: {closed:?}",
-        started.elapsed()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    closed_when_a_head_stalls(stream, stop, b"GET /pi").await;
 }
