@@ -2,8 +2,9 @@
 //! request goes through the shared pool, its later ones over one upstream
 //! connection kept for the caller's connection; every request is forwarded
 //! alike on either; a kept connection the upstream closes costs no request,
-//! it closes when the caller's connection does, and requests the proxy did
-//! not decide (no token) never get one.
+//! it closes when the caller's connection does, requests the proxy did
+//! not decide (no token) never get one, and callers past the limit on kept
+//! connections are served through the pool.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -16,6 +17,8 @@ use common::TokenServer;
 use common::capture::{Canned, CaptureUpstream, Captured};
 use common::proxy::ProxyServer;
 use fluxgate::authz::client::AuthzClient;
+use fluxgate::proxy::listener::ListenerSettings;
+use futures_util::future::join_all;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -28,6 +31,10 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(ListenerSettings::default()).await
+}
+
+async fn env_with(listening: ListenerSettings) -> Env {
     let tokens = TokenServer::start().await;
     let (_, token) = tokens.database_token(&[("db", true, true)]).await;
     let upstream = CaptureUpstream::start().await;
@@ -35,7 +42,14 @@ async fn env() -> Env {
         tokens.url().parse().unwrap(),
         Duration::from_secs(2),
     ));
-    let proxy = ProxyServer::start(authorizer, &upstream.url()).await;
+    let proxy = ProxyServer::start_listening(
+        authorizer,
+        &upstream.url(),
+        common::proxy::settings(),
+        None,
+        listening,
+    )
+    .await;
     Env {
         _tokens: tokens,
         upstream,
@@ -171,4 +185,51 @@ async fn requests_without_a_token_never_get_a_connection_of_their_own() {
     // All over the pool's one connection.
     assert!(got.iter().all(|g| g.peer == got[0].peer));
     assert_eq!(e.upstream.open_connections(), 1);
+}
+
+#[tokio::test]
+async fn callers_past_the_kept_connection_limit_are_served_through_the_pool() {
+    // A listener thread opens at most 32 kept connections a second (and
+    // keeps at most 256): the callers past that are served through the
+    // shared pool, their requests forwarded alike.
+    const CALLERS: usize = 48;
+    let e = env_with(ListenerSettings {
+        threads: 1,
+        ..ListenerSettings::default()
+    })
+    .await;
+    let mut callers = join_all((0..CALLERS).map(|_| connect(&e))).await;
+    // Every caller's first request goes through the pool.
+    let firsts = join_all(callers.iter_mut().map(|c| write(&e, c, "m v=1"))).await;
+    assert!(firsts.iter().all(|s| *s == 204), "{firsts:?}");
+    let pooled: std::collections::HashSet<_> =
+        e.upstream.requests().iter().map(|r| r.peer).collect();
+    // Every second request wants a kept connection at once.
+    let started = std::time::Instant::now();
+    let seconds = join_all(callers.iter_mut().map(|c| write(&e, c, "m v=2"))).await;
+    let took = started.elapsed();
+    assert!(seconds.iter().all(|s| *s == 204), "{seconds:?}");
+    let got = e.upstream.requests();
+    assert_eq!(got.len(), 2 * CALLERS);
+    for (i, got) in got.iter().enumerate() {
+        forwarded_alike(
+            got,
+            &e.upstream,
+            if i < CALLERS { "m v=1" } else { "m v=2" },
+        );
+    }
+    // Kept connections are new ones; the rest reused the pool's.
+    let kept = got[CALLERS..]
+        .iter()
+        .filter(|r| !pooled.contains(&r.peer))
+        .count();
+    let windows = usize::try_from(took.as_secs()).unwrap() + 1;
+    assert!(
+        kept <= 32 * windows,
+        "{kept} kept connections opened in {took:?} (at most 32 a second)"
+    );
+    assert!(kept > 0, "no caller got a kept connection");
+    // And every caller is still served, kept or not.
+    let thirds = join_all(callers.iter_mut().map(|c| write(&e, c, "m v=3"))).await;
+    assert!(thirds.iter().all(|s| *s == 204), "{thirds:?}");
 }

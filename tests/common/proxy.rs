@@ -53,6 +53,24 @@ impl ProxyServer {
         settings: GateSettings,
         credential: Option<http::HeaderValue>,
     ) -> Self {
+        Self::start_listening(
+            authorizer,
+            upstream,
+            settings,
+            credential,
+            ListenerSettings::default(),
+        )
+        .await
+    }
+
+    /// [`Self::start_with`], the listener set up by `listening`.
+    pub async fn start_listening(
+        authorizer: Arc<dyn Authorizer>,
+        upstream: &str,
+        settings: GateSettings,
+        credential: Option<http::HeaderValue>,
+        listening: ListenerSettings,
+    ) -> Self {
         let upstream = Upstream::new(upstream.parse().unwrap(), credential, Protocol::Http1);
         let http = HttpService::new(gate(authorizer, &settings), upstream, Default::default());
         let proxy = Proxy::new(http);
@@ -61,14 +79,9 @@ impl ProxyServer {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            listener::serve(
-                listener,
-                proxy,
-                ListenerSettings::default(),
-                stop.cancelled_owned(),
-            )
-            .await
-            .expect("the listener starts");
+            listener::serve(listener, proxy, listening, stop.cancelled_owned())
+                .await
+                .expect("the listener starts");
         });
         Self {
             addr,
