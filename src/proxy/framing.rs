@@ -112,6 +112,10 @@ impl HeadProgress {
         self.0.lost.load(Ordering::Relaxed)
     }
 
+    fn lose_track(&self) {
+        self.0.lost.store(true, Ordering::Relaxed);
+    }
+
     /// Marks a head arriving from now, or none arriving.
     pub(super) fn arriving(&self, arriving: bool) {
         let begun = if arriving {
@@ -167,7 +171,7 @@ impl<S> FramingWatch<S> {
             self.progress.arriving(arriving);
         }
         if matches!(self.state, State::Off) && !self.progress.lost() {
-            self.progress.0.lost.store(true, Ordering::Relaxed);
+            self.progress.lose_track();
         }
     }
 

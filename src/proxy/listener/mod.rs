@@ -161,8 +161,10 @@ impl Activity {
 
     /// True when a later request head has been arriving for longer than
     /// `timeout` since the connection last had nothing in flight: a head
-    /// pipelined behind a slow request is not timed until that request
-    /// ends, as hyper reads it only then.
+    /// pipelined behind a slow request is not timed until that request's
+    /// response begins (hyper reads it once the response is written; the
+    /// sweeper drains a late head first, so a response still streaming
+    /// then is finished).
     fn head_late(&self, timeout: Duration) -> bool {
         let Some(arriving) = self.head.arriving_for() else {
             return false;
