@@ -199,11 +199,16 @@ async fn callers_past_the_kept_connection_limit_are_served_through_the_pool() {
     })
     .await;
     let mut callers = join_all((0..CALLERS).map(|_| connect(&e))).await;
-    // Every caller's first request goes through the pool.
+    // Every caller's first request goes through the pool, all at once and
+    // answered together: the pool opens a connection for each, so the
+    // callers that later fall back to it find one idle.
+    e.upstream.hold_answers_until(Some(CALLERS));
     let firsts = join_all(callers.iter_mut().map(|c| write(&e, c, "m v=1"))).await;
+    e.upstream.hold_answers_until(None);
     assert!(firsts.iter().all(|s| *s == 204), "{firsts:?}");
     let pooled: std::collections::HashSet<_> =
         e.upstream.requests().iter().map(|r| r.peer).collect();
+    assert_eq!(pooled.len(), CALLERS);
     // Every second request wants a kept connection at once.
     let started = std::time::Instant::now();
     let seconds = join_all(callers.iter_mut().map(|c| write(&e, c, "m v=2"))).await;

@@ -83,6 +83,14 @@ async fn public_routes_do_not_forward_request_bodies() {
 async fn serve_with_header_timeout(
     env: &Env,
 ) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    serve_with_header_timeout_to(env, &env.upstream.url()).await
+}
+
+/// [`serve_with_header_timeout`], forwarding to `upstream`.
+async fn serve_with_header_timeout_to(
+    env: &Env,
+    upstream: &str,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
     use fluxgate::proxy::Proxy;
     use fluxgate::proxy::forward::{Protocol, Upstream};
     use fluxgate::proxy::http::HttpService;
@@ -94,7 +102,7 @@ async fn serve_with_header_timeout(
         )),
         &crate::common::proxy::settings(),
     );
-    let upstream = Upstream::new(env.upstream.url().parse().unwrap(), None, Protocol::Http1);
+    let upstream = Upstream::new(upstream.parse().unwrap(), None, Protocol::Http1);
     let proxy = Proxy::new(HttpService::new(gate, upstream, Default::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -246,4 +254,85 @@ async fn a_slow_head_after_a_bare_lf_request_is_closed_by_the_header_timeout() {
     let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(answer.contains(" 204"), "{answer}");
     closed_when_a_head_stalls(stream, stop, b"GET /pi").await;
+}
+
+/// An upstream that answers every request with a chunked body of twelve
+/// `ok` chunks, one every 250 ms (3 s in all).
+async fn slowly_streaming_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let start = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                if stream.write_all(start).await.is_err() {
+                    return;
+                }
+                for _ in 0..12 {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if stream.write_all(b"2\r\nok\r\n").await.is_err() {
+                        return;
+                    }
+                }
+                let _ = stream.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_head_pipelined_behind_a_streaming_response_does_not_cut_it_off() {
+    // hyper reads once from the caller while it writes a response, so the
+    // watch sees the start of a pipelined head; hyper reads the rest only
+    // once the response is written. Timing that head from when the
+    // response began cut a 3 s response off at twice the 1 s header
+    // timeout.
+    let env = Env::start(None).await;
+    let upstream = slowly_streaming_upstream().await;
+    let (addr, stop) = serve_with_header_timeout_to(&env, &upstream).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: fluxgate\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut pipelined = false;
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            // Once the response has begun, the next head, in part.
+            if !pipelined {
+                pipelined = true;
+                stream
+                    .write_all(b"GET /ping HTTP/1.1\r\nhost: a")
+                    .await
+                    .unwrap();
+            }
+            if answer.windows(5).any(|w| w == b"0\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(10), read_all).await;
+    stop.cancel();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(finished.is_ok(), "{answer}");
+    assert_eq!(
+        answer.matches("ok").count(),
+        12,
+        "the streamed response was cut off: {answer}"
+    );
 }

@@ -52,6 +52,8 @@ pub struct CaptureUpstream {
     pub addr: SocketAddr,
     captured: Arc<Mutex<Vec<Captured>>>,
     canned: Arc<Mutex<Canned>>,
+    /// While set, every answer waits until this many requests are waiting.
+    hold: Arc<Mutex<Option<Arc<tokio::sync::Barrier>>>>,
     open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,10 +64,12 @@ impl CaptureUpstream {
         let addr = listener.local_addr().unwrap();
         let captured: Arc<Mutex<Vec<Captured>>> = Arc::default();
         let canned: Arc<Mutex<Canned>> = Arc::default();
+        let hold: Arc<Mutex<Option<Arc<tokio::sync::Barrier>>>> = Arc::default();
         let open: Arc<AtomicUsize> = Arc::default();
-        let (c, k, o) = (
+        let (c, k, h, o) = (
             Arc::clone(&captured),
             Arc::clone(&canned),
+            Arc::clone(&hold),
             Arc::clone(&open),
         );
         let task = tokio::spawn(async move {
@@ -73,12 +77,17 @@ impl CaptureUpstream {
                 let Ok((stream, peer)) = listener.accept().await else {
                     return;
                 };
-                let (c, k, o) = (Arc::clone(&c), Arc::clone(&k), Arc::clone(&o));
+                let (c, k, h, o) = (
+                    Arc::clone(&c),
+                    Arc::clone(&k),
+                    Arc::clone(&h),
+                    Arc::clone(&o),
+                );
                 o.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service =
                         hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                            let (c, k) = (Arc::clone(&c), Arc::clone(&k));
+                            let (c, k, h) = (Arc::clone(&c), Arc::clone(&k), Arc::clone(&h));
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let (body, trailers) = match body.collect().await {
@@ -97,6 +106,10 @@ impl CaptureUpstream {
                                     body,
                                     trailers,
                                 });
+                                let held = h.lock().clone();
+                                if let Some(barrier) = held {
+                                    barrier.wait().await;
+                                }
                                 let canned = k.lock().clone();
                                 let mut resp = http::Response::new(Full::new(canned.body));
                                 *resp.status_mut() =
@@ -121,6 +134,7 @@ impl CaptureUpstream {
             addr,
             captured,
             canned,
+            hold,
             open,
             task,
         }
@@ -133,6 +147,13 @@ impl CaptureUpstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Holds every answer until `n` requests are waiting for theirs (so
+    /// `n` concurrent requests need `n` connections), or, with `None`,
+    /// answers at once again.
+    pub fn hold_answers_until(&self, n: Option<usize>) {
+        *self.hold.lock() = n.map(|n| Arc::new(tokio::sync::Barrier::new(n)));
     }
 
     pub fn set_response(&self, canned: Canned) {

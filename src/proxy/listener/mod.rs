@@ -51,6 +51,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Peer;
 use super::Proxy;
+use super::body::{BoxError, ProxyBody};
 use super::framing::{FramingWatch, HeadProgress};
 use crate::accept::{self, Accepted};
 use crate::tls::ServerTls;
@@ -161,10 +162,8 @@ impl Activity {
 
     /// True when a later request head has been arriving for longer than
     /// `timeout` since the connection last had nothing in flight: a head
-    /// pipelined behind a slow request is not timed until that request's
-    /// response begins (hyper reads it once the response is written; the
-    /// sweeper drains a late head first, so a response still streaming
-    /// then is finished).
+    /// pipelined behind a request is timed from when that request's
+    /// response has been written, as hyper reads the rest of it only then.
     fn head_late(&self, timeout: Duration) -> bool {
         let Some(arriving) = self.head.arriving_for() else {
             return false;
@@ -184,6 +183,54 @@ impl Activity {
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         Some(self.started.elapsed().saturating_sub(last))
+    }
+}
+
+/// A request counted in flight on its connection from when its head was
+/// read until its response body is written, or dropped (the caller gone,
+/// an HTTP/2 stream reset): a response still streaming is not idle time,
+/// and a head pipelined behind it is not late until it ends.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.spoke.store(true, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body holding its request's [`InFlight`] until hyper has
+/// written it (hyper drops a body once it has sent its end).
+struct Counted {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -228,10 +275,9 @@ impl Sweeper {
                 activity.tell(CLOSE);
                 continue;
             }
-            // A late head is drained first: hyper closes a connection
-            // waiting for the rest of a head at once, but finishes a
-            // response still streaming (its request no longer counts as in
-            // flight) before it closes.
+            // A late head is drained first (hyper closes a connection
+            // waiting for the rest of a head at once); closed at twice the
+            // timeout should the drain not end it.
             if activity.head_late(header_timeout) {
                 activity.tell(DRAIN);
                 continue;
@@ -396,12 +442,12 @@ impl Connection {
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let (proxy, peer, activity) = (proxy.clone(), peer.clone(), Arc::clone(&activity));
                 async move {
-                    activity.spoke.store(true, Ordering::Relaxed);
-                    activity.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let in_flight = InFlight::new(activity);
                     let response = proxy.handle(request, peer).await;
-                    activity.touch();
-                    activity.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    Ok::<_, Infallible>(response)
+                    Ok::<_, Infallible>(response.map(|body| Counted {
+                        body,
+                        _in_flight: in_flight,
+                    }))
                 }
             })
         };
