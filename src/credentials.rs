@@ -12,12 +12,21 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::{Zeroize as _, Zeroizing};
 
+use constant_time_eq::constant_time_eq;
 use sha2::{Digest, Sha512};
-use subtle::ConstantTimeEq;
 
-/// A token presented by a caller.
-#[derive(Clone, PartialEq, Eq)]
+/// A token presented by a caller. Two are equal when their bytes are,
+/// compared in constant time (in the contents; the length is not secret).
+#[derive(Clone)]
 pub struct Token(Vec<u8>);
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Token {}
 
 impl Token {
     /// Wraps raw token bytes; `None` when empty.
@@ -130,7 +139,7 @@ impl TokenHash {
 
 impl PartialEq for TokenHash {
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        constant_time_eq(&self.0, &other.0)
     }
 }
 
@@ -199,6 +208,16 @@ mod tests {
             from_authorization(empty_pw.as_bytes()),
             Err(CredentialError::Empty)
         );
+    }
+
+    #[test]
+    fn tokens_and_hashes_are_equal_exactly_when_their_bytes_are() {
+        assert_eq!(tok("abc"), tok("abc"));
+        assert_ne!(tok("abc"), tok("abd"));
+        assert_ne!(tok("abc"), tok("abcd"));
+        assert_ne!(tok("abc"), tok("ABC"));
+        assert_eq!(tok("abc").hash(), tok("abc").hash());
+        assert_ne!(tok("abc").hash(), tok("abd").hash());
     }
 
     #[test]

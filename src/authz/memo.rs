@@ -21,7 +21,6 @@
 
 use std::time::Instant;
 
-use constant_time_eq::constant_time_eq;
 use parking_lot::Mutex;
 
 use super::{Need, NeedDecision, Verdict};
@@ -47,10 +46,8 @@ struct Remembered {
 
 impl Remembered {
     fn holds(&self, token: &Token, generation: u64, now: Instant) -> bool {
-        // Constant time in the bytes (their length is not secret).
-        self.generation == generation
-            && now < self.until
-            && constant_time_eq(self.token.expose(), token.expose())
+        // Token equality is constant time.
+        self.generation == generation && now < self.until && self.token == *token
     }
 
     fn decision(&self, need: &Need) -> Option<&NeedDecision> {
