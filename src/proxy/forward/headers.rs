@@ -47,7 +47,8 @@ pub(super) fn replace_body_headers(
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // `Connection` is one of them: without any, it names nothing either.
+    if !carries_any(headers, &HOP_BY_HOP) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -62,20 +63,25 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    remove_all(headers, &HOP_BY_HOP);
-}
-
-/// Removes every header named in `names`. A request carries a few headers
-/// and almost never these: one pass over its names, comparing without
-/// hashing, usually finds nothing to remove, where a removal per name
-/// hashes each.
-fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
-    if !headers.keys().any(|name| names.contains(name)) {
-        return;
-    }
-    for name in names {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Removes every header named in `names`.
+fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if carries_any(headers, names) {
+        for name in names {
+            headers.remove(name);
+        }
+    }
+}
+
+/// True when `headers` has any of `names`. A request carries a few headers
+/// and almost never these: one pass over its names, comparing without
+/// hashing, usually finds none, where a removal per name hashes each.
+fn carries_any(headers: &HeaderMap, names: &[HeaderName]) -> bool {
+    headers.keys().any(|name| names.contains(name))
 }
 
 /// Sets `X-Forwarded-For` (the caller's address, after any the caller
