@@ -36,7 +36,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use futures_util::{Stream, StreamExt as _};
@@ -122,12 +122,12 @@ const CLOSE: u8 = 2;
 /// the sweeper's signal to it.
 #[derive(Debug)]
 struct Activity {
-    started: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
     /// A request head arrived: the connection is past its first head.
     spoke: AtomicBool,
-    /// Later heads, as the framing watch sees them arrive.
+    /// Heads as the framing watch sees them arrive, and when the
+    /// connection began.
     head: HeadProgress,
     signal: AtomicU8,
     waker: AtomicWaker,
@@ -136,7 +136,6 @@ struct Activity {
 impl Activity {
     fn new(head: HeadProgress) -> Self {
         Self {
-            started: head.origin(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             spoke: AtomicBool::new(false),
@@ -153,11 +152,16 @@ impl Activity {
         }
     }
 
+    /// How long ago the connection began.
+    fn age(&self) -> Duration {
+        self.head.origin().elapsed()
+    }
+
     /// True while no request head has arrived for longer than `timeout`:
     /// a connection that sends nothing, part of a first head, or only the
     /// HTTP/2 preface.
     fn silent_for(&self, timeout: Duration) -> bool {
-        !self.spoke.load(Ordering::Relaxed) && self.started.elapsed() >= timeout
+        !self.spoke.load(Ordering::Relaxed) && self.age() >= timeout
     }
 
     /// True when a later request head has been arriving for longer than
@@ -173,7 +177,7 @@ impl Activity {
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(self.age().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -182,7 +186,7 @@ impl Activity {
             return None;
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.started.elapsed().saturating_sub(last))
+        Some(self.age().saturating_sub(last))
     }
 }
 
