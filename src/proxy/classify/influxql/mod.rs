@@ -14,6 +14,7 @@
 //! identifiers, regexes and comments; where it is laxer (`\r` in literals),
 //! this module refuses.
 
+mod keywords;
 mod lexer;
 mod parser;
 
