@@ -193,6 +193,14 @@ async fn ping_on(stream: &mut tokio::net::TcpStream) -> Option<String> {
     if sent.is_err() {
         return None;
     }
+    let head = read_head(stream).await?;
+    let head = String::from_utf8_lossy(&head).into_owned();
+    Some(head.lines().next().unwrap_or_default().to_owned())
+}
+
+/// Reads from `stream` until a head's blank line (CRLF CRLF) has arrived:
+/// what was read; `None` when the connection closed first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -201,8 +209,7 @@ async fn ping_on(stream: &mut tokio::net::TcpStream) -> Option<String> {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    Some(head.lines().next().unwrap_or_default().to_owned())
+    Some(head)
 }
 
 #[tokio::test]
@@ -264,13 +271,8 @@ async fn slowly_streaming_upstream() -> String {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let start = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
                 if stream.write_all(start).await.is_err() {
