@@ -14,7 +14,7 @@ use super::keywords::keyword;
 
 /// A token, borrowing its text from the query: the parser reads every word
 /// of every query on the request path, and copies none it does not keep.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Tok<'a> {
     /// Unquoted word that is not a keyword: an identifier, as written.
     Word(&'a str),
@@ -22,8 +22,13 @@ pub(super) enum Tok<'a> {
     /// a word is a keyword is looked up once, when it is scanned; the
     /// parser asks about most words several times.
     Keyword(&'a str, &'static str),
-    /// Double-quoted identifier, unescaped (copied only when it had escapes).
-    Quoted(Cow<'a, str>),
+    /// Double-quoted identifier without escapes: its body.
+    Quoted(&'a str),
+    /// Double-quoted identifier with escapes: its body as written (the scan
+    /// checked the escapes, [`Tok::name`] undoes them). A variant of its own,
+    /// not a flag: every field of a token then sits on a word boundary, and
+    /// a token copied is copied whole words at a time.
+    Escaped(&'a str),
     Str,
     Int,
     Float,
@@ -43,11 +48,17 @@ pub(super) enum Tok<'a> {
 }
 
 impl<'a> Tok<'a> {
-    /// The name this token denotes where InfluxQL expects an identifier.
-    pub(super) fn ident(&self) -> Option<&str> {
-        match self {
-            Tok::Quoted(s) => Some(s),
-            Tok::Word(w) => Some(w),
+    /// True when this token is an identifier, quoted or not.
+    pub(super) fn is_ident(&self) -> bool {
+        matches!(self, Tok::Word(_) | Tok::Quoted(_) | Tok::Escaped(_))
+    }
+
+    /// The name this token denotes where InfluxQL expects an identifier,
+    /// escapes undone (copied only when it had escapes).
+    pub(super) fn name(&self) -> Option<Cow<'a, str>> {
+        match *self {
+            Tok::Word(name) | Tok::Quoted(name) => Some(Cow::Borrowed(name)),
+            Tok::Escaped(body) => Some(Cow::Owned(unquote(body))),
             _ => None,
         }
     }
@@ -62,7 +73,7 @@ impl<'a> Tok<'a> {
     pub(super) fn describe(&self) -> String {
         match self {
             Tok::Word(w) | Tok::Keyword(w, _) => w.chars().take(32).collect(),
-            Tok::Quoted(_) => "quoted identifier".into(),
+            Tok::Quoted(_) | Tok::Escaped(_) => "quoted identifier".into(),
             Tok::Str => "string".into(),
             Tok::Int | Tok::Float => "number".into(),
             Tok::Duration => "duration".into(),
@@ -89,24 +100,44 @@ fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
+/// A quoted identifier's body with its escapes (`\n`, `\\`, `\"`, `\'`,
+/// checked by the scan) undone.
+fn unquote(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(c) => out.push(c),
+                None => {}
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub(super) struct Lexer<'a> {
     src: &'a str,
     pos: usize,
-    /// The last token peeked: where it started, whether a `/` could open a
-    /// regex there, where it ends. The parser peeks most tokens before
-    /// taking them; a token depends only on (position, regex flag), so the
-    /// next `peek` or `next` from the same place takes it instead of
-    /// scanning again.
-    ahead: Option<Ahead<'a>>,
+    /// The last token peeked. The parser peeks most tokens before taking
+    /// them; a token depends only on (position, regex flag), so the next
+    /// `peek` or `next` from the same place takes it instead of scanning
+    /// again. It is `Copy`, kept in place and copied out: a token is read
+    /// once and never moved in and out of an `Option`.
+    ahead: Ahead<'a>,
 }
 
+#[derive(Clone, Copy)]
 struct Ahead<'a> {
+    /// Where the token's scan started (`usize::MAX`: nothing peeked).
     start: usize,
     regex: bool,
-    /// The token (after white space and comments) began with `/`.
+    /// The token began with `/` (so the regex flag changes how it reads).
     slash: bool,
     end: usize,
-    tok: Result<Tok<'a>, ScanError>,
+    tok: Tok<'a>,
 }
 
 impl<'a> Lexer<'a> {
@@ -114,7 +145,13 @@ impl<'a> Lexer<'a> {
         Lexer {
             src,
             pos: 0,
-            ahead: None,
+            ahead: Ahead {
+                start: usize::MAX,
+                regex: false,
+                slash: false,
+                end: 0,
+                tok: Tok::Eof,
+            },
         }
     }
 
@@ -122,15 +159,15 @@ impl<'a> Lexer<'a> {
     /// the flag only changes how a `/` reads, so a token not starting with
     /// one is the same either way.
     fn ahead_here(&self, regex: bool) -> bool {
-        self.ahead
-            .as_ref()
-            .is_some_and(|a| a.start == self.pos && (a.regex == regex || !a.slash))
+        self.ahead.start == self.pos && (self.ahead.regex == regex || !self.ahead.slash)
     }
 
+    #[inline]
     fn rest(&self) -> &'a str {
         self.src.get(self.pos..).unwrap_or("")
     }
 
+    #[inline]
     fn peek_char(&self) -> Option<char> {
         // Queries are almost all ASCII: a byte is a character then.
         match self.src.as_bytes().get(self.pos) {
@@ -139,13 +176,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn peek_char2(&self) -> Option<char> {
-        match self.src.as_bytes().get(self.pos..self.pos + 2) {
-            Some(&[a, b]) if a.is_ascii() && b.is_ascii() => Some(char::from(b)),
-            _ => self.rest().chars().nth(1),
-        }
-    }
-
+    #[inline]
     fn bump(&mut self) -> Option<char> {
         let c = self.peek_char()?;
         self.pos += c.len_utf8();
@@ -158,70 +189,62 @@ impl<'a> Lexer<'a> {
         self.peek_char() == Some(c)
     }
 
+    /// Skips white space and comments. Byte by byte: every byte that ends
+    /// or starts one is ASCII, and never part of a longer UTF-8 sequence.
     fn skip_trivia(&mut self) -> Result<(), ScanError> {
+        let bytes = self.src.as_bytes();
+        let mut pos = self.pos;
         loop {
-            match (self.peek_char(), self.peek_char2()) {
+            match (bytes.get(pos), bytes.get(pos + 1)) {
                 // InfluxDB's reader turns `\r` into `\n`; other whitespace is illegal.
-                (Some(' ' | '\t' | '\n' | '\r'), _) => {
-                    self.bump();
-                }
-                (Some('-'), Some('-')) => {
-                    while let Some(c) = self.bump() {
-                        if c == '\n' || c == '\r' {
-                            break;
-                        }
-                    }
+                (Some(b' ' | b'\t' | b'\n' | b'\r'), _) => pos += 1,
+                (Some(b'-'), Some(b'-')) => {
+                    let rest = bytes.get(pos + 2..).unwrap_or_default();
+                    pos = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+                        Some(i) => pos + 2 + i + 1,
+                        None => bytes.len(),
+                    };
                 }
                 // `/*` is a comment even where a regex may start: InfluxDB would
                 // read a regex starting with `*` there, which never compiles, so
                 // such a query is rejected by the server anyway.
-                (Some('/'), Some('*')) => {
-                    self.pos += 2;
-                    let end = self
-                        .rest()
-                        .find("*/")
-                        .ok_or(ScanError::UnterminatedComment)?;
-                    self.pos += end + 2;
+                (Some(b'/'), Some(b'*')) => {
+                    let rest = self.src.get(pos + 2..).unwrap_or_default();
+                    let end = rest.find("*/").ok_or(ScanError::UnterminatedComment)?;
+                    pos += 2 + end + 2;
                 }
-                _ => return Ok(()),
+                _ => break,
             }
         }
+        self.pos = pos;
+        Ok(())
     }
 
-    /// The next significant token, left in place: lent, not copied (the
-    /// parser peeks at most tokens several times before taking them).
+    /// The next significant token, left in place (the parser peeks at most
+    /// tokens several times before taking them). A scan error is not kept:
+    /// it ends the query.
     pub(super) fn peek(&mut self, regex: bool) -> Result<&Tok<'a>, ScanError> {
         if !self.ahead_here(regex) {
             let start = self.pos;
-            let tok = self.scan(regex);
-            let end = self.pos;
-            self.pos = start;
-            // A scan error may come before the token starts: never reused
-            // for the other flag then.
-            let slash = matches!(tok, Ok(Tok::Regex | Tok::Op("/")) | Err(_));
-            self.ahead = Some(Ahead {
+            let scanned = self.scan(regex);
+            let end = std::mem::replace(&mut self.pos, start);
+            let tok = scanned?;
+            self.ahead = Ahead {
                 start,
                 regex,
-                slash,
+                slash: matches!(tok, Tok::Regex | Tok::Op("/")),
                 end,
                 tok,
-            });
+            };
         }
-        match self.ahead.as_ref().map(|a| &a.tok) {
-            Some(Ok(tok)) => Ok(tok),
-            Some(Err(e)) => Err(e.clone()),
-            // Filled just above.
-            None => Ok(&Tok::Eof),
-        }
+        Ok(&self.ahead.tok)
     }
 
     /// Next significant token; `regex` says whether a `/` opens a regex here.
     pub(super) fn next(&mut self, regex: bool) -> Result<Tok<'a>, ScanError> {
-        if self.ahead_here(regex)
-            && let Some(a) = self.ahead.take()
-        {
-            self.pos = a.end;
-            return a.tok;
+        if self.ahead_here(regex) {
+            self.pos = self.ahead.end;
+            return Ok(self.ahead.tok);
         }
         self.scan(regex)
     }
@@ -239,7 +262,10 @@ impl<'a> Lexer<'a> {
                     None => Tok::Word(word),
                 }
             }
-            '"' => Tok::Quoted(self.quoted('"')?),
+            '"' => match self.quoted('"')? {
+                (body, false) => Tok::Quoted(body),
+                (body, true) => Tok::Escaped(body),
+            },
             '\'' => {
                 self.quoted('\'')?;
                 Tok::Str
@@ -296,6 +322,7 @@ impl<'a> Lexer<'a> {
         Ok(tok)
     }
 
+    #[inline]
     fn eat_char(&mut self, c: char) -> bool {
         if self.peek_char() == Some(c) {
             self.bump();
@@ -324,40 +351,30 @@ impl<'a> Lexer<'a> {
         Ok(word)
     }
 
-    /// Body of a `'string'` or `"identifier"` (opening quote consumed), with
-    /// InfluxDB's escapes; anything else after a backslash is an error there too.
-    fn quoted(&mut self, delim: char) -> Result<Cow<'a, str>, ScanError> {
+    /// Body of a `'string'` or `"identifier"` (opening quote consumed) as
+    /// written, and whether it has escapes. InfluxDB's escapes are checked
+    /// here; anything else after a backslash is an error there too.
+    fn quoted(&mut self, delim: char) -> Result<(&'a str, bool), ScanError> {
         let unterminated = if delim == '"' {
             ScanError::UnterminatedIdent
         } else {
             ScanError::UnterminatedString
         };
-        // Borrowed up to the first escape, if there is one.
         let start = self.pos;
-        loop {
-            match self.peek_char() {
-                None | Some('\n' | '\r') => return Err(unterminated),
-                Some(c) if c == delim => {
-                    let body = self.src.get(start..self.pos).unwrap_or("");
-                    self.pos += c.len_utf8();
-                    return Ok(Cow::Borrowed(body));
-                }
-                Some('\\') => break,
-                Some(c) => self.pos += c.len_utf8(),
-            }
-        }
-        let mut out = String::from(self.src.get(start..self.pos).unwrap_or(""));
+        let mut escaped = false;
         loop {
             match self.bump() {
                 None | Some('\n' | '\r') => return Err(unterminated),
-                Some(c) if c == delim => return Ok(Cow::Owned(out)),
+                Some(c) if c == delim => {
+                    let body = self.src.get(start..self.pos - 1).unwrap_or("");
+                    return Ok((body, escaped));
+                }
                 Some('\\') => match self.bump() {
-                    Some('n') => out.push('\n'),
-                    Some(c @ ('\\' | '"' | '\'')) => out.push(c),
+                    Some('n' | '\\' | '"' | '\'') => escaped = true,
                     Some(c) => return Err(ScanError::BadEscape(c)),
                     None => return Err(unterminated),
                 },
-                Some(c) => out.push(c),
+                Some(_) => {}
             }
         }
     }
@@ -431,20 +448,23 @@ mod tests {
     fn words_keywords_and_quoted_identifiers() {
         let toks = ok(r#"select "select" _a1 "a\"b\\c""#, false);
         assert!(toks[0].is_kw("SELECT"));
-        assert_eq!(toks[0].ident(), None);
-        assert_eq!(toks[1].ident(), Some("select"));
-        assert_eq!(toks[2].ident(), Some("_a1"));
-        assert_eq!(toks[3], Tok::Quoted("a\"b\\c".into()));
+        assert_eq!(toks[0].name(), None);
+        assert_eq!(toks[1].name().as_deref(), Some("select"));
+        assert_eq!(toks[2].name().as_deref(), Some("_a1"));
+        assert_eq!(toks[3].name().as_deref(), Some("a\"b\\c"));
     }
 
     #[test]
     fn quoted_identifiers_are_copied_only_when_escaped() {
-        let toks = ok(r#""cpu" "ab\nc" "é" "x\"""#, false);
-        assert!(matches!(&toks[0], Tok::Quoted(Cow::Borrowed("cpu"))));
-        // The text before the first escape is kept, the escape undone.
-        assert_eq!(toks[1], Tok::Quoted(Cow::Owned("ab\nc".to_owned())));
-        assert!(matches!(&toks[2], Tok::Quoted(Cow::Borrowed("é"))));
-        assert_eq!(toks[3], Tok::Quoted(Cow::Owned("x\"".to_owned())));
+        let toks = ok(r#""cpu" "ab\nc" "é" "x\"" "\\\'\\""#, false);
+        assert_eq!(toks[0], Tok::Quoted("cpu"));
+        assert!(matches!(toks[0].name(), Some(Cow::Borrowed("cpu"))));
+        // Kept as written; the escapes are undone when the name is read.
+        assert_eq!(toks[1], Tok::Escaped(r"ab\nc"));
+        assert!(matches!(toks[1].name(), Some(Cow::Owned(n)) if n == "ab\nc"));
+        assert!(matches!(toks[2].name(), Some(Cow::Borrowed("é"))));
+        assert_eq!(toks[3].name().as_deref(), Some("x\""));
+        assert_eq!(toks[4].name().as_deref(), Some("\\'\\"));
         assert_eq!(lex_all(r#""ab\"#, false), Err(ScanError::UnterminatedIdent));
         assert_eq!(
             lex_all("\"ab\nc\"", false),
@@ -533,7 +553,8 @@ mod tests {
             let mut lx = Lexer::new(&src);
             for (peeked, taken) in flags {
                 let _ = lx.peek(peeked);
-                let mut fresh = Lexer { src: &src, pos: lx.pos, ahead: None };
+                let mut fresh = Lexer::new(&src);
+                fresh.pos = lx.pos;
                 let expected = fresh.scan(taken);
                 let got = lx.next(taken);
                 proptest::prop_assert_eq!(&got, &expected);

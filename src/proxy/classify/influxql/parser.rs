@@ -153,12 +153,8 @@ impl<'a> Parser<'a> {
     }
 
     fn ident(&mut self) -> Result<Cow<'a, str>, ScanError> {
-        match self.expect_if(|t| t.ident().is_some(), "identifier")? {
-            Tok::Word(word) => Ok(Cow::Borrowed(word)),
-            Tok::Quoted(name) => Ok(name),
-            // expect_if took only identifiers.
-            _ => Ok(Cow::Borrowed("")),
-        }
+        let got = self.bump()?;
+        got.name().ok_or_else(|| unexpected(&got, "identifier"))
     }
 
     fn comma_list(
@@ -255,7 +251,7 @@ impl<'a> Parser<'a> {
     fn next_is_named(&mut self, name: &str) -> Result<bool, ScanError> {
         Ok(self
             .peek()?
-            .ident()
+            .name()
             .is_some_and(|s| s.eq_ignore_ascii_case(name)))
     }
 
@@ -436,7 +432,7 @@ impl<'a> Parser<'a> {
                 }
             }
             t if t.is_kw("TRUE") || t.is_kw("FALSE") => {}
-            t if t.ident().is_some() => {
+            t if t.is_ident() => {
                 if self.eat(&Tok::LParen)? {
                     self.call_args()?;
                 } else {
@@ -456,7 +452,7 @@ impl<'a> Parser<'a> {
             Tok::Op("+" | "-") => {
                 let next = self.peek()?;
                 let ok = matches!(next, Tok::Int | Tok::Float | Tok::Duration | Tok::LParen)
-                    || next.ident().is_some();
+                    || next.is_ident();
                 if !ok {
                     return Err(unexpected(next, "number, duration, identifier or '('"));
                 }

@@ -3,6 +3,8 @@
 //! acts on, read as InfluxDB's parser reads it (`influxql` parser.go,
 //! `parseCreateDatabaseStatement` and its siblings), and the action it needs.
 
+use std::borrow::Cow;
+
 use super::super::lexer::Tok;
 use super::super::{DbRef, ScanError, Statement};
 use super::{Parser, set_of, unexpected};
@@ -114,8 +116,8 @@ impl Parser<'_> {
         if got == Tok::Op("*") {
             return Err(ScanError::WildcardDatabase);
         }
-        got.ident()
-            .map(str::to_owned)
+        got.name()
+            .map(Cow::into_owned)
             .ok_or_else(|| unexpected(&got, "database name"))
     }
 

@@ -2,6 +2,8 @@
 //! series, tag and field keys and values), which read what they list, and
 //! the server-wide ones, which are administration or refused.
 
+use std::borrow::Cow;
+
 use super::super::lexer::Tok;
 use super::super::{DbRef, ScanError, Statement};
 use super::admin::{QUERIES, SERVER, SUBSCRIPTIONS, USERS, every};
@@ -81,16 +83,16 @@ impl Parser<'_> {
             if got == Tok::Op("*") {
                 return Err(ScanError::WildcardDatabase);
             }
-            let name = got.ident().ok_or_else(|| unexpected(&got, "database"))?;
-            db = Some(name.to_owned());
+            let name = got.name().ok_or_else(|| unexpected(&got, "database"))?;
+            db = Some(name.clone().into_owned());
             // SHOW MEASUREMENTS ON db.rp / db.*
             let mut policy = String::new();
             if self.eat(&Tok::Dot)? {
-                let rp_ok = |t: &Tok<'_>| t.ident().is_some() || *t == Tok::Op("*");
+                let rp_ok = |t: &Tok<'_>| t.is_ident() || *t == Tok::Op("*");
                 let rp = self.expect_if(rp_ok, "retention policy")?;
-                policy = rp.ident().unwrap_or("*").to_owned();
+                policy = rp.name().map_or_else(|| "*".to_owned(), Cow::into_owned);
             }
-            self.scope(name, &policy, false);
+            self.scope(&name, &policy, false);
         }
         note(&mut self.reads, DbRef::from_name(db.as_deref()));
         if self.eat_kw("FROM")? {
