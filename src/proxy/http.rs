@@ -270,8 +270,13 @@ impl HttpService {
         let (plan, canonical, database) = match route {
             Route::V1Query => {
                 let query = read::influxql(&method, url, &parts.headers, decoded)?;
-                let database = query.get("db").map(str::to_owned);
-                (classify::v1_query(&query)?, query.canonical(), database)
+                let plan = classify::v1_query(&query)?;
+                // Only a refusal names the database (its token probe).
+                let database = match plan {
+                    Plan::Refused(_) => query.get("db").map(str::to_owned),
+                    _ => None,
+                };
+                (plan, query.canonical(), database)
             }
             Route::V2Query => {
                 let query = read::flux(&parts.headers, decoded)?;

@@ -124,72 +124,120 @@ impl Params {
     /// The canonical encoding of `pairs`: `application/x-www-form-urlencoded`
     /// as every reader decodes it alike (only unreserved bytes left as they
     /// are, space as `+`, everything else `%XX`): the `form_urlencoded`
-    /// crate's bytes, without its serializer's per-pair bookkeeping.
+    /// crate's bytes, written through a table rather than its serializer's
+    /// piece by piece appends (a quarter of the time on a query).
     pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-        let mut out = String::new();
+        let mut out = Vec::new();
         for (k, v) in pairs {
             if !out.is_empty() {
-                out.push('&');
+                out.push(b'&');
             }
             encode_into(&mut out, k);
-            out.push('=');
+            out.push(b'=');
             encode_into(&mut out, v);
         }
-        out
+        // Every byte written comes from ENCODED, which is all ASCII (checked
+        // when compiled), so this never falls back.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
-/// Appends `text` form-encoded: `A-Z a-z 0-9 * - . _` as they are (in
-/// runs), space as `+`, every other byte as `%XX` (upper-case hex).
-fn encode_into(out: &mut String, text: &str) {
-    out.reserve(text.len());
-    out.extend(form_urlencoded::byte_serialize(text.as_bytes()));
+/// How form encoding writes each byte, and how many of the three it uses:
+/// `A-Z a-z 0-9 * - . _` as they are, space as `+`, every other byte as
+/// `%XX` (upper-case hex).
+const ENCODED: [([u8; 3], u8); 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut table = [([0; 3], 0); 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => ([b, 0, 0], 1),
+            b' ' => ([b'+', 0, 0], 1),
+            _ => (
+                [b'%', DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]],
+                3,
+            ),
+        };
+        i += 1;
+    }
+    table
+};
+
+const _: () = {
+    let mut i = 0;
+    while i < 256 * 3 {
+        assert!(ENCODED[i / 3].0[i % 3].is_ascii());
+        i += 1;
+    }
+};
+
+/// Appends `text` form-encoded. Each byte's three table bytes are copied
+/// whole and the end moved on by as many as it uses: no branch per byte.
+fn encode_into(out: &mut Vec<u8>, text: &str) {
+    let start = out.len();
+    out.resize(start + 3 * text.len(), 0);
+    let mut end = start;
+    for &b in text.as_bytes() {
+        let (bytes, len) = &ENCODED[usize::from(b)];
+        // Always in range: three bytes were made room for per input byte.
+        if let Some(slot) = out.get_mut(end..end + 3) {
+            slot.copy_from_slice(bytes);
+        }
+        end += usize::from(*len);
+    }
+    out.truncate(end);
 }
 
 /// Decodes `+` and `%XX` strictly, into UTF-8.
 fn unescape(input: &[u8], what: &str) -> Result<String, Rejection> {
-    let not_utf8 = || Rejection::BadRequest(format!("{what} is not valid UTF-8 once decoded"));
-    // Most keys and many values have nothing to decode.
-    if !input.iter().any(|&b| b == b'+' || b == b'%') {
-        return std::str::from_utf8(input)
-            .map(str::to_owned)
-            .map_err(|_| not_utf8());
-    }
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while let Some(&b) = input.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = match input.get(i + 1..i + 3) {
-                    Some(&[high, low]) => hex_digit(high).zip(hex_digit(low)),
-                    _ => None,
-                };
-                let Some(byte) = hex.map(|(high, low)| high << 4 | low) else {
-                    return Err(Rejection::BadRequest(format!(
-                        "invalid percent-encoding in {what}"
-                    )));
-                };
-                out.push(byte);
-                i += 2;
-            }
-            other => out.push(other),
-        }
         i += 1;
+        let byte = match b {
+            b'%' => {
+                let (Some(&high), Some(&low)) = (input.get(i), input.get(i + 1)) else {
+                    return Err(bad_escape(what));
+                };
+                let (high, low) = (HEX_VALUE[usize::from(high)], HEX_VALUE[usize::from(low)]);
+                // Either not a hex digit (0xFF).
+                if (high | low) > 0xF {
+                    return Err(bad_escape(what));
+                }
+                i += 2;
+                high << 4 | low
+            }
+            b'+' => b' ',
+            other => other,
+        };
+        out.push(byte);
     }
-    String::from_utf8(out).map_err(|_| not_utf8())
+    String::from_utf8(out)
+        .map_err(|_| Rejection::BadRequest(format!("{what} is not valid UTF-8 once decoded")))
 }
 
-/// The value of an ASCII hex digit (either case); `None` for anything else
-/// (a sign included: `%+1` is not an escape).
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+fn bad_escape(what: &str) -> Rejection {
+    Rejection::BadRequest(format!("invalid percent-encoding in {what}"))
 }
+
+/// Each byte's value as an ASCII hex digit (either case); 0xFF for any
+/// other byte (a sign included: `%+1` is not an escape).
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => 0xFF,
+        };
+        i += 1;
+    }
+    table
+};
 
 /// The query string with every pair whose decoded key is in `drop` removed;
 /// the other pairs are kept byte for byte. Only for requests the proxy does
