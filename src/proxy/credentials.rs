@@ -11,7 +11,7 @@ use crate::credentials::{self, Token};
 /// Reads the caller's token. `allow_param` enables the v1 `p` parameter.
 pub fn extract(
     headers: &HeaderMap,
-    params: &Params,
+    params: &Params<'_>,
     allow_param: bool,
 ) -> Result<Token, Rejection> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
@@ -65,7 +65,7 @@ mod tests {
         m
     }
 
-    fn p(q: &str) -> Params {
+    fn p(q: &str) -> Params<'_> {
         Params::parse(Some(q)).unwrap()
     }
 

@@ -138,7 +138,10 @@ impl HttpService {
         trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, Rejection> {
         check_framing(request.headers(), &peer.framing)?;
-        let url = Params::parse(request.uri().query())?;
+        // The parameters borrow from a handle on the URI (its bytes are
+        // shared, not copied), so the request's parts can move on.
+        let uri = request.uri().clone();
+        let url = Params::parse(uri.query())?;
         let (parts, body) = request.into_parts();
         let upstream = &self.inner.upstream;
         if route == Route::Public {
@@ -208,7 +211,7 @@ impl HttpService {
         route: Route,
         parts: http::request::Parts,
         body: ProxyBody,
-        url: &Params,
+        url: &Params<'_>,
         token: &Token,
         peer: &Peer,
         trail: &mut Trail,
@@ -245,7 +248,7 @@ impl HttpService {
         route: Route,
         parts: http::request::Parts,
         body: ProxyBody,
-        url: &Params,
+        url: &Params<'_>,
         token: &Token,
         peer: &Peer,
         trail: &mut Trail,
@@ -324,7 +327,7 @@ impl HttpService {
         route: Route,
         parts: http::request::Parts,
         body: ProxyBody,
-        url: &Params,
+        url: &Params<'_>,
         token: &Token,
         peer: &Peer,
         trail: &mut Trail,

@@ -65,7 +65,7 @@ pub fn bucket_databases(bucket: &str) -> impl Iterator<Item = &str> {
 
 /// A write needs write on the database (for a v2 bucket, see
 /// [`bucket_databases`]).
-pub fn write(route: Route, write: &Write) -> Result<Plan, Rejection> {
+pub fn write(route: Route, write: &Write<'_>) -> Result<Plan, Rejection> {
     let needs = match route {
         Route::V2Write => {
             let bucket = required(write.get("bucket"), "bucket is required")?;
@@ -92,7 +92,7 @@ pub fn write(route: Route, write: &Write) -> Result<Plan, Rejection> {
 }
 
 /// A v1 `/query`.
-pub fn v1_query(query: &InfluxQl) -> Result<Plan, Rejection> {
+pub fn v1_query(query: &InfluxQl<'_>) -> Result<Plan, Rejection> {
     influxql_plan(&query.q, query.get("db"), query.get("rp"), Dialect::V1)
 }
 

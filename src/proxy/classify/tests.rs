@@ -6,7 +6,7 @@ use super::*;
 use crate::authz::Need;
 use crate::proxy::read::{self, params::Params};
 
-fn url(q: &str) -> Params {
+fn url(q: &str) -> Params<'_> {
     Params::parse(Some(q)).unwrap()
 }
 
@@ -18,7 +18,8 @@ fn needs(plan: Result<Plan, Rejection>) -> Vec<Need> {
 }
 
 fn v1(q: &str) -> Result<Plan, Rejection> {
-    let r = read::influxql(&Method::GET, &url(q), &HeaderMap::new(), Default::default())?;
+    let params = url(q);
+    let r = read::influxql(&Method::GET, &params, &HeaderMap::new(), Default::default())?;
     v1_query(&r)
 }
 

@@ -126,7 +126,7 @@ fn missing(key: &str) -> Rejection {
 pub fn read(
     route: Route,
     method: &Method,
-    url: &Params,
+    url: &Params<'_>,
     body: Bytes,
     org_id: Option<&str>,
 ) -> Result<Admin, Rejection> {
@@ -253,7 +253,7 @@ fn json_object(body: &[u8], known: &[&str]) -> Result<Map<String, Value>, Reject
 /// The query string of a listing (`GET /api/v3/configure/database`,
 /// `GET /api/v2/buckets`), rebuilt from its own parameters. InfluxDB 3's
 /// answer is filtered by the proxy, so only JSON formats are accepted.
-pub fn listing(route: Route, url: &Params, org: Option<&str>) -> Result<Canonical, Rejection> {
+pub fn listing(route: Route, url: &Params<'_>, org: Option<&str>) -> Result<Canonical, Rejection> {
     let keys: &[&str] = match route {
         Route::V3Database => {
             match url.get("format") {
@@ -286,7 +286,7 @@ pub fn listing(route: Route, url: &Params, org: Option<&str>) -> Result<Canonica
 mod tests {
     use super::*;
 
-    fn url(q: &str) -> Params {
+    fn url(q: &str) -> Params<'_> {
         Params::parse(Some(q)).unwrap()
     }
 
@@ -295,7 +295,12 @@ mod tests {
     }
 
     /// [`super::read`] with no InfluxDB 2 organization configured.
-    fn read(route: Route, method: &Method, url: &Params, body: Bytes) -> Result<Admin, Rejection> {
+    fn read(
+        route: Route,
+        method: &Method,
+        url: &Params<'_>,
+        body: Bytes,
+    ) -> Result<Admin, Rejection> {
         super::read(route, method, url, body, None)
     }
 

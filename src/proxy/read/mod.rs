@@ -60,41 +60,39 @@ fn write_keys(route: Route) -> &'static [&'static str] {
     }
 }
 
-/// A write: the parameters that name its target. Its body streams.
+/// A write: the parameters that name its target, borrowed from the URL's
+/// (and the operator's organization). Its body streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
+pub struct Write<'a> {
     /// The forwarded parameters (non-empty ones), in canonical order.
-    pub params: Vec<(&'static str, String)>,
+    pub params: Vec<(&'static str, &'a str)>,
 }
 
-impl Write {
+impl<'a> Write<'a> {
     /// Reads a write's parameters; a v2 write goes to organization `org`
     /// (the operator's), never to the one the caller names.
-    pub fn read(route: Route, url: &Params, org: Option<&str>) -> Self {
-        let mut params: Vec<(&'static str, String)> = write_keys(route)
+    pub fn read(route: Route, url: &'a Params<'_>, org: Option<&'a str>) -> Self {
+        let mut params: Vec<(&'static str, &'a str)> = write_keys(route)
             .iter()
-            .filter_map(|k| url.non_empty(k).map(|v| (*k, v.to_owned())))
+            .filter_map(|k| url.non_empty(k).map(|v| (*k, v)))
             .collect();
         if route == Route::V2Write
             && let Some(org) = org
         {
-            params.push(("org", org.to_owned()));
+            params.push(("org", org));
         }
         Self { params }
     }
 
     /// The value of `key`, if forwarded.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.params.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
     /// The canonical form: the parameters, no body change.
     pub fn canonical(&self) -> Canonical {
         Canonical {
-            query: Params::encode(self.params.iter().map(|(k, v)| (*k, v.as_str()))),
+            query: Params::encode(self.params.iter().copied()),
             body: None,
         }
     }
@@ -116,32 +114,33 @@ const INFLUXQL_KEYS: &[&str] = &[
     "node_id",
 ];
 
-/// A v1 `/query` request.
+/// A v1 `/query` request: borrowed from the URL's parameters when they
+/// are all it has (a GET), copied from a body's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InfluxQl {
+pub struct InfluxQl<'a> {
     /// The method: GET (read-only statements) or POST.
     pub method: Method,
     /// The query, with surrounding white space removed as InfluxDB does.
-    pub q: String,
+    pub q: Cow<'a, str>,
     /// The forwarded parameters other than `q` (non-empty ones), in order.
-    pub params: Vec<(&'static str, String)>,
+    pub params: Vec<(&'static str, Cow<'a, str>)>,
 }
 
-impl InfluxQl {
+impl InfluxQl<'_> {
     /// The value of `key` (`db`, `rp`, …), if forwarded.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 
     /// The canonical form: GET carries the parameters in the query string
     /// and has no body; POST carries them in a form body, and only `pretty`
     /// in the query string (InfluxDB 1.x reads `pretty` from the URL alone).
     pub fn canonical(&self) -> Canonical {
-        let pairs = std::iter::once(("q", self.q.as_str()))
-            .chain(self.params.iter().map(|(k, v)| (*k, v.as_str())));
+        let pairs =
+            std::iter::once(("q", &*self.q)).chain(self.params.iter().map(|(k, v)| (*k, &**v)));
         if self.method == Method::GET {
             return Canonical {
                 query: Params::encode(pairs),
@@ -178,7 +177,7 @@ fn utf8(body: Bytes, what: &str) -> Result<String, Rejection> {
         .map_err(|_| Rejection::BadRequest(format!("{what} is not valid UTF-8")))
 }
 
-fn refuse_credentials(form: &Params) -> Result<(), Rejection> {
+fn refuse_credentials(form: &Params<'_>) -> Result<(), Rejection> {
     if form.contains("p") || form.contains("u") {
         return Err(Rejection::BadRequest(
             "credentials in the request body are not supported; use the Authorization header"
@@ -191,18 +190,19 @@ fn refuse_credentials(form: &Params) -> Result<(), Rejection> {
 /// Reads a v1 `/query` request from its URL parameters and, for POST, its
 /// decoded body (GET bodies are never read by InfluxDB's form parser and
 /// never forwarded).
-pub fn influxql(
+pub fn influxql<'a>(
     method: &Method,
-    url: &Params,
+    url: &'a Params<'a>,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<InfluxQl, Rejection> {
+) -> Result<InfluxQl<'a>, Rejection> {
     // Where `q` was given: exactly one place, or Go's precedence rules
     // (which differ between form and multipart bodies, and fall back to a
     // file part when the value is blank) would decide.
-    let mut qs: Vec<Cow<'_, str>> = url.get("q").map(Cow::Borrowed).into_iter().collect();
-    // The URL's parameters, with a form body's merged in (a copy only then).
-    let mut merged = Cow::Borrowed(url);
+    let mut qs: Vec<Cow<'a, str>> = url.get("q").map(Cow::Borrowed).into_iter().collect();
+    // The URL's parameters with a form body's merged in (a copy, made only
+    // for a form body).
+    let mut merged = None;
     if *method == Method::POST && !body.is_empty() {
         let media = content_type(headers)?.ok_or_else(|| {
             Rejection::UnsupportedMediaType("a /query body needs a Content-Type".to_owned())
@@ -212,7 +212,7 @@ pub fn influxql(
                 let form = Params::parse_form(&body)?;
                 refuse_credentials(&form)?;
                 qs.extend(form.get("q").map(|q| Cow::Owned(q.to_owned())));
-                merged = Cow::Owned(merged.into_owned().merge(form)?);
+                merged = Some(url.clone().merge(form)?);
             }
             "multipart/form-data" => {
                 let mut values = Vec::new();
@@ -232,7 +232,7 @@ pub fn influxql(
                 }
                 let form = Params::from_pairs(values)?;
                 refuse_credentials(&form)?;
-                merged = Cow::Owned(merged.into_owned().merge(form)?);
+                merged = Some(url.clone().merge(form)?);
             }
             "application/vnd.influxql" | "text/plain" => {
                 qs.push(Cow::Owned(utf8(body, "the query body")?));
@@ -249,29 +249,40 @@ pub fn influxql(
             }
         }
     }
-    let q = match qs.as_slice() {
-        [q] => q.trim().to_owned(),
-        [] => String::new(),
-        _ => {
-            return Err(Rejection::BadRequest(
-                "the query is given more than once (URL, body or file part)".to_owned(),
-            ));
-        }
+    if qs.len() > 1 {
+        return Err(Rejection::BadRequest(
+            "the query is given more than once (URL, body or file part)".to_owned(),
+        ));
+    }
+    let q = match qs.pop() {
+        Some(Cow::Borrowed(q)) => Cow::Borrowed(q.trim()),
+        Some(Cow::Owned(q)) => Cow::Owned(q.trim().to_owned()),
+        None => Cow::Borrowed(""),
     };
     if q.is_empty() {
         return Err(Rejection::BadRequest(
             "missing required parameter \"q\"".to_owned(),
         ));
     }
-    let params = INFLUXQL_KEYS[1..]
-        .iter()
-        .filter_map(|k| merged.non_empty(k).map(|v| (*k, v.to_owned())))
-        .collect();
+    let params = match &merged {
+        None => forwarded(url).map(|(k, v)| (k, Cow::Borrowed(v))).collect(),
+        Some(all) => forwarded(all)
+            .map(|(k, v)| (k, Cow::Owned(v.to_owned())))
+            .collect(),
+    };
     Ok(InfluxQl {
         method: method.clone(),
         q,
         params,
     })
+}
+
+/// The parameters of `/query` other than `q` that `params` has and are
+/// forwarded (non-empty ones), in order.
+fn forwarded<'p>(params: &'p Params<'_>) -> impl Iterator<Item = (&'static str, &'p str)> {
+    INFLUXQL_KEYS[1..]
+        .iter()
+        .filter_map(move |k| params.non_empty(k).map(|v| (*k, v)))
 }
 
 /// Reads a Flux request: JSON, or the program itself as
@@ -296,7 +307,7 @@ pub fn flux(headers: &HeaderMap, body: Bytes) -> Result<FluxRequest, Rejection> 
 /// JSON body for POST (whose `db` and `q` the URL may repeat, not contradict).
 pub fn v3(
     method: &Method,
-    url: &Params,
+    url: &Params<'_>,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<V3Query, Rejection> {

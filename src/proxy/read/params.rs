@@ -17,6 +17,8 @@
 //! What is forwarded is never the original string: it is rebuilt from the
 //! decoded pairs ([`Params::encode`]).
 
+use std::borrow::Cow;
+
 use crate::proxy::reject::Rejection;
 
 /// Parameters whose value decides what is authorized or who is asking: each
@@ -25,22 +27,24 @@ pub const SINGLE_VALUED: &[&str] = &[
     "db", "rp", "bucket", "q", "p", "u", "org", "orgID", "bucketID", "database", "params",
 ];
 
-/// Decoded `key=value` pairs of a query string or form body, in order.
+/// Decoded `key=value` pairs of a query string or form body, in order:
+/// borrowed from it where there was nothing to decode (most keys, most
+/// values), so reading a request's parameters copies only what was escaped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Params(Vec<(String, String)>);
+pub struct Params<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl Params {
+impl<'a> Params<'a> {
     /// Parses a URL's query string.
-    pub fn parse(query: Option<&str>) -> Result<Self, Rejection> {
+    pub fn parse(query: Option<&'a str>) -> Result<Self, Rejection> {
         Self::parse_bytes(query.unwrap_or("").as_bytes(), "the query string")
     }
 
     /// Parses an `application/x-www-form-urlencoded` body.
-    pub fn parse_form(body: &[u8]) -> Result<Self, Rejection> {
+    pub fn parse_form(body: &'a [u8]) -> Result<Self, Rejection> {
         Self::parse_bytes(body, "the form body")
     }
 
-    fn parse_bytes(input: &[u8], what: &str) -> Result<Self, Rejection> {
+    fn parse_bytes(input: &'a [u8], what: &str) -> Result<Self, Rejection> {
         if input.contains(&b';') {
             return Err(Rejection::BadRequest(format!(
                 "';' in {what} is ambiguous; percent-encode it as %3B"
@@ -61,7 +65,12 @@ impl Params {
 
     /// Builds from already decoded pairs (multipart forms).
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, Rejection> {
-        let params = Self(pairs);
+        let params = Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+                .collect(),
+        );
         params.check_single()?;
         Ok(params)
     }
@@ -79,10 +88,7 @@ impl Params {
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
     }
 
     /// The value of `key` when present and not empty.
@@ -97,17 +103,17 @@ impl Params {
 
     /// The keys, in order (for messages about unexpected ones).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| k.as_str())
+        self.0.iter().map(|(k, _)| &**k)
     }
 
     /// Merges a form body's parameters into the URL's. A single-valued key
     /// in both must agree: Go reads the body's first for a urlencoded form
     /// and the URL's first for a multipart one, and the proxy must not care
     /// which.
-    pub fn merge(mut self, body: Params) -> Result<Self, Rejection> {
+    pub fn merge(mut self, body: Params<'_>) -> Result<Self, Rejection> {
         for (k, v) in body.0 {
             if let Some(existing) = self.get(&k)
-                && SINGLE_VALUED.contains(&k.as_str())
+                && SINGLE_VALUED.contains(&&*k)
             {
                 if existing != v {
                     return Err(Rejection::BadRequest(format!(
@@ -116,7 +122,8 @@ impl Params {
                 }
                 continue;
             }
-            self.0.push((k, v));
+            self.0
+                .push((Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())));
         }
         Ok(self)
     }
@@ -126,7 +133,7 @@ impl Params {
     /// are, space as `+`, everything else `%XX`): the `form_urlencoded`
     /// crate's bytes, written through a table rather than its serializer's
     /// piece by piece appends (a quarter of the time on a query).
-    pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    pub fn encode<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -> String {
         let mut out = Vec::new();
         for (k, v) in pairs {
             if !out.is_empty() {
@@ -189,8 +196,15 @@ fn encode_into(out: &mut Vec<u8>, text: &str) {
     out.truncate(end);
 }
 
-/// Decodes `+` and `%XX` strictly, into UTF-8.
-fn unescape(input: &[u8], what: &str) -> Result<String, Rejection> {
+/// Decodes `+` and `%XX` strictly, into UTF-8: borrowed when there is
+/// nothing to decode.
+fn unescape<'a>(input: &'a [u8], what: &str) -> Result<Cow<'a, str>, Rejection> {
+    let not_utf8 = || Rejection::BadRequest(format!("{what} is not valid UTF-8 once decoded"));
+    if !input.iter().any(|&b| b == b'+' || b == b'%') {
+        return std::str::from_utf8(input)
+            .map(Cow::Borrowed)
+            .map_err(|_| not_utf8());
+    }
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while let Some(&b) = input.get(i) {
@@ -214,7 +228,8 @@ fn unescape(input: &[u8], what: &str) -> Result<String, Rejection> {
         out.push(byte);
     }
     String::from_utf8(out)
-        .map_err(|_| Rejection::BadRequest(format!("{what} is not valid UTF-8 once decoded")))
+        .map(Cow::Owned)
+        .map_err(|_| not_utf8())
 }
 
 fn bad_escape(what: &str) -> Rejection {
@@ -337,7 +352,8 @@ mod tests {
                 let reference: Vec<_> = form_urlencoded::parse(bytes)
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect();
-                proptest::prop_assert_eq!(ours.0, reference);
+                let ours: Vec<_> = ours.0.into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+                proptest::prop_assert_eq!(ours, reference);
             }
             if bad_escape {
                 proptest::prop_assert!(Params::parse(Some(&raw)).is_err());

@@ -12,24 +12,27 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     h
 }
 
-fn url(q: &str) -> Params {
+fn url(q: &str) -> Params<'_> {
     Params::parse(Some(q)).unwrap()
 }
 
-fn post_form(query: &str, body: &str) -> Result<InfluxQl, Rejection> {
+/// A urlencoded POST to `/query`, as forwarded.
+fn post_form(query: &str, body: &str) -> Result<Canonical, Rejection> {
     influxql(
         &Method::POST,
         &url(query),
         &headers(&[("content-type", FORM)]),
         Bytes::from(body.to_owned()),
     )
+    .map(|r| r.canonical())
 }
 
 #[test]
 fn influxql_get_is_rebuilt_in_the_query_string() {
+    let params = url("db=x&q=+SELECT+*+FROM+m+&epoch=ms&u=me&p=secret&junk=1");
     let r = influxql(
         &Method::GET,
-        &url("db=x&q=+SELECT+*+FROM+m+&epoch=ms&u=me&p=secret&junk=1"),
+        &params,
         &HeaderMap::new(),
         Bytes::from_static(b"q=ignored"),
     )
@@ -43,8 +46,7 @@ fn influxql_get_is_rebuilt_in_the_query_string() {
 
 #[test]
 fn influxql_post_is_rebuilt_as_a_form_body() {
-    let r = post_form("db=x", "q=SELECT+1+FROM+m&rp=autogen").unwrap();
-    let c = r.canonical();
+    let c = post_form("db=x", "q=SELECT+1+FROM+m&rp=autogen").unwrap();
     assert_eq!(c.query, "");
     assert_eq!(
         c.body,
@@ -54,9 +56,10 @@ fn influxql_post_is_rebuilt_as_a_form_body() {
         ))
     );
     // Empty body (the Python client with gzip=True): the URL's values.
+    let params = url("db=x&q=SELECT+1+FROM+m");
     let r = influxql(
         &Method::POST,
-        &url("db=x&q=SELECT+1+FROM+m"),
+        &params,
         &headers(&[("content-encoding", "gzip")]),
         Bytes::new(),
     )
@@ -80,18 +83,20 @@ fn influxql_ambiguities_are_refused() {
         &url("db=x"),
         &headers(&[("content-type", "multipart/form-data; boundary=B")]),
         Bytes::from(body),
-    );
+    )
+    .map(|r| r.canonical());
     assert!(r.is_err());
     // A multipart file q alone is the query.
     let body = "--B\r\nContent-Disposition: form-data; name=q; filename=q.iql\r\n\r\nSELECT * FROM m\r\n--B\r\nContent-Disposition: form-data; name=db\r\n\r\nx\r\n--B--";
+    let params = url("");
     let r = influxql(
         &Method::POST,
-        &url(""),
+        &params,
         &headers(&[("content-type", "multipart/form-data; boundary=B")]),
         Bytes::from(body),
     )
     .unwrap();
-    assert_eq!((r.q.as_str(), r.get("db")), ("SELECT * FROM m", Some("x")));
+    assert_eq!((&*r.q, r.get("db")), ("SELECT * FROM m", Some("x")));
     // Unknown media types, JSON, and a body without a type.
     for ct in ["application/json", "text/csv"] {
         assert!(
@@ -190,19 +195,26 @@ fn v3_queries() {
 
 #[test]
 fn writes_keep_only_their_parameters() {
-    let w = Write::read(
-        Route::V1Write,
-        &url("db=a+b&rp=autogen&precision=ns&u=me&p=secret&junk=1&consistency="),
-        Some("ours"),
+    let canonical = |route, query, org| Write::read(route, &url(query), org).canonical().query;
+    assert_eq!(
+        canonical(
+            Route::V1Write,
+            "db=a+b&rp=autogen&precision=ns&u=me&p=secret&junk=1&consistency=",
+            Some("ours"),
+        ),
+        "db=a+b&rp=autogen&precision=ns"
     );
-    assert_eq!(w.canonical().query, "db=a+b&rp=autogen&precision=ns");
     // A v2 write goes to the operator's organization, never the caller's.
-    let w = Write::read(
-        Route::V2Write,
-        &url("org=theirs&orgID=1&bucket=x%2Fr&precision=s"),
-        Some("ours"),
+    assert_eq!(
+        canonical(
+            Route::V2Write,
+            "org=theirs&orgID=1&bucket=x%2Fr&precision=s",
+            Some("ours"),
+        ),
+        "bucket=x%2Fr&precision=s&org=ours"
     );
-    assert_eq!(w.canonical().query, "bucket=x%2Fr&precision=s&org=ours");
-    let w = Write::read(Route::V2Write, &url("org=theirs&bucket=x"), None);
-    assert_eq!(w.canonical().query, "bucket=x");
+    assert_eq!(
+        canonical(Route::V2Write, "org=theirs&bucket=x", None),
+        "bucket=x"
+    );
 }
