@@ -100,18 +100,27 @@ fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// A quoted identifier's body with its escapes (`\n`, `\\`, `\"`, `\'`,
-/// checked by the scan) undone.
+/// What the escape `\c` stands for in a string or quoted identifier, as
+/// InfluxDB 1.x reads it (`ScanString`); `None`: not an escape there. The
+/// scan checks escapes and [`unquote`] undoes them with this one rule, so
+/// the two cannot drift apart.
+fn unescaped(c: char) -> Option<char> {
+    match c {
+        'n' => Some('\n'),
+        '\\' | '"' | '\'' => Some(c),
+        _ => None,
+    }
+}
+
+/// A quoted identifier's body with its escapes (checked by the scan)
+/// undone.
 fn unquote(body: &str) -> String {
     let mut out = String::with_capacity(body.len());
     let mut chars = body.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(c) => out.push(c),
-                None => {}
-            },
+            // Every escape in a scanned body is one `unescaped` knows.
+            '\\' => out.extend(chars.next().and_then(unescaped)),
             c => out.push(c),
         }
     }
@@ -244,6 +253,8 @@ impl<'a> Lexer<'a> {
     pub(super) fn next(&mut self, regex: bool) -> Result<Tok<'a>, ScanError> {
         if self.ahead_here(regex) {
             self.pos = self.ahead.end;
+            // Taken: never reused, should the parser ever come back here.
+            self.ahead.start = usize::MAX;
             return Ok(self.ahead.tok);
         }
         self.scan(regex)
@@ -370,7 +381,7 @@ impl<'a> Lexer<'a> {
                     return Ok((body, escaped));
                 }
                 Some('\\') => match self.bump() {
-                    Some('n' | '\\' | '"' | '\'') => escaped = true,
+                    Some(c) if unescaped(c).is_some() => escaped = true,
                     Some(c) => return Err(ScanError::BadEscape(c)),
                     None => return Err(unterminated),
                 },
@@ -470,6 +481,21 @@ mod tests {
             lex_all("\"ab\nc\"", false),
             Err(ScanError::UnterminatedIdent)
         );
+    }
+
+    #[test]
+    fn every_escape_the_scan_accepts_is_undone_as_influxdb_reads_it() {
+        let influxdb = [('n', '\n'), ('\\', '\\'), ('"', '"'), ('\'', '\'')];
+        for c in (0..0x80).filter_map(char::from_u32).chain(['é', '☃']) {
+            let src = format!("\"a\\{c}b\"");
+            match influxdb.iter().find(|(e, _)| *e == c) {
+                Some((_, means)) => {
+                    let toks = ok(&src, false);
+                    assert_eq!(toks[0].name().as_deref(), Some(&*format!("a{means}b")));
+                }
+                None => assert!(lex_all(&src, false).is_err(), "{src:?}"),
+            }
+        }
     }
 
     #[test]
