@@ -143,8 +143,6 @@ struct Ahead<'a> {
     /// Where the token's scan started (`usize::MAX`: nothing peeked).
     start: usize,
     regex: bool,
-    /// The token began with `/` (so the regex flag changes how it reads).
-    slash: bool,
     end: usize,
     tok: Tok<'a>,
 }
@@ -157,7 +155,6 @@ impl<'a> Lexer<'a> {
             ahead: Ahead {
                 start: usize::MAX,
                 regex: false,
-                slash: false,
                 end: 0,
                 tok: Tok::Eof,
             },
@@ -165,10 +162,11 @@ impl<'a> Lexer<'a> {
     }
 
     /// True when the token peeked last is the one `regex` would read here:
-    /// the flag only changes how a `/` reads, so a token not starting with
-    /// one is the same either way.
+    /// the flag only changes how a `/` reads (a regex or a division), so a
+    /// token that is neither is the same either way.
     fn ahead_here(&self, regex: bool) -> bool {
-        self.ahead.start == self.pos && (self.ahead.regex == regex || !self.ahead.slash)
+        self.ahead.start == self.pos
+            && (self.ahead.regex == regex || !matches!(self.ahead.tok, Tok::Regex | Tok::Op("/")))
     }
 
     #[inline]
@@ -241,7 +239,6 @@ impl<'a> Lexer<'a> {
             self.ahead = Ahead {
                 start,
                 regex,
-                slash: matches!(tok, Tok::Regex | Tok::Op("/")),
                 end,
                 tok,
             };
