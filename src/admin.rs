@@ -12,7 +12,6 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::accept;
@@ -22,6 +21,9 @@ const MAX_CONNECTIONS: usize = 256;
 
 /// Longest time a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What renders the Prometheus text `/metrics` serves.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// A readiness check: `Ok` when ready, else why not.
 pub type ReadyCheck =
@@ -35,7 +37,7 @@ pub fn always_ready() -> ReadyCheck {
 /// What the admin listener serves.
 #[derive(Clone)]
 pub struct Admin {
-    metrics: PrometheusHandle,
+    metrics: Render,
     ready: ReadyCheck,
 }
 
@@ -46,8 +48,8 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// Serves `metrics` and reports readiness with `ready`.
-    pub fn new(metrics: PrometheusHandle, ready: ReadyCheck) -> Self {
+    /// Serves what `metrics` renders and reports readiness with `ready`.
+    pub fn new(metrics: Render, ready: ReadyCheck) -> Self {
         Self { metrics, ready }
     }
 
@@ -57,7 +59,7 @@ impl Admin {
         }
         match req.uri().path() {
             "/metrics" => {
-                let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                let mut r = Response::new(Full::new(Bytes::from((self.metrics)())));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     http::HeaderValue::from_static("text/plain; version=0.0.4"),

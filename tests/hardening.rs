@@ -325,6 +325,94 @@ async fn an_upstream_that_never_answers_ends_with_504() {
     assert!(held.load(Ordering::SeqCst) >= 1);
 }
 
+/// An HTTP/1.1 caller's requests share one response timer, moved on from
+/// request to request: each is still held to the timeout (500 ms here),
+/// after a request that timed out, and after the connection sat idle past
+/// an earlier deadline (a deadline left over would end the next request
+/// at once).
+#[tokio::test]
+async fn every_request_on_a_kept_connection_is_held_to_the_upstream_timeout() {
+    // Answers `db=slow` after 30 s, anything else at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _upstream = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        if req.uri().query().unwrap_or("").contains("db=slow") {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                        let mut r =
+                            http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                        *r.status_mut() = http::StatusCode::NO_CONTENT;
+                        Ok::<_, std::convert::Infallible>(r)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let tokens = TokenServer::start().await;
+    let (_, t) = tokens
+        .database_token(&[("fast", false, true), ("slow", false, true)])
+        .await;
+    let gate = common::proxy::gate(
+        Arc::new(AuthzClient::for_uri(
+            tokens.url().parse().unwrap(),
+            Duration::from_secs(2),
+        )),
+        &settings(),
+    );
+    let proxy = ProxyServer::with_gate(gate, &format!("http://{addr}"), None).await;
+
+    // One caller connection for every request.
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut caller, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let _connection = tokio::spawn(connection);
+    let auth = format!("Token {t}");
+    let mut write = async |db: &str| {
+        let request = http::Request::post(format!("/write?db={db}"))
+            .header("host", "proxy")
+            .header("authorization", &auth)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"m v=1",
+            )))
+            .unwrap();
+        caller.ready().await.unwrap();
+        let started = std::time::Instant::now();
+        let status = caller.send_request(request).await.unwrap().status();
+        (status.as_u16(), started.elapsed())
+    };
+    // The first through the pool, the next over the connection kept.
+    assert_eq!(write("fast").await.0, 204);
+    assert_eq!(write("fast").await.0, 204);
+    let (status, took) = write("slow").await;
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(450),
+        "timed out after {took:?}"
+    );
+    // The timer fired; set again, it holds the next request to its own
+    // deadline (the upstream connection is a new one).
+    assert_eq!(write("fast").await.0, 204);
+    // Idle past that request's deadline: the next is not ended by it.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(write("fast").await.0, 204);
+    let (status, took) = write("slow").await;
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(450),
+        "timed out after {took:?}"
+    );
+    assert_eq!(write("fast").await.0, 204);
+}
+
 #[tokio::test]
 async fn an_allowed_request_whose_upstream_fails_is_an_error_not_a_deny() {
     let dir = tempfile::tempdir().unwrap();

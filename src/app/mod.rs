@@ -180,7 +180,7 @@ pub async fn run_authz(args: AuthzArgs, shutdown: CancellationToken) -> anyhow::
         &[("token_service", &listener), ("admin", &admin_listener)],
     )?;
     tokio::spawn(
-        Admin::new(metrics, registry_ready(&registry))
+        Admin::new(metrics.renderer(), registry_ready(&registry))
             .serve(admin_listener, shutdown.clone().cancelled_owned()),
     );
 
@@ -373,7 +373,7 @@ pub async fn run_proxy(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::
     )?;
     let serving = serve_proxy(listener, &args.proxy, proxy, proxy_tls, shutdown.clone());
     tokio::spawn(
-        Admin::new(metrics, authorizer_ready(authorizer))
+        Admin::new(metrics.renderer(), authorizer_ready(authorizer))
             .serve(admin_listener, shutdown.clone().cancelled_owned()),
     );
     drain(serving, shutdown, args.common.shutdown_grace.0).await
@@ -424,7 +424,8 @@ pub async fn run_serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::
         })
     });
     tokio::spawn(
-        Admin::new(metrics, ready).serve(admin_listener, shutdown.clone().cancelled_owned()),
+        Admin::new(metrics.renderer(), ready)
+            .serve(admin_listener, shutdown.clone().cancelled_owned()),
     );
 
     let serving_tokens = serve_tokens(

@@ -465,13 +465,13 @@ pub struct InFlight(());
 impl InFlight {
     /// Counts one more request in flight until dropped.
     pub fn enter() -> Self {
-        telemetry::in_flight(1.0);
+        telemetry::in_flight(1);
         Self(())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        telemetry::in_flight(-1.0);
+        telemetry::in_flight(-1);
     }
 }

@@ -93,7 +93,7 @@ impl HttpService {
     }
 
     /// Handles one HTTP request.
-    pub async fn handle(&self, request: Request<ProxyBody>, peer: Peer) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<ProxyBody>, peer: &Peer) -> Response<ProxyBody> {
         let started = Instant::now();
         let gate = &self.inner.gate;
         let mut trail = gate.trail();
@@ -113,7 +113,7 @@ impl HttpService {
         };
         let (api, route, result) = match found {
             Ok((api, route)) => {
-                let result = self.route(api, route, request, &peer, &mut trail).await;
+                let result = self.route(api, route, request, peer, &mut trail).await;
                 (api, Some(route), result)
             }
             Err((api, rejection)) => (api, None, Err(rejection)),
@@ -126,7 +126,7 @@ impl HttpService {
             public: route == Some(Route::Public),
             started,
         };
-        gate.finish(&finished, &peer, &trail, result)
+        gate.finish(&finished, peer, &trail, result)
     }
 
     async fn route(

@@ -105,7 +105,7 @@ impl Proxy {
     }
 
     /// Dispatches one request by protocol.
-    pub async fn handle<B>(&self, request: Request<B>, peer: Peer) -> Response<ProxyBody>
+    pub async fn handle<B>(&self, request: Request<B>, peer: &Peer) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,

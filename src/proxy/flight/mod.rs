@@ -114,7 +114,7 @@ impl FlightService {
     }
 
     /// Handles one gRPC request.
-    pub async fn handle(&self, request: Request<ProxyBody>, peer: Peer) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<ProxyBody>, peer: &Peer) -> Response<ProxyBody> {
         let started = Instant::now();
         let gate = &self.inner.gate;
         let method = FlightMethod::from_path(request.uri().path());
@@ -124,7 +124,7 @@ impl FlightService {
             String::new()
         };
         let mut trail = gate.trail();
-        let result = self.call(method, request, &peer, &mut trail).await;
+        let result = self.call(method, request, peer, &mut trail).await;
         let finished = Finished {
             api: Api::Grpc,
             route: method.map_or("unknown", FlightMethod::name),
@@ -133,7 +133,7 @@ impl FlightService {
             public: false,
             started,
         };
-        gate.finish(&finished, &peer, &trail, result)
+        gate.finish(&finished, peer, &trail, result)
     }
 
     async fn call(

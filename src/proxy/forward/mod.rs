@@ -32,6 +32,7 @@ use super::body::{BoxError, ProxyBody};
 use super::read::Canonical;
 use super::read::params::strip_query;
 use super::reject::Rejection;
+use crate::telemetry;
 
 /// Query parameters that carry v1 credentials; never forwarded.
 const CREDENTIAL_PARAMS: &[&str] = &["u", "p"];
@@ -69,8 +70,6 @@ pub struct Upstream {
     credential: Option<HeaderValue>,
     protocol: Protocol,
     response_timeout: Duration,
-    /// `fluxgate_upstream_seconds`, resolved once.
-    seconds: metrics::Histogram,
 }
 
 /// Most upstream connections kept for callers at once, per upstream pool
@@ -140,7 +139,6 @@ impl Upstream {
             credential,
             protocol,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-            seconds: metrics::histogram!("fluxgate_upstream_seconds"),
         }
     }
 
@@ -274,23 +272,33 @@ impl Upstream {
         set_forwarded(&mut parts.headers, origin);
 
         let started = tokio::time::Instant::now();
+        let deadline = started + self.response_timeout;
         let request = Request::from_parts(parts, body);
-        let sent = async {
-            if keep {
-                self.send_sequential(request, origin).await
-            } else {
-                self.send_pooled(request).await
-            }
+        let result = if keep {
+            // The caller's requests never overlap: its connection's timer
+            // is moved on to this deadline (a later one, so the wheel is not
+            // touched), where a timer per request would be armed and cleared.
+            let mut timer = origin.pinned.timer(deadline);
+            let result = tokio::select! {
+                biased;
+                sent = self.send_sequential(request, origin) => Some(sent),
+                () = &mut timer => None,
+            };
+            origin.pinned.keep_timer(timer);
+            result
+        } else {
+            tokio::time::timeout_at(deadline, self.send_pooled(request))
+                .await
+                .ok()
         };
-        let result = tokio::time::timeout_at(started + self.response_timeout, sent).await;
-        self.seconds.record(started.elapsed().as_secs_f64());
+        telemetry::upstream_seconds(started.elapsed().as_secs_f64());
         let response = match result {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
+            Some(Ok(response)) => response,
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, upstream = %self.base, "upstream request failed");
                 return Err(Rejection::UpstreamUnavailable);
             }
-            Err(_) => {
+            None => {
                 // Dropping the request future closes the upstream stream
                 // (h2) or connection (HTTP/1.1): nothing is left waiting.
                 tracing::warn!(upstream = %self.base, timeout = ?self.response_timeout, "upstream did not answer in time");

@@ -15,6 +15,7 @@
 //! second ([`KeptCount`]), and only authorized requests are sent on them.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use hyper::client::conn::http1::SendRequest;
 use parking_lot::Mutex;
+use tokio::time::Sleep;
 
 use super::super::body::ProxyBody;
 
@@ -59,10 +61,12 @@ pub(super) fn upstream_id() -> u64 {
     UPSTREAM_IDS.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The upstream connection kept for one caller connection.
+/// The upstream connection kept for one caller connection, and the timer
+/// its requests' responses are timed with.
 #[derive(Debug, Default)]
 pub(super) struct Pinned {
     slot: Mutex<Slot>,
+    timer: Mutex<Option<Pin<Box<Sleep>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +107,24 @@ impl Pinned {
     /// Keeps `sender`, a connection to upstream `id`, for the next request.
     pub(super) fn keep(&self, id: u64, sender: SendRequest<ProxyBody>) {
         *self.slot.lock() = Slot::Kept(id, sender);
+    }
+
+    /// The caller connection's response timer, set to `deadline`; it leaves
+    /// the connection until [`Pinned::keep_timer`] returns it (should two
+    /// requests ever overlap, the second gets a timer of its own).
+    pub(super) fn timer(&self, deadline: tokio::time::Instant) -> Pin<Box<Sleep>> {
+        match self.timer.lock().take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Keeps `timer` for the connection's next request.
+    pub(super) fn keep_timer(&self, timer: Pin<Box<Sleep>>) {
+        *self.timer.lock() = Some(timer);
     }
 }
 

@@ -190,24 +190,33 @@ impl Activity {
     }
 }
 
+/// What a connection's requests are served with, shared by them: one
+/// reference counted per request, not one per part.
+struct Served {
+    proxy: Proxy,
+    peer: Peer,
+    activity: Arc<Activity>,
+}
+
 /// A request counted in flight on its connection from when its head was
 /// read until its response body is written, or dropped (the caller gone,
 /// an HTTP/2 stream reset): a response still streaming is not idle time,
 /// and a head pipelined behind it is not late until it ends.
-struct InFlight(Arc<Activity>);
+struct InFlight(Arc<Served>);
 
 impl InFlight {
-    fn new(activity: Arc<Activity>) -> Self {
-        activity.spoke.store(true, Ordering::Relaxed);
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(activity)
+    fn new(served: Arc<Served>) -> Self {
+        served.activity.spoke.store(true, Ordering::Relaxed);
+        served.activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(served)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let activity = &self.0.activity;
+        activity.touch();
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -441,20 +450,22 @@ impl Connection {
         let (stream, framing) = FramingWatch::new(stream);
         let peer = Peer::new(addr, scheme, framing);
         let activity = Arc::new(Activity::new(stream.progress()));
-        let service = {
-            let (proxy, activity) = (self.proxy.clone(), Arc::clone(&activity));
-            hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                let (proxy, peer, activity) = (proxy.clone(), peer.clone(), Arc::clone(&activity));
-                async move {
-                    let in_flight = InFlight::new(activity);
-                    let response = proxy.handle(request, peer).await;
-                    Ok::<_, Infallible>(response.map(|body| Counted {
-                        body,
-                        _in_flight: in_flight,
-                    }))
-                }
-            })
-        };
+        let served = Arc::new(Served {
+            proxy: self.proxy.clone(),
+            peer,
+            activity: Arc::clone(&activity),
+        });
+        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            let in_flight = InFlight::new(Arc::clone(&served));
+            async move {
+                let Served { proxy, peer, .. } = &*in_flight.0;
+                let response = proxy.handle(request, peer).await;
+                Ok::<_, Infallible>(response.map(|body| Counted {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
+        });
         let _watched = self.sweeper.watch(&activity);
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);

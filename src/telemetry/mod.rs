@@ -1,18 +1,15 @@
 //! Logs and metrics set-up: `tracing` as text or JSON lines, the global
-//! Prometheus recorder whose text the admin listener serves, and the
-//! per-request metrics of the proxy with their handles resolved once.
+//! Prometheus recorder, and the text `/metrics` serves ([`Metrics`]): the
+//! recorder's metrics and the per-request ones, which are counted per
+//! thread instead ([`requests`]).
 //!
 //! Nothing in fluxgate logs a token: credentials live in
 //! [`crate::credentials::Token`], whose `Debug` is redacted.
-//!
-//! A metric macro with labels (`counter!(name, "status" => s)`) builds its
-//! key, allocating the label list, and looks the series up in the
-//! registry's map on every call. The request path instead resolves each
-//! series' handle once per label set and thread ([`RequestMetrics`],
-//! [`in_flight`]): install the recorder ([`init_metrics`]) before serving,
-//! as the commands do, or a thread keeps the no-op handles it resolved.
 
-use std::cell::RefCell;
+mod requests;
+
+pub use self::requests::{count_request, in_flight, upstream_seconds};
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -50,31 +47,52 @@ where
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
 
-/// Installs the process-wide metrics recorder (once) and returns the handle
-/// that renders the Prometheus text. Later calls return the same handle, so
-/// several servers in one process (tests, `serve`) share one registry.
-pub fn init_metrics() -> PrometheusHandle {
+/// What `/metrics` serves: the recorder's metrics and the per-request ones.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    recorder: PrometheusHandle,
+}
+
+impl Metrics {
+    /// Everything counted so far, in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut text = self.recorder.render();
+        requests::render(&mut text);
+        text
+    }
+
+    /// [`Metrics::render`] as a function, for the admin listener.
+    pub fn renderer(&self) -> std::sync::Arc<dyn Fn() -> String + Send + Sync> {
+        let metrics = self.clone();
+        std::sync::Arc::new(move || metrics.render())
+    }
+}
+
+/// Installs the process-wide metrics recorder (once) and returns what
+/// renders the Prometheus text. Later calls return the same, so several
+/// servers in one process (tests, `serve`) share one registry.
+pub fn init_metrics() -> Metrics {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
+    let recorder = HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ])
+                .set_buckets(&requests::BUCKETS)
                 .map_or_else(
                     |_| PrometheusBuilder::new().build_recorder(),
                     PrometheusBuilder::build_recorder,
                 );
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+                tracing::warn!(
+                    "another metrics recorder is installed; /metrics will lack its metrics"
+                );
             }
             spawn_upkeep(handle.clone());
             metrics::gauge!("fluxgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
-        .clone()
+        .clone();
+    Metrics { recorder }
 }
 
 /// How often histogram samples are folded into their buckets.
@@ -114,7 +132,7 @@ pub struct RequestLabels {
 }
 
 /// A request's `status` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Status {
     /// An HTTP status code.
     Http(u16),
@@ -132,35 +150,14 @@ impl Status {
 }
 
 /// A label set as a map key: the strings by address and length (they are
-/// statics; two copies of one string at two addresses resolve to the same
-/// series, which the registry shares) and the status.
+/// statics, so comparing them is comparing two words; two copies of one
+/// string at two addresses are two keys, summed into one series when
+/// rendered) and the status.
 type LabelKey = ([(usize, usize); 4], Status);
 
-fn identity(s: &'static str) -> (usize, usize) {
-    (s.as_ptr().addr(), s.len())
-}
-
-/// The handles of one label set.
-struct RequestHandles {
-    requests: metrics::Counter,
-    decisions: metrics::Counter,
-    seconds: metrics::Histogram,
-}
-
-thread_local! {
-    static REQUEST_HANDLES: RefCell<hashbrown::HashMap<LabelKey, RequestHandles>> =
-        RefCell::new(hashbrown::HashMap::new());
-    static IN_FLIGHT: metrics::Gauge = metrics::gauge!("fluxgate_requests_in_flight");
-}
-
-/// Most label sets kept per thread; past it handles are resolved per call
-/// (statuses come from the upstream, so the set is not fixed).
-const MAX_LABEL_SETS: usize = 4096;
-
-/// `fluxgate_requests_total`, `fluxgate_decisions_total` and
-/// `fluxgate_request_seconds` for one finished request.
-pub fn count_request(labels: RequestLabels, seconds: f64) {
-    let key: LabelKey = (
+fn label_key(labels: &RequestLabels) -> LabelKey {
+    let identity = |s: &'static str| (s.as_ptr().addr(), s.len());
+    (
         [
             identity(labels.api),
             identity(labels.route),
@@ -168,44 +165,5 @@ pub fn count_request(labels: RequestLabels, seconds: f64) {
             identity(labels.decision),
         ],
         labels.status,
-    );
-    REQUEST_HANDLES.with_borrow_mut(|handles| {
-        if let Some(h) = handles.get(&key) {
-            h.record(seconds);
-            return;
-        }
-        let h = RequestHandles::resolve(labels);
-        h.record(seconds);
-        if handles.len() < MAX_LABEL_SETS {
-            handles.insert(key, h);
-        }
-    });
-}
-
-impl RequestHandles {
-    fn resolve(labels: RequestLabels) -> Self {
-        let RequestLabels {
-            api,
-            route,
-            action,
-            decision,
-            status,
-        } = labels;
-        Self {
-            requests: metrics::counter!("fluxgate_requests_total", "api" => api, "route" => route, "action" => action, "status" => status.label()),
-            decisions: metrics::counter!("fluxgate_decisions_total", "api" => api, "decision" => decision),
-            seconds: metrics::histogram!("fluxgate_request_seconds", "api" => api),
-        }
-    }
-
-    fn record(&self, seconds: f64) {
-        self.requests.increment(1);
-        self.decisions.increment(1);
-        self.seconds.record(seconds);
-    }
-}
-
-/// Adds `delta` to `fluxgate_requests_in_flight`.
-pub fn in_flight(delta: f64) {
-    IN_FLIGHT.with(|gauge| gauge.increment(delta));
+    )
 }
