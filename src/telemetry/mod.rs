@@ -138,13 +138,30 @@ pub enum Status {
     Http(u16),
     /// A gRPC status code.
     Grpc(i32),
+    /// Counted past the label sets a thread keeps (`other`).
+    Other,
 }
 
+/// gRPC's `UNKNOWN`, what a gRPC client makes of a status outside 0–16.
+const GRPC_UNKNOWN: i32 = 2;
+
 impl Status {
+    /// The status as counted: a gRPC status from the upstream outside
+    /// gRPC's codes is `UNKNOWN`, as a gRPC client reads it. So the label
+    /// values are few, and an HTTP status (100–999) never prints like a
+    /// gRPC one (0–16).
+    fn counted(self) -> Self {
+        match self {
+            Status::Grpc(code) if !(0..=16).contains(&code) => Status::Grpc(GRPC_UNKNOWN),
+            other => other,
+        }
+    }
+
     fn label(self) -> String {
         match self {
             Status::Http(code) => code.to_string(),
             Status::Grpc(code) => code.to_string(),
+            Status::Other => "other".to_owned(),
         }
     }
 }

@@ -101,6 +101,11 @@ struct Shard {
     series: Mutex<Vec<Arc<Series>>>,
 }
 
+/// Most label sets a shard keeps; a request of another is counted with the
+/// status `other`. (The label values are fixed sets but for the status,
+/// which the upstream chooses: 900 HTTP statuses are possible.)
+const MAX_SERIES: usize = 2048;
+
 /// Every shard ever claimed.
 static SHARDS: Mutex<Vec<Arc<Shard>>> = Mutex::new(Vec::new());
 
@@ -136,7 +141,11 @@ impl Local {
         Self { shard, series }
     }
 
-    fn series(&mut self, labels: RequestLabels) -> &Series {
+    fn series(&mut self, mut labels: RequestLabels) -> &Series {
+        labels.status = labels.status.counted();
+        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&label_key(&labels)) {
+            labels.status = Status::Other;
+        }
         let shard = &self.shard;
         self.series.entry(label_key(&labels)).or_insert_with(|| {
             let series = Arc::new(Series {
@@ -247,6 +256,13 @@ pub(crate) fn render(out: &mut String) {
         "counter",
         "Requests answered, by API, route, action decided and status",
     );
+    // Label values are written as they are: they come from fixed sets of
+    // plain words (and digits), never from a request.
+    debug_assert!(requests.keys().all(|(api, route, action, _)| {
+        [api, route, action]
+            .iter()
+            .all(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    }));
     for ((api, route, action, status), n) in &requests {
         let _ = writeln!(
             out,
@@ -396,6 +412,80 @@ mod tests {
         assert!((sum - (1000.0 * 0.003 + 80.0)).abs() < 1e-6, "{sum}");
         assert!(value(&text, "fluxgate_upstream_seconds_count") >= 4.0);
         assert!(text.contains("# TYPE fluxgate_request_seconds histogram"));
+    }
+
+    #[test]
+    fn grpc_statuses_outside_grpcs_codes_are_unknown_and_never_print_as_http_ones() {
+        let api = "test_statuses";
+        std::thread::spawn(move || {
+            count_request(labels(api, 200), 0.001);
+            for code in [200, -1, 17, i32::MAX, 2] {
+                count_request(
+                    RequestLabels {
+                        status: Status::Grpc(code),
+                        ..labels(api, 0)
+                    },
+                    0.001,
+                );
+            }
+        })
+        .join()
+        .expect("counting thread");
+        let mut text = String::new();
+        render(&mut text);
+        let series =
+            format!("fluxgate_requests_total{{api=\"{api}\",route=\"v1_write\",action=\"write\",");
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&series)).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(value(&text, &format!("{series}status=\"200\"}}")), 1.0);
+        assert_eq!(value(&text, &format!("{series}status=\"2\"}}")), 5.0);
+    }
+
+    #[test]
+    fn label_sets_past_the_most_a_thread_keeps_are_counted_as_other() {
+        let api = "test_overflow";
+        // 3 routes by 900 HTTP statuses: more label sets than a shard keeps.
+        // (One static, as the proxy's labels are: keys compare addresses.)
+        static ROUTES: [&str; 3] = ["r1", "r2", "r3"];
+        let sets: Vec<RequestLabels> = ROUTES
+            .into_iter()
+            .flat_map(|route| {
+                (100..1000).map(move |status| RequestLabels {
+                    route,
+                    ..labels(api, status)
+                })
+            })
+            .collect();
+        let counted = sets.len() + 1;
+        assert!(sets.len() > MAX_SERIES);
+        std::thread::spawn(move || {
+            for set in sets {
+                count_request(set, 0.001);
+            }
+            // A label set kept before the cap is still its own.
+            count_request(
+                RequestLabels {
+                    route: ROUTES[0],
+                    ..labels(api, 100)
+                },
+                0.001,
+            );
+        })
+        .join()
+        .expect("counting thread");
+        let mut text = String::new();
+        render(&mut text);
+        let prefix = format!("fluxgate_requests_total{{api=\"{api}\",");
+        let total: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(total, counted as f64, "every request counted");
+        let other = format!("{prefix}route=\"r3\",action=\"write\",status=\"other\"}}");
+        assert!(value(&text, &other) > 0.0);
+        let first = format!("{prefix}route=\"r1\",action=\"write\",status=\"100\"}}");
+        assert_eq!(value(&text, &first), 2.0);
     }
 
     #[test]

@@ -161,17 +161,23 @@ impl Upstream {
     }
 
     /// The upstream URI for `path` with query string `query` (empty: none),
-    /// under the base URL.
-    pub fn target(&self, path: &str, query: &str) -> Result<Uri, Rejection> {
+    /// under the base URL. The path goes in front of the query in the
+    /// query's own buffer (made with room for it, see
+    /// [`crate::proxy::read::params::PATH_ROOM`]).
+    pub fn target(&self, path: &str, query: String) -> Result<Uri, Rejection> {
         let unfit = || Rejection::BadRequest("request target cannot be forwarded".to_owned());
-        let mut path_and_query =
-            String::with_capacity(self.prefix.len() + path.len() + 1 + query.len());
-        path_and_query.push_str(&self.prefix);
-        path_and_query.push_str(path);
-        if !query.is_empty() {
-            path_and_query.push('?');
-            path_and_query.push_str(query);
-        }
+        let path_and_query = if query.is_empty() {
+            let mut path_only = String::with_capacity(self.prefix.len() + path.len());
+            path_only.push_str(&self.prefix);
+            path_only.push_str(path);
+            path_only
+        } else {
+            let mut path_and_query = query;
+            path_and_query.insert(0, '?');
+            path_and_query.insert_str(0, path);
+            path_and_query.insert_str(0, &self.prefix);
+            path_and_query
+        };
         let mut parts = http::uri::Parts::default();
         parts.scheme.clone_from(&self.scheme);
         parts.authority.clone_from(&self.authority);
@@ -191,7 +197,7 @@ impl Upstream {
         origin: &Origin,
     ) -> Result<Response<ProxyBody>, Rejection> {
         let query = strip_query(parts.uri.query().unwrap_or(""), CREDENTIAL_PARAMS);
-        parts.uri = self.target(parts.uri.path(), &query)?;
+        parts.uri = self.target(parts.uri.path(), query)?;
         let body = match body {
             Some(body) => body,
             None => no_body(&mut parts.headers),
@@ -209,7 +215,7 @@ impl Upstream {
         caller_body: Option<ProxyBody>,
         origin: &Origin,
     ) -> Result<Response<ProxyBody>, Rejection> {
-        parts.uri = self.target(parts.uri.path(), &canonical.query)?;
+        parts.uri = self.target(parts.uri.path(), canonical.query)?;
         let body = match (canonical.body, caller_body) {
             (Some((bytes, content_type)), _) => {
                 replace_body_headers(&mut parts.headers, &bytes, Some(content_type));
@@ -229,7 +235,7 @@ impl Upstream {
         body: ProxyBody,
         origin: &Origin,
     ) -> Result<Response<ProxyBody>, Rejection> {
-        parts.uri = self.target(parts.uri.path(), "")?;
+        parts.uri = self.target(parts.uri.path(), String::new())?;
         self.send(parts, body, origin, false).await
     }
 
@@ -275,17 +281,7 @@ impl Upstream {
         let deadline = started + self.response_timeout;
         let request = Request::from_parts(parts, body);
         let result = if keep {
-            // The caller's requests never overlap: its connection's timer
-            // is moved on to this deadline (a later one, so the wheel is not
-            // touched), where a timer per request would be armed and cleared.
-            let mut timer = origin.pinned.timer(deadline);
-            let result = tokio::select! {
-                biased;
-                sent = self.send_sequential(request, origin) => Some(sent),
-                () = &mut timer => None,
-            };
-            origin.pinned.keep_timer(timer);
-            result
+            self.send_sequential(request, origin, deadline).await
         } else {
             tokio::time::timeout_at(deadline, self.send_pooled(request))
                 .await
@@ -326,24 +322,61 @@ impl Upstream {
         Ok(self.client.request(request).await?)
     }
 
-    /// Sends an HTTP/1.x caller's request: over the shared pool the first
-    /// time, then over a connection kept for the caller's connection.
+    /// Sends an HTTP/1.x caller's request, within `deadline` (`None`: not
+    /// answered in time): over the shared pool the first time, then over a
+    /// connection kept for the caller's connection, timed by the caller
+    /// connection's timer. The connection is kept again once it has
+    /// answered; one that failed or was too slow is dropped, which closes
+    /// it.
     async fn send_sequential(
         &self,
         request: Request<ProxyBody>,
         origin: &Origin,
-    ) -> Result<Response<Incoming>, BoxError> {
-        let kept = match origin.pinned.take(self.id) {
-            Take::Pool => None,
-            Take::Open => self.open().await?,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<Response<Incoming>, BoxError>> {
+        let (take, mut timer) = origin.pinned.take(self.id, deadline);
+        let (result, sender) = tokio::select! {
+            biased;
+            sent = self.exchange(request, take) => sent,
+            // Polled whatever the task's budget (as `tokio::time::Timeout`
+            // polls its timer): an exchange that spent it cannot hold the
+            // timeout off.
+            () = tokio::task::unconstrained(&mut timer) => {
+                origin.pinned.keep(None, timer);
+                return None;
+            }
+        };
+        origin
+            .pinned
+            .keep(sender.map(|sender| (self.id, sender)), timer);
+        Some(result)
+    }
+
+    /// [`Upstream::send_sequential`]'s exchange: the answer, and the kept
+    /// connection that carried it.
+    async fn exchange(
+        &self,
+        request: Request<ProxyBody>,
+        take: Take,
+    ) -> (
+        Result<Response<Incoming>, BoxError>,
+        Option<SendRequest<ProxyBody>>,
+    ) {
+        let opened = match take {
+            Take::Pool => Ok(None),
+            Take::Open => self.open().await,
             Take::Kept(mut sender) => match sender.ready().await {
-                Ok(()) => Some(sender),
+                Ok(()) => Ok(Some(sender)),
                 // Closed by the upstream while idle.
-                Err(_) => self.open().await?,
+                Err(_) => self.open().await,
             },
         };
+        let kept = match opened {
+            Ok(kept) => kept,
+            Err(e) => return (Err(e), None),
+        };
         let (Some(mut sender), Some(host)) = (kept, &self.host) else {
-            return self.send_pooled(request).await;
+            return (self.send_pooled(request).await, None);
         };
         // On a connection of its own the request names its target as a
         // path, and the host in `Host` (what the pool's client does).
@@ -352,17 +385,18 @@ impl Upstream {
         let path = path.unwrap_or_else(|| PathAndQuery::from_static("/"));
         let absolute = std::mem::replace(&mut parts.uri, Uri::from(path));
         parts.headers.insert(header::HOST, host.clone());
-        let response = sender.try_send_request(Request::from_parts(parts, body));
-        origin.pinned.keep(self.id, sender);
-        match response.await {
-            Ok(response) => Ok(response),
+        match sender
+            .try_send_request(Request::from_parts(parts, body))
+            .await
+        {
+            Ok(response) => (Ok(response), Some(sender)),
             Err(mut e) => match e.take_message() {
                 // Not sent: the connection closed first. The pool sends it.
                 Some(mut request) => {
                     *request.uri_mut() = absolute;
-                    self.send_pooled(request).await
+                    (self.send_pooled(request).await, None)
                 }
-                None => Err(e.into_error().into()),
+                None => (Err(e.into_error().into()), None),
             },
         }
     }
@@ -484,12 +518,14 @@ mod tests {
             None,
             Protocol::Http1,
         );
-        let t = up.target("/write", "db=a+b&precision=s").unwrap();
+        let t = up
+            .target("/write", "db=a+b&precision=s".to_owned())
+            .unwrap();
         assert_eq!(
             t.to_string(),
             "http://127.0.0.1:8087/prefix/write?db=a+b&precision=s"
         );
-        let t = up.target("/ping", "").unwrap();
+        let t = up.target("/ping", String::new()).unwrap();
         assert_eq!(t.to_string(), "http://127.0.0.1:8087/prefix/ping");
     }
 

@@ -65,8 +65,18 @@ pub(super) fn upstream_id() -> u64 {
 /// its requests' responses are timed with.
 #[derive(Debug, Default)]
 pub(super) struct Pinned {
-    slot: Mutex<Slot>,
-    timer: Mutex<Option<Pin<Box<Sleep>>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slot: Slot,
+    /// Moved on to each request's deadline (a later one, which tokio does
+    /// without touching its timer wheel), where a timer per request would
+    /// be armed and cleared each time. It belongs to the runtime the
+    /// connection's first request ran on: the listener serves a connection
+    /// on one runtime to its end.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug, Default)]
@@ -92,39 +102,46 @@ pub(super) enum Take {
 }
 
 impl Pinned {
-    /// Takes what a request to upstream `id` goes over; a kept connection
-    /// leaves the slot until [`Pinned::keep`] returns it.
-    pub(super) fn take(&self, id: u64) -> Take {
-        let mut slot = self.slot.lock();
-        match std::mem::replace(&mut *slot, Slot::Used) {
+    /// Takes what a request to upstream `id` goes over, and the response
+    /// timer set to `deadline`. Both leave the caller's connection until
+    /// [`Pinned::keep`] returns them: should two requests ever overlap, the
+    /// second opens a connection and gets a timer of its own.
+    pub(super) fn take(&self, id: u64, deadline: tokio::time::Instant) -> (Take, Pin<Box<Sleep>>) {
+        let (slot, timer) = {
+            let mut state = self.state.lock();
+            (
+                std::mem::replace(&mut state.slot, Slot::Used),
+                state.timer.take(),
+            )
+        };
+        let take = match slot {
             Slot::Fresh => Take::Pool,
             Slot::Kept(kept, sender) if kept == id => Take::Kept(sender),
             // Kept for another upstream: dropped, which closes it.
             Slot::Kept(..) | Slot::Used => Take::Open,
-        }
-    }
-
-    /// Keeps `sender`, a connection to upstream `id`, for the next request.
-    pub(super) fn keep(&self, id: u64, sender: SendRequest<ProxyBody>) {
-        *self.slot.lock() = Slot::Kept(id, sender);
-    }
-
-    /// The caller connection's response timer, set to `deadline`; it leaves
-    /// the connection until [`Pinned::keep_timer`] returns it (should two
-    /// requests ever overlap, the second gets a timer of its own).
-    pub(super) fn timer(&self, deadline: tokio::time::Instant) -> Pin<Box<Sleep>> {
-        match self.timer.lock().take() {
+        };
+        let timer = match timer {
             Some(mut timer) => {
                 timer.as_mut().reset(deadline);
                 timer
             }
             None => Box::pin(tokio::time::sleep_until(deadline)),
-        }
+        };
+        (take, timer)
     }
 
-    /// Keeps `timer` for the connection's next request.
-    pub(super) fn keep_timer(&self, timer: Pin<Box<Sleep>>) {
-        *self.timer.lock() = Some(timer);
+    /// Keeps `timer`, and `sender`, a connection to upstream `.0` that
+    /// answered, for the next request.
+    pub(super) fn keep(
+        &self,
+        sender: Option<(u64, SendRequest<ProxyBody>)>,
+        timer: Pin<Box<Sleep>>,
+    ) {
+        let mut state = self.state.lock();
+        if let Some((id, sender)) = sender {
+            state.slot = Slot::Kept(id, sender);
+        }
+        state.timer = Some(timer);
     }
 }
 
@@ -238,15 +255,23 @@ mod tests {
     #[tokio::test]
     async fn the_first_request_uses_the_pool_and_a_kept_connection_serves_its_upstream_only() {
         let pinned = Pinned::default();
-        assert!(matches!(pinned.take(1), Take::Pool));
-        assert!(matches!(pinned.take(1), Take::Open));
-        pinned.keep(1, sender().await);
-        assert!(matches!(pinned.take(1), Take::Kept(_)));
+        let take = |id| {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            pinned.take(id, deadline)
+        };
+        let (first, timer) = take(1);
+        assert!(matches!(first, Take::Pool));
+        pinned.keep(None, timer);
+        let (second, timer) = take(1);
+        assert!(matches!(second, Take::Open));
+        pinned.keep(Some((1, sender().await)), timer);
+        let (third, timer) = take(1);
+        assert!(matches!(third, Take::Kept(_)));
         // Taken: the next request, were one to overlap, opens its own.
-        assert!(matches!(pinned.take(1), Take::Open));
-        pinned.keep(1, sender().await);
-        assert!(matches!(pinned.take(2), Take::Open));
+        assert!(matches!(take(1).0, Take::Open));
+        pinned.keep(Some((1, sender().await)), timer);
+        assert!(matches!(take(2).0, Take::Open));
         // The one for upstream 1 was dropped, not kept for later.
-        assert!(matches!(pinned.take(1), Take::Open));
+        assert!(matches!(take(1).0, Take::Open));
     }
 }
