@@ -325,6 +325,15 @@ async fn an_upstream_that_never_answers_ends_with_504() {
     assert!(held.load(Ordering::SeqCst) >= 1);
 }
 
+/// A 504 for a request that was given its whole timeout (500 ms).
+fn timed_out((status, took): (u16, Duration)) {
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(450),
+        "timed out after {took:?}"
+    );
+}
+
 /// An HTTP/1.1 caller's requests share one response timer, moved on from
 /// request to request: each is still held to the timeout (500 ms here),
 /// after a request that timed out, and after the connection sat idle past
@@ -392,24 +401,14 @@ async fn every_request_on_a_kept_connection_is_held_to_the_upstream_timeout() {
     // The first through the pool, the next over the connection kept.
     assert_eq!(write("fast").await.0, 204);
     assert_eq!(write("fast").await.0, 204);
-    let (status, took) = write("slow").await;
-    assert_eq!(status, 504);
-    assert!(
-        took >= Duration::from_millis(450),
-        "timed out after {took:?}"
-    );
+    timed_out(write("slow").await);
     // The timer fired; set again, it holds the next request to its own
     // deadline (the upstream connection is a new one).
     assert_eq!(write("fast").await.0, 204);
     // Idle past that request's deadline: the next is not ended by it.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(write("fast").await.0, 204);
-    let (status, took) = write("slow").await;
-    assert_eq!(status, 504);
-    assert!(
-        took >= Duration::from_millis(450),
-        "timed out after {took:?}"
-    );
+    timed_out(write("slow").await);
     assert_eq!(write("fast").await.0, 204);
 }
 

@@ -348,6 +348,12 @@ mod tests {
         }
     }
 
+    fn rendered() -> String {
+        let mut text = String::new();
+        render(&mut text);
+        text
+    }
+
     fn value(text: &str, line_start: &str) -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(line_start))
@@ -359,11 +365,7 @@ mod tests {
     fn counts_from_every_thread_are_summed_when_rendered() {
         // Label values no other test uses: the shards are process-wide.
         let api = "test_threads";
-        let before = {
-            let mut text = String::new();
-            render(&mut text);
-            text
-        };
+        let before = rendered();
         assert!(!before.contains(api));
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -384,8 +386,7 @@ mod tests {
         let ender = std::thread::spawn(|| (0..4).for_each(|_| in_flight(-1)));
         ender.join().expect("ending thread");
 
-        let mut text = String::new();
-        render(&mut text);
+        let text = rendered();
         let requests =
             format!("fluxgate_requests_total{{api=\"{api}\",route=\"v1_write\",action=\"write\",");
         assert_eq!(value(&text, &format!("{requests}status=\"204\"}}")), 1000.0);
@@ -431,8 +432,7 @@ mod tests {
         })
         .join()
         .expect("counting thread");
-        let mut text = String::new();
-        render(&mut text);
+        let text = rendered();
         let series =
             format!("fluxgate_requests_total{{api=\"{api}\",route=\"v1_write\",action=\"write\",");
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&series)).collect();
@@ -473,8 +473,7 @@ mod tests {
         })
         .join()
         .expect("counting thread");
-        let mut text = String::new();
-        render(&mut text);
+        let text = rendered();
         let prefix = format!("fluxgate_requests_total{{api=\"{api}\",");
         let total: f64 = text
             .lines()
