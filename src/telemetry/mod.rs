@@ -147,12 +147,14 @@ const GRPC_UNKNOWN: i32 = 2;
 
 impl Status {
     /// The status as counted: a gRPC status from the upstream outside
-    /// gRPC's codes is `UNKNOWN`, as a gRPC client reads it. So the label
-    /// values are few, and an HTTP status (100–999) never prints like a
-    /// gRPC one (0–16).
+    /// gRPC's codes is `UNKNOWN`, as a gRPC client reads it, and an HTTP
+    /// status outside HTTP's classes (100–599; hyper passes up to 999) is
+    /// `other`. So the label values are few, and an HTTP status never
+    /// prints like a gRPC one (0–16).
     fn counted(self) -> Self {
         match self {
             Status::Grpc(code) if !(0..=16).contains(&code) => Status::Grpc(GRPC_UNKNOWN),
+            Status::Http(code) if !(100..=599).contains(&code) => Status::Other,
             other => other,
         }
     }
