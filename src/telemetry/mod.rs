@@ -138,7 +138,8 @@ pub enum Status {
     Http(u16),
     /// A gRPC status code.
     Grpc(i32),
-    /// Counted past the label sets a thread keeps (`other`).
+    /// `other`: an HTTP status outside 100–599, or any status of a label
+    /// set past the most a thread's shard keeps.
     Other,
 }
 
