@@ -148,9 +148,14 @@ impl InfluxQl<'_> {
             };
         }
         let (url, body): (Vec<_>, Vec<_>) = pairs.partition(|(k, _)| *k == "pretty");
+        // Encoding makes room for the worst case (three bytes per byte), and
+        // a body is held while it is forwarded: up to three times a
+        // `--max-body` query, outside `--max-buffered-bytes`, unless trimmed.
+        let mut body = Params::encode(body);
+        body.shrink_to_fit();
         Canonical {
             query: Params::encode(url),
-            body: Some((Bytes::from(Params::encode(body)), FORM)),
+            body: Some((Bytes::from(body), FORM)),
         }
     }
 }
