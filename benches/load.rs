@@ -29,8 +29,9 @@
 //!   fluxgate is built on, separating its own cost from the framework's.
 //!
 //! The load generator (in this process) drives each scenario — v1 write of
-//! a 100-line batch (plain and gzip), v1 query, v3 `query_sql`, Flight DoGet
-//! — at fixed concurrency over keep-alive connections for a fixed time
+//! a 100-line batch (plain and gzip), v1 query (the same one on every
+//! request, and another on each: `v1_query_varied`), v3 `query_sql`, Flight
+//! DoGet — at fixed concurrency over keep-alive connections for a fixed time
 //! against each target (direct, fluxgate, nginx), after a warm-up that also
 //! fills both caches. Rounds are repeated and the target order rotated per
 //! round; the report gives medians over rounds, and per-round ratios'
@@ -100,15 +101,20 @@ enum Scenario {
     V1Write,
     V1WriteGzip,
     V1Query,
+    /// v1 query, another query on every request of a connection (its time
+    /// range): each is read afresh, none recalled from the connection's
+    /// last reading.
+    V1QueryVaried,
     V3QuerySql,
     FlightDoGet,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::V1Write,
         Scenario::V1WriteGzip,
         Scenario::V1Query,
+        Scenario::V1QueryVaried,
         Scenario::V3QuerySql,
         Scenario::FlightDoGet,
     ];
@@ -118,6 +124,7 @@ impl Scenario {
             Scenario::V1Write => "v1_write",
             Scenario::V1WriteGzip => "v1_write_gzip",
             Scenario::V1Query => "v1_query",
+            Scenario::V1QueryVaried => "v1_query_varied",
             Scenario::V3QuerySql => "v3_query_sql",
             Scenario::FlightDoGet => "flight_doget",
         }
@@ -190,16 +197,24 @@ impl Target {
 struct HttpCase {
     method: Method,
     path_and_query: String,
+    /// Requests differ: the n-th request of a connection goes to this
+    /// prefix, n and this suffix instead of `path_and_query`.
+    varied: Option<(String, String)>,
     headers: Vec<(header::HeaderName, HeaderValue)>,
     body: Bytes,
     expect: StatusCode,
 }
 
 impl HttpCase {
-    fn request(&self, host: &HeaderValue) -> Request<Full<Bytes>> {
+    /// The `n`-th request of a connection.
+    fn request(&self, host: &HeaderValue, n: u64) -> Request<Full<Bytes>> {
+        let uri = match &self.varied {
+            Some((prefix, suffix)) => format!("{prefix}{n}{suffix}"),
+            None => self.path_and_query.clone(),
+        };
         let mut r = Request::builder()
             .method(self.method.clone())
-            .uri(self.path_and_query.as_str())
+            .uri(uri)
             .body(Full::new(self.body.clone()))
             .unwrap();
         let h = r.headers_mut();
@@ -236,6 +251,10 @@ fn gzip(data: &[u8]) -> Bytes {
     Bytes::from(e.finish().unwrap())
 }
 
+/// The v1 query, around its time range.
+const V1_QUERY_HEAD: &str = "SELECT mean(\"usage_idle\") FROM \"cpu\" WHERE time > now() - ";
+const V1_QUERY_TAIL: &str = " GROUP BY time(1m), \"host\"";
+
 fn encode_q(q: &str) -> String {
     percent_encoding::utf8_percent_encode(q, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
@@ -255,6 +274,7 @@ fn http_case(scenario: Scenario, token: &str) -> HttpCase {
             path_and_query: format!("/write?db={DB}&precision=ns"),
             headers: vec![auth, text],
             body: write_batch(),
+            varied: None,
             expect: StatusCode::NO_CONTENT,
         },
         Scenario::V1WriteGzip => HttpCase {
@@ -266,18 +286,29 @@ fn http_case(scenario: Scenario, token: &str) -> HttpCase {
                 (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
             ],
             body: gzip(&write_batch()),
+            varied: None,
             expect: StatusCode::NO_CONTENT,
         },
         Scenario::V1Query => HttpCase {
             method: Method::GET,
             path_and_query: format!(
                 "/query?db={DB}&epoch=ms&q={}",
-                encode_q(
-                    "SELECT mean(\"usage_idle\") FROM \"cpu\" WHERE time > now() - 1h GROUP BY time(1m), \"host\""
-                )
+                encode_q(&format!("{V1_QUERY_HEAD}1h{V1_QUERY_TAIL}"))
             ),
             headers: vec![auth],
             body: Bytes::new(),
+            varied: None,
+            expect: StatusCode::OK,
+        },
+        Scenario::V1QueryVaried => HttpCase {
+            method: Method::GET,
+            path_and_query: String::new(),
+            headers: vec![auth],
+            body: Bytes::new(),
+            varied: Some((
+                format!("/query?db={DB}&epoch=ms&q={}", encode_q(V1_QUERY_HEAD)),
+                encode_q(&format!("s{V1_QUERY_TAIL}")),
+            )),
             expect: StatusCode::OK,
         },
         Scenario::V3QuerySql => HttpCase {
@@ -288,6 +319,7 @@ fn http_case(scenario: Scenario, token: &str) -> HttpCase {
             ),
             headers: vec![auth],
             body: Bytes::new(),
+            varied: None,
             expect: StatusCode::OK,
         },
         Scenario::FlightDoGet => unreachable!("Flight is not HTTP/1.1"),
@@ -520,7 +552,11 @@ async fn drive_http(
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (case, host) = (Arc::clone(&case), host.clone());
-            move || Some((case.request(&host), case.expect))
+            let mut n = 0;
+            move || {
+                n += 1;
+                Some((case.request(&host, n), case.expect))
+            }
         })
         .collect();
     let outputs = support::drive_http1(addr, workers, Some(started + duration)).await;

@@ -18,7 +18,13 @@
 //!
 //! The token is held as the request held it ([`Token`]: zeroed when
 //! dropped) and compared in constant time.
+//!
+//! The decisions remembered carry the token's id in a copy of the
+//! connection's own: each answer from the memo clones and drops it a few
+//! times, and an id shared with every other connection of the token would
+//! move its count's cache line between the cores serving them each time.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -121,7 +127,7 @@ impl Memo {
                     break;
                 }
                 remembered.needs.push(need.clone());
-                remembered.verdict.decisions.push(decision.clone());
+                remembered.verdict.decisions.push(own(decision));
             }
             if needs.iter().all(|n| remembered.decision(n).is_some()) {
                 remembered.until = remembered.until.min(until);
@@ -133,7 +139,12 @@ impl Memo {
             token: token.clone(),
             generation,
             until,
-            verdict: verdict.clone(),
+            verdict: Verdict {
+                decisions: verdict.decisions.iter().map(own).collect(),
+                expires_at: verdict.expires_at,
+                cache: verdict.cache,
+                reusable_until: verdict.reusable_until,
+            },
             needs: needs.to_vec(),
         });
     }
@@ -144,9 +155,22 @@ impl Memo {
     }
 }
 
+/// `decision` with a copy of the token's id that only this connection
+/// counts references to.
+fn own(decision: &NeedDecision) -> NeedDecision {
+    match decision {
+        NeedDecision::Allowed { subject } => NeedDecision::Allowed {
+            subject: Arc::from(&**subject),
+        },
+        NeedDecision::Forbidden { subject } => NeedDecision::Forbidden {
+            subject: Arc::from(&**subject),
+        },
+        NeedDecision::InvalidToken => NeedDecision::InvalidToken,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -211,6 +235,26 @@ mod tests {
             memo.recall(1, &token("b"), &[Need::read("db")], now)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn recalled_ids_are_the_connections_own_copies() {
+        let memo = Memo::new();
+        let now = Instant::now();
+        let t = token("a");
+        let given = allow(1, now + Duration::from_secs(5));
+        memo.remember(1, &t, &[Need::read("db")], &given, now);
+        let recalled = memo
+            .recall(1, &t, &[Need::read("db")], now)
+            .expect("remembered");
+        let (NeedDecision::Allowed { subject: given }, NeedDecision::Allowed { subject: recalled }) =
+            (&given.decisions[0], &recalled.decisions[0])
+        else {
+            panic!("both allowed");
+        };
+        assert_eq!(recalled, given);
+        assert!(!Arc::ptr_eq(recalled, given), "not the shared id");
+        assert_eq!(Arc::strong_count(given), 1);
     }
 
     #[test]

@@ -141,6 +141,23 @@ impl HttpService {
         // The parameters borrow from a handle on the URI (its bytes are
         // shared, not copied), so the request's parts can move on.
         let uri = request.uri().clone();
+        if route == Route::V1Query
+            && request.method() == Method::GET
+            && let Some(reading) = peer.last_query.recall(uri.query())
+        {
+            // Kept only from a query string without `p`: the header is the
+            // one place the token can come from, as on the first reading.
+            let token = credentials::extract(request.headers(), &Params::default(), true)?;
+            let (parts, body) = request.into_parts();
+            drop(body);
+            let canonical = Canonical {
+                query: reading.canonical(),
+                body: None,
+            };
+            return self
+                .decided(parts, &reading.needs, canonical, &token, peer, trail)
+                .await;
+        }
         let url = Params::parse(uri.query())?;
         let (parts, body) = request.into_parts();
         let upstream = &self.inner.upstream;
@@ -297,10 +314,15 @@ impl HttpService {
         };
         match plan {
             Plan::Needs(needs) => {
-                gate.authorize(token, &needs, trail, peer).await?;
-                self.inner
-                    .upstream
-                    .forward_canonical(parts, canonical, None, &peer.origin)
+                if route == Route::V1Query && method == Method::GET {
+                    peer.last_query.remember(
+                        parts.uri.query(),
+                        url.contains("p"),
+                        &needs,
+                        &canonical.query,
+                    );
+                }
+                self.decided(parts, &needs, canonical, token, peer, trail)
                     .await
             }
             Plan::Refused(message) => Err(gate
@@ -317,6 +339,24 @@ impl HttpService {
                     .await
             }
         }
+    }
+
+    /// A query read to `needs` and `canonical`: decided, and forwarded in
+    /// that form.
+    async fn decided(
+        &self,
+        parts: http::request::Parts,
+        needs: &[Need],
+        canonical: Canonical,
+        token: &Token,
+        peer: &Peer,
+        trail: &mut Trail,
+    ) -> Result<Response<ProxyBody>, Rejection> {
+        self.inner.gate.authorize(token, needs, trail, peer).await?;
+        self.inner
+            .upstream
+            .forward_canonical(parts, canonical, None, &peer.origin)
+            .await
     }
 
     /// Database administration: the token checked, the arguments read,

@@ -18,6 +18,7 @@ pub mod forward;
 pub mod framing;
 pub mod gate;
 pub mod http;
+pub mod last_query;
 pub mod listener;
 pub mod listing;
 pub mod read;
@@ -37,6 +38,7 @@ use self::forward::Origin;
 use self::framing::AmbiguousFraming;
 use self::gate::InFlight;
 use self::http::HttpService;
+use self::last_query::LastQuery;
 use self::reject::grpc_status;
 use crate::authz::memo::Memo;
 
@@ -51,6 +53,8 @@ pub struct Peer {
     pub framing: AmbiguousFraming,
     /// The connection's last decisions, reused while they hold.
     pub memo: Arc<Memo>,
+    /// The connection's last `GET /query`, as read.
+    pub last_query: Arc<LastQuery>,
     /// The connection as forwarding sees it (`X-Forwarded-*`, the upstream
     /// connection kept for it).
     pub origin: Arc<Origin>,
@@ -70,6 +74,7 @@ impl Peer {
             scheme,
             framing,
             memo: Arc::default(),
+            last_query: Arc::default(),
             origin: Arc::new(Origin::new(addr, scheme)),
         }
     }

@@ -1,14 +1,17 @@
 //! Logs and metrics set-up: `tracing` as text or JSON lines, the global
 //! Prometheus recorder, and the text `/metrics` serves ([`Metrics`]): the
-//! recorder's metrics and the per-request ones, which are counted per
-//! thread instead ([`requests`]).
+//! recorder's metrics and those counted on every request, per thread
+//! instead ([`requests`], and the decision cache's hits in a [`Striped`]
+//! counter).
 //!
 //! Nothing in fluxgate logs a token: credentials live in
 //! [`crate::credentials::Token`], whose `Debug` is redacted.
 
 mod requests;
+mod striped;
 
 pub use self::requests::{count_request, in_flight, upstream_seconds};
+pub use self::striped::Striped;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -58,6 +61,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut text = self.recorder.render();
         requests::render(&mut text);
+        requests::counter(
+            &mut text,
+            "fluxgate_cache_hits_total",
+            "Permission checks answered from the decision cache",
+            CACHE_HITS.sum(),
+        );
         text
     }
 
@@ -93,6 +102,16 @@ pub fn init_metrics() -> Metrics {
         })
         .clone();
     Metrics { recorder }
+}
+
+/// `fluxgate_cache_hits_total`: counted on most requests, from whichever
+/// thread serves them.
+static CACHE_HITS: Striped = Striped::new();
+
+/// `n` permission checks answered from a decision cache (or a connection's
+/// memory of its answers).
+pub fn cache_hits(n: u64) {
+    CACHE_HITS.add(n);
 }
 
 /// How often histogram samples are folded into their buckets.

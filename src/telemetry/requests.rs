@@ -310,6 +310,12 @@ pub(crate) fn render(out: &mut String) {
     histogram(out, "fluxgate_upstream_seconds", "", &upstream);
 }
 
+/// A counter without labels, with its `# HELP` and `# TYPE` lines.
+pub(crate) fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

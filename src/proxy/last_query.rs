@@ -1,0 +1,136 @@
+//! A connection's last `GET /query`, read once.
+//!
+//! Dashboards send the same query again and again on one keep-alive
+//! connection: Grafana writes a relative time range as `now() - 1h`, the
+//! same text at every refresh. Reading a v1 query (its query string
+//! decoded, the InfluxQL parsed, the permissions it needs found, the
+//! canonical query string rebuilt) is the largest part of what fluxgate
+//! adds to one, about 1.5 µs. [`LastQuery`] keeps, on the connection, the
+//! last reading with the exact query string it was read from. A request
+//! whose query string is the same, byte for byte, is not read again.
+//!
+//! That is exact, not a guess: for a `GET /query` the reading depends on
+//! the query string alone (the body is dropped unread, no header takes
+//! part), so the reading kept is the one a fresh read would give. Every
+//! request is still authorized: only the reading is kept, never a
+//! decision.
+//!
+//! What is kept is bounded and holds no secret:
+//! - only readings of a query string without a `p` parameter. A token
+//!   never stays here, and on a recalled request the token can come from
+//!   the `Authorization` header alone, as it would have;
+//! - only readings whose plan is a list of needs (not a refusal or
+//!   `SHOW DATABASES`, which are rare and answered differently);
+//! - only query strings up to [`MAX_QUERY`] bytes, and one reading per
+//!   connection.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::read::params::PATH_ROOM;
+use crate::authz::Need;
+
+/// Longest query string kept, in bytes.
+pub const MAX_QUERY: usize = 1024;
+
+/// A reading kept: the query string it was read from, the needs and the
+/// canonical query string.
+#[derive(Debug)]
+pub struct Reading {
+    query: Box<str>,
+    /// The permissions the query needs.
+    pub needs: Vec<Need>,
+    canonical: Box<str>,
+}
+
+impl Reading {
+    /// The canonical query string to forward, with room for the path
+    /// forwarding puts in front of it.
+    pub fn canonical(&self) -> String {
+        let mut query = String::with_capacity(self.canonical.len() + PATH_ROOM);
+        query.push_str(&self.canonical);
+        query
+    }
+}
+
+/// One connection's last reading. Cheap when unused.
+#[derive(Debug, Default)]
+pub struct LastQuery {
+    slot: Mutex<Option<Arc<Reading>>>,
+}
+
+impl LastQuery {
+    /// The reading of `query` (a `GET /query`'s raw query string), if it is
+    /// the one kept.
+    pub fn recall(&self, query: Option<&str>) -> Option<Arc<Reading>> {
+        let query = query?;
+        let slot = self.slot.lock();
+        slot.as_ref()
+            .filter(|kept| *kept.query == *query)
+            .map(Arc::clone)
+    }
+
+    /// Keeps the reading of `query` (`needs`, and `canonical` the query
+    /// string forwarded), unless it may not be kept (see the module).
+    /// `has_token` says the query string carries a `p` parameter.
+    pub fn remember(&self, query: Option<&str>, has_token: bool, needs: &[Need], canonical: &str) {
+        let Some(query) = query.filter(|q| q.len() <= MAX_QUERY) else {
+            return;
+        };
+        if has_token {
+            return;
+        }
+        let reading = Arc::new(Reading {
+            query: query.into(),
+            needs: needs.to_vec(),
+            canonical: canonical.into(),
+        });
+        *self.slot.lock() = Some(reading);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_query_string_byte_for_byte_is_recalled() {
+        let last = LastQuery::default();
+        let q = "db=a&q=SELECT+1";
+        assert!(last.recall(Some(q)).is_none());
+        last.remember(Some(q), false, &[Need::read("a")], "q=SELECT+1&db=a");
+        let reading = last.recall(Some(q)).expect("kept");
+        assert_eq!(reading.needs, [Need::read("a")]);
+        assert_eq!(reading.canonical(), "q=SELECT+1&db=a");
+        assert!(reading.canonical().capacity() >= "q=SELECT+1&db=a".len() + PATH_ROOM);
+        for other in [
+            "db=b&q=SELECT+1",
+            "db=a&q=SELECT%201",
+            "db=A&q=SELECT+1",
+            "db=a&q=SELECT+1&",
+            "db=a&q=SELECT+",
+            "",
+        ] {
+            assert!(last.recall(Some(other)).is_none(), "{other}");
+        }
+        assert!(last.recall(None).is_none());
+        last.remember(Some("db=b"), false, &[Need::read("b")], "db=b");
+        assert!(last.recall(Some(q)).is_none(), "one reading per connection");
+    }
+
+    #[test]
+    fn tokens_long_queries_and_no_query_are_never_kept() {
+        let last = LastQuery::default();
+        last.remember(Some("db=a&p=secret"), true, &[Need::read("a")], "db=a");
+        assert!(last.recall(Some("db=a&p=secret")).is_none());
+        let long = format!("db=a&q={}", "x".repeat(MAX_QUERY));
+        last.remember(Some(&long), false, &[Need::read("a")], "db=a");
+        assert!(last.recall(Some(&long)).is_none());
+        let longest = &long[..MAX_QUERY];
+        last.remember(Some(longest), false, &[Need::read("a")], "db=a");
+        assert!(last.recall(Some(longest)).is_some());
+        last.remember(None, false, &[Need::read("a")], "db=a");
+        assert!(last.recall(Some(longest)).is_some(), "nothing replaced it");
+    }
+}

@@ -1,0 +1,209 @@
+//! A `GET /query` repeated on its connection is not read again
+//! (`proxy/last_query.rs`): what must still hold. A repeat is forwarded
+//! exactly as when first read; every repeat is decided with the token it
+//! carries (another token, none, a revoked one); a query string that
+//! differs in any byte is read afresh; a token in the query string is never
+//! kept, so a repeat carrying a second token in its header is refused as a
+//! conflict; a POST with the same query string is read as a POST.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::TokenServer;
+use common::capture::CaptureUpstream;
+use common::proxy::ProxyServer;
+use fluxgate::authz::client::AuthzClient;
+use fluxgate::tokens::model::TokenKind;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+struct Env {
+    tokens: TokenServer,
+    upstream: CaptureUpstream,
+    proxy: ProxyServer,
+}
+
+/// A proxy asking the token service on every request (no cache), so a
+/// revocation shows on the next one.
+async fn env() -> Env {
+    let tokens = TokenServer::start().await;
+    let upstream = CaptureUpstream::start().await;
+    let authorizer = Arc::new(AuthzClient::for_uri(
+        tokens.url().parse().unwrap(),
+        Duration::from_secs(2),
+    ));
+    let proxy = ProxyServer::start(authorizer, &upstream.url()).await;
+    Env {
+        tokens,
+        upstream,
+        proxy,
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to the proxy.
+async fn connect(e: &Env) -> SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(e.proxy.addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Sends `method` `path_and_query` with `token` (if any) and `body` over
+/// `sender`; the status.
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    method: &str,
+    path_and_query: &str,
+    token: Option<&str>,
+    body: &'static str,
+) -> u16 {
+    sender.ready().await.unwrap();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header("host", "proxy.example");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Token {token}"));
+    }
+    if !body.is_empty() {
+        request = request.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let request = request
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    response.into_body().collect().await.unwrap();
+    status
+}
+
+async fn get(sender: &mut SendRequest<Full<Bytes>>, query: &str, token: Option<&str>) -> u16 {
+    send(sender, "GET", &format!("/query?{query}"), token, "").await
+}
+
+/// `SELECT * FROM m` on `a`, with credentials and a parameter InfluxDB does
+/// not read, encoded otherwise than fluxgate forwards it.
+const QUERY: &str = "u=me&db=a&x=1&q=SELECT%20*%20FROM+%22m%22&epoch=ms";
+const FORWARDED: &str = "/query?q=SELECT+*+FROM+%22m%22&db=a&epoch=ms";
+
+#[tokio::test]
+async fn a_query_repeated_on_its_connection_is_forwarded_as_when_first_read() {
+    let e = env().await;
+    let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
+    let mut caller = connect(&e).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
+    }
+    let got = e.upstream.requests();
+    assert_eq!(got.len(), 3);
+    for got in &got {
+        assert_eq!(got.method, http::Method::GET);
+        assert_eq!(got.uri.to_string(), FORWARDED);
+        assert!(got.headers.get("authorization").is_none());
+        assert!(got.body.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn every_repeat_is_decided_with_the_token_it_carries() {
+    let e = env().await;
+    let (id, reader) = e.tokens.database_token(&[("a", true, false)]).await;
+    let (_, writer) = e.tokens.database_token(&[("a", false, true)]).await;
+    let mut caller = connect(&e).await;
+    assert_eq!(get(&mut caller, QUERY, Some(&reader)).await, 204);
+    assert_eq!(get(&mut caller, QUERY, Some(&writer)).await, 403);
+    assert_eq!(get(&mut caller, QUERY, Some("fgdb_not-a-token")).await, 401);
+    assert_eq!(get(&mut caller, QUERY, None).await, 401);
+    assert_eq!(get(&mut caller, QUERY, Some(&reader)).await, 204);
+    e.tokens
+        .registry
+        .revoke(&id, TokenKind::Database)
+        .await
+        .unwrap();
+    assert_eq!(get(&mut caller, QUERY, Some(&reader)).await, 401);
+    assert_eq!(e.upstream.count(), 2, "only the allowed ones forwarded");
+}
+
+#[tokio::test]
+async fn a_query_string_that_differs_in_any_byte_is_read_afresh() {
+    let e = env().await;
+    let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
+    let mut caller = connect(&e).await;
+    assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
+    for (query, status) in [
+        // Another database, by parameter or in the statement.
+        ("u=me&db=b&x=1&q=SELECT%20*%20FROM+%22m%22&epoch=ms", 403),
+        ("u=me&db=a&x=1&q=SELECT%20*%20FROM+%22b%22..m&epoch=ms", 403),
+        // A statement no token may run.
+        ("u=me&db=a&x=1&q=DROP%20DATABASE+a&epoch=ms", 403),
+        // The database given twice.
+        (
+            "u=me&db=a&x=1&q=SELECT%20*%20FROM+%22m%22&epoch=ms&db=b",
+            400,
+        ),
+        // Cut short, and broken.
+        ("u=me&db=a&x=1&q=SELECT%20*%20FROM+%22m", 400),
+        ("u=me&db=a&x=1&q=SELECT%20*%20FROM+%22m%22&epoch=ms%", 400),
+    ] {
+        assert_eq!(
+            get(&mut caller, query, Some(&token)).await,
+            status,
+            "{query}"
+        );
+    }
+    assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
+    assert_eq!(e.upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn a_token_in_the_query_string_is_never_kept() {
+    let e = env().await;
+    let (_, reader) = e.tokens.database_token(&[("a", true, false)]).await;
+    let (_, writer) = e.tokens.database_token(&[("a", false, true)]).await;
+    let mut caller = connect(&e).await;
+    let with_token = format!("{QUERY}&p={reader}");
+    assert_eq!(get(&mut caller, &with_token, None).await, 204);
+    assert_eq!(get(&mut caller, &with_token, None).await, 204);
+    // Read afresh, the two tokens conflict: had the reading been kept, the
+    // header's token would have decided alone.
+    assert_eq!(get(&mut caller, &with_token, Some(&writer)).await, 400);
+    for got in e.upstream.requests() {
+        assert_eq!(got.uri.to_string(), FORWARDED, "no credential forwarded");
+    }
+}
+
+#[tokio::test]
+async fn a_post_with_the_query_string_of_a_kept_get_is_read_as_a_post() {
+    let e = env().await;
+    let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
+    let mut caller = connect(&e).await;
+    assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
+    let path = format!("/query?{QUERY}");
+    // POST carries the parameters in a form body.
+    assert_eq!(
+        send(&mut caller, "POST", &path, Some(&token), "").await,
+        204
+    );
+    let got = e.upstream.last();
+    assert_eq!(got.method, http::Method::POST);
+    assert_eq!(got.uri.to_string(), "/query");
+    assert_eq!(got.body, "q=SELECT+*+FROM+%22m%22&db=a&epoch=ms".as_bytes());
+    // And a query in the body as well as the URL is refused.
+    let twice = send(
+        &mut caller,
+        "POST",
+        &path,
+        Some(&token),
+        "q=DROP+DATABASE+a",
+    )
+    .await;
+    assert_eq!(twice, 400);
+    assert_eq!(e.upstream.count(), 2);
+}
