@@ -5,6 +5,11 @@
 //! differs in any byte is read afresh; a token in the query string is never
 //! kept, so a repeat carrying a second token in its header is refused as a
 //! conflict; a POST with the same query string is read as a POST.
+//!
+//! A reading is kept once its query string has been read twice in a row;
+//! `fluxgate_query_readings_reused_total` counts the requests decided from
+//! it, and each test says how many of its requests were. The tests take
+//! turns, so that the count is theirs alone.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -26,11 +31,31 @@ struct Env {
     tokens: TokenServer,
     upstream: CaptureUpstream,
     proxy: ProxyServer,
+    /// This test's turn.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    reused_before: u64,
+}
+
+impl Env {
+    /// Requests decided from a kept reading since the test began.
+    fn reused(&self) -> u64 {
+        reused_total() - self.reused_before
+    }
+}
+
+fn reused_total() -> u64 {
+    let text = fluxgate::telemetry::init_metrics().render();
+    text.lines()
+        .find_map(|l| l.strip_prefix("fluxgate_query_readings_reused_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reused count in:\n{text}"))
 }
 
 /// A proxy asking the token service on every request (no cache), so a
 /// revocation shows on the next one.
 async fn env() -> Env {
+    static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let turn = TURNS.lock().await;
     let tokens = TokenServer::start().await;
     let upstream = CaptureUpstream::start().await;
     let authorizer = Arc::new(AuthzClient::for_uri(
@@ -42,6 +67,8 @@ async fn env() -> Env {
         tokens,
         upstream,
         proxy,
+        _turn: turn,
+        reused_before: reused_total(),
     }
 }
 
@@ -98,11 +125,12 @@ async fn a_query_repeated_on_its_connection_is_forwarded_as_when_first_read() {
     let e = env().await;
     let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
     let mut caller = connect(&e).await;
-    for _ in 0..3 {
+    for _ in 0..4 {
         assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
     }
+    assert_eq!(e.reused(), 2, "read twice, then reused");
     let got = e.upstream.requests();
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), 4);
     for got in &got {
         assert_eq!(got.method, http::Method::GET);
         assert_eq!(got.uri.to_string(), FORWARDED);
@@ -117,7 +145,9 @@ async fn every_repeat_is_decided_with_the_token_it_carries() {
     let (id, reader) = e.tokens.database_token(&[("a", true, false)]).await;
     let (_, writer) = e.tokens.database_token(&[("a", false, true)]).await;
     let mut caller = connect(&e).await;
-    assert_eq!(get(&mut caller, QUERY, Some(&reader)).await, 204);
+    for _ in 0..2 {
+        assert_eq!(get(&mut caller, QUERY, Some(&reader)).await, 204);
+    }
     assert_eq!(get(&mut caller, QUERY, Some(&writer)).await, 403);
     assert_eq!(get(&mut caller, QUERY, Some("fgdb_not-a-token")).await, 401);
     assert_eq!(get(&mut caller, QUERY, None).await, 401);
@@ -128,7 +158,8 @@ async fn every_repeat_is_decided_with_the_token_it_carries() {
         .await
         .unwrap();
     assert_eq!(get(&mut caller, QUERY, Some(&reader)).await, 401);
-    assert_eq!(e.upstream.count(), 2, "only the allowed ones forwarded");
+    assert_eq!(e.reused(), 5, "every request after the first two");
+    assert_eq!(e.upstream.count(), 3, "only the allowed ones forwarded");
 }
 
 #[tokio::test]
@@ -136,7 +167,9 @@ async fn a_query_string_that_differs_in_any_byte_is_read_afresh() {
     let e = env().await;
     let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
     let mut caller = connect(&e).await;
-    assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
+    for _ in 0..2 {
+        assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
+    }
     for (query, status) in [
         // Another database, by parameter or in the statement.
         ("u=me&db=b&x=1&q=SELECT%20*%20FROM+%22m%22&epoch=ms", 403),
@@ -159,7 +192,8 @@ async fn a_query_string_that_differs_in_any_byte_is_read_afresh() {
         );
     }
     assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
-    assert_eq!(e.upstream.count(), 2);
+    assert_eq!(e.reused(), 1, "only the last");
+    assert_eq!(e.upstream.count(), 3);
 }
 
 #[tokio::test]
@@ -174,6 +208,7 @@ async fn a_token_in_the_query_string_is_never_kept() {
     // Read afresh, the two tokens conflict: had the reading been kept, the
     // header's token would have decided alone.
     assert_eq!(get(&mut caller, &with_token, Some(&writer)).await, 400);
+    assert_eq!(e.reused(), 0);
     for got in e.upstream.requests() {
         assert_eq!(got.uri.to_string(), FORWARDED, "no credential forwarded");
     }
@@ -184,7 +219,10 @@ async fn a_post_with_the_query_string_of_a_kept_get_is_read_as_a_post() {
     let e = env().await;
     let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
     let mut caller = connect(&e).await;
-    assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
+    for _ in 0..3 {
+        assert_eq!(get(&mut caller, QUERY, Some(&token)).await, 204);
+    }
+    assert_eq!(e.reused(), 1, "kept");
     let path = format!("/query?{QUERY}");
     // POST carries the parameters in a form body.
     assert_eq!(
@@ -205,5 +243,6 @@ async fn a_post_with_the_query_string_of_a_kept_get_is_read_as_a_post() {
     )
     .await;
     assert_eq!(twice, 400);
-    assert_eq!(e.upstream.count(), 2);
+    assert_eq!(e.reused(), 1, "no POST decided from it");
+    assert_eq!(e.upstream.count(), 4);
 }

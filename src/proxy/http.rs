@@ -38,6 +38,7 @@ use super::reject::{Api, Rejection};
 use crate::authz::{Action, Need, NeedDecision};
 use crate::credentials::Token;
 use crate::proto::ALL_DATABASES;
+use crate::telemetry;
 
 /// What an operator configured for the HTTP path.
 #[derive(Debug, Clone, Default)]
@@ -145,6 +146,7 @@ impl HttpService {
             && request.method() == Method::GET
             && let Some(reading) = peer.last_query.recall(uri.query())
         {
+            telemetry::query_reading_reused();
             // Kept only from a query string without `p`: the header is the
             // one place the token can come from, as on the first reading.
             let token = credentials::extract(request.headers(), &Params::default(), true)?;

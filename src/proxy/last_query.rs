@@ -15,6 +15,11 @@
 //! request is still authorized: only the reading is kept, never a
 //! decision.
 //!
+//! A reading is kept when its query string is the one read before it on
+//! the connection: a connection whose every query differs (a time range
+//! written as numbers) then pays only a copy of each query string into a
+//! buffer it reuses, not the reading's copies and allocations.
+//!
 //! What is kept is bounded and holds no secret:
 //! - only readings of a query string without a `p` parameter. A token
 //!   never stays here, and on a recalled request the token can come from
@@ -57,7 +62,16 @@ impl Reading {
 /// One connection's last reading. Cheap when unused.
 #[derive(Debug, Default)]
 pub struct LastQuery {
-    slot: Mutex<Option<Arc<Reading>>>,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// The query string read last that could be kept (the buffer is
+    /// reused).
+    seen: String,
+    /// The reading kept.
+    kept: Option<Arc<Reading>>,
 }
 
 impl LastQuery {
@@ -66,14 +80,16 @@ impl LastQuery {
     pub fn recall(&self, query: Option<&str>) -> Option<Arc<Reading>> {
         let query = query?;
         let slot = self.slot.lock();
-        slot.as_ref()
+        slot.kept
+            .as_ref()
             .filter(|kept| *kept.query == *query)
             .map(Arc::clone)
     }
 
-    /// Keeps the reading of `query` (`needs`, and `canonical` the query
-    /// string forwarded), unless it may not be kept (see the module).
-    /// `has_token` says the query string carries a `p` parameter.
+    /// Notes the reading of `query` (`needs`, and `canonical` the query
+    /// string forwarded): kept when `query` is the one read before it,
+    /// unless it may not be kept at all (see the module). `has_token` says
+    /// the query string carries a `p` parameter.
     pub fn remember(&self, query: Option<&str>, has_token: bool, needs: &[Need], canonical: &str) {
         let Some(query) = query.filter(|q| q.len() <= MAX_QUERY) else {
             return;
@@ -81,12 +97,17 @@ impl LastQuery {
         if has_token {
             return;
         }
-        let reading = Arc::new(Reading {
+        let mut slot = self.slot.lock();
+        if slot.seen != query {
+            slot.seen.clear();
+            slot.seen.push_str(query);
+            return;
+        }
+        slot.kept = Some(Arc::new(Reading {
             query: query.into(),
             needs: needs.to_vec(),
             canonical: canonical.into(),
-        });
-        *self.slot.lock() = Some(reading);
+        }));
     }
 }
 
@@ -99,6 +120,8 @@ mod tests {
         let last = LastQuery::default();
         let q = "db=a&q=SELECT+1";
         assert!(last.recall(Some(q)).is_none());
+        last.remember(Some(q), false, &[Need::read("a")], "q=SELECT+1&db=a");
+        assert!(last.recall(Some(q)).is_none(), "kept once read twice");
         last.remember(Some(q), false, &[Need::read("a")], "q=SELECT+1&db=a");
         let reading = last.recall(Some(q)).expect("kept");
         assert_eq!(reading.needs, [Need::read("a")]);
@@ -115,22 +138,44 @@ mod tests {
             assert!(last.recall(Some(other)).is_none(), "{other}");
         }
         assert!(last.recall(None).is_none());
+        // Another query string read once leaves the reading kept.
         last.remember(Some("db=b"), false, &[Need::read("b")], "db=b");
+        assert!(last.recall(Some(q)).is_some());
+        assert!(last.recall(Some("db=b")).is_none());
+        last.remember(Some("db=b"), false, &[Need::read("b")], "db=b");
+        assert!(last.recall(Some("db=b")).is_some());
         assert!(last.recall(Some(q)).is_none(), "one reading per connection");
+    }
+
+    #[test]
+    fn queries_that_alternate_are_never_kept() {
+        let last = LastQuery::default();
+        for _ in 0..3 {
+            for q in ["db=a", "db=b"] {
+                last.remember(Some(q), false, &[Need::read("a")], q);
+                assert!(last.recall(Some(q)).is_none(), "{q}");
+            }
+        }
     }
 
     #[test]
     fn tokens_long_queries_and_no_query_are_never_kept() {
         let last = LastQuery::default();
-        last.remember(Some("db=a&p=secret"), true, &[Need::read("a")], "db=a");
+        let twice = |q: Option<&str>, has_token: bool| {
+            for _ in 0..2 {
+                last.remember(q, has_token, &[Need::read("a")], "db=a");
+            }
+        };
+        twice(Some("db=a&p=secret"), true);
         assert!(last.recall(Some("db=a&p=secret")).is_none());
+        assert!(!last.slot.lock().seen.contains("secret"), "never copied");
         let long = format!("db=a&q={}", "x".repeat(MAX_QUERY));
-        last.remember(Some(&long), false, &[Need::read("a")], "db=a");
+        twice(Some(&long), false);
         assert!(last.recall(Some(&long)).is_none());
         let longest = &long[..MAX_QUERY];
-        last.remember(Some(longest), false, &[Need::read("a")], "db=a");
+        twice(Some(longest), false);
         assert!(last.recall(Some(longest)).is_some());
-        last.remember(None, false, &[Need::read("a")], "db=a");
+        twice(None, false);
         assert!(last.recall(Some(longest)).is_some(), "nothing replaced it");
     }
 }

@@ -1,8 +1,8 @@
 //! Logs and metrics set-up: `tracing` as text or JSON lines, the global
 //! Prometheus recorder, and the text `/metrics` serves ([`Metrics`]): the
 //! recorder's metrics and those counted on every request, per thread
-//! instead ([`requests`], and the decision cache's hits in a [`Striped`]
-//! counter).
+//! instead ([`requests`]; the decision cache's hits and the query readings
+//! reused on [`Striped`] counters).
 //!
 //! Nothing in fluxgate logs a token: credentials live in
 //! [`crate::credentials::Token`], whose `Debug` is redacted.
@@ -67,6 +67,12 @@ impl Metrics {
             "Permission checks answered from the decision cache",
             CACHE_HITS.sum(),
         );
+        requests::counter(
+            &mut text,
+            "fluxgate_query_readings_reused_total",
+            "GET /query requests decided from their connection's last reading of the same query string, not read again",
+            READINGS_REUSED.sum(),
+        );
         text
     }
 
@@ -112,6 +118,14 @@ static CACHE_HITS: Striped = Striped::new();
 /// memory of its answers).
 pub fn cache_hits(n: u64) {
     CACHE_HITS.add(n);
+}
+
+/// `fluxgate_query_readings_reused_total`.
+static READINGS_REUSED: Striped = Striped::new();
+
+/// A `GET /query` decided from its connection's last reading.
+pub fn query_reading_reused() {
+    READINGS_REUSED.add(1);
 }
 
 /// How often histogram samples are folded into their buckets.
