@@ -21,7 +21,6 @@ use fluxgate::proxy::listener::ListenerSettings;
 use futures_util::future::join_all;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 
 struct Env {
     _tokens: TokenServer,
@@ -60,12 +59,7 @@ async fn env_with(listening: ListenerSettings) -> Env {
 
 /// One keep-alive HTTP/1.1 connection to the proxy.
 async fn connect(e: &Env) -> SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(e.proxy.addr).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    sender
+    common::proxy::connection(e.proxy.addr).await
 }
 
 /// Writes `line` to `db` over `sender`; the status.

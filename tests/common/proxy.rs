@@ -123,6 +123,17 @@ impl Reply {
     }
 }
 
+/// One keep-alive HTTP/1.1 connection to `addr`, its requests sent in turn.
+pub async fn connection(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
 /// Sends a request built by the caller (HTTP/1.1).
 pub async fn send(request: http::Request<Full<Bytes>>) -> Reply {
     let client: Client<HttpConnector, Full<Bytes>> =

@@ -49,16 +49,32 @@ async fn plain_queries_are_forwarded_faithfully() {
 async fn pretty_stays_where_influxdb_reads_it() {
     // 1.x reads `pretty` from the URL only (response_writer.go
     // NewResponseWriter): moving it into a POST body silently drops it.
+    // A body's `pretty` is not read there, so it must not move to the URL.
     let env = Env::start(Grant::ReadX).await;
-    assert_forwarded_faithfully(
-        &env,
-        &post(
+    for case in [
+        post(
             "POST, pretty in the URL",
             "/query?pretty=true",
             "q=SELECT+*+FROM+m&db=x",
         ),
-    )
-    .await;
+        post(
+            "POST, pretty in the body",
+            "/query?q=SELECT+*+FROM+m&db=x",
+            "pretty=true",
+        ),
+        post(
+            "POST, pretty in both",
+            "/query?pretty=false",
+            "q=SELECT+*+FROM+m&db=x&pretty=true",
+        ),
+        post(
+            "POST, pretty in the body and the query in it",
+            "/query",
+            "q=SELECT+*+FROM+m&db=x&pretty=true",
+        ),
+    ] {
+        assert_forwarded_faithfully(&env, &case).await;
+    }
 }
 
 #[tokio::test]

@@ -271,7 +271,11 @@ pub fn influxql<'a>(
     }
     let params = match &merged {
         None => forwarded(url).map(|(k, v)| (k, Cow::Borrowed(v))).collect(),
+        // InfluxDB 1.x reads `pretty` from the URL alone
+        // (`r.URL.Query().Get("pretty")`): a body's means nothing to it.
         Some(all) => forwarded(all)
+            .filter(|(k, _)| *k != "pretty")
+            .chain(url.non_empty("pretty").map(|v| ("pretty", v)))
             .map(|(k, v)| (k, Cow::Owned(v.to_owned())))
             .collect(),
     };
