@@ -4,7 +4,10 @@
 //! carries (another token, none, a revoked one); a query string that
 //! differs in any byte is read afresh; a token in the query string is never
 //! kept, so a repeat carrying a second token in its header is refused as a
-//! conflict; a POST with the same query string is read as a POST.
+//! conflict; a POST with the same query string is read as a POST; a repeat
+//! with ambiguous framing is refused; a refusal stays one with a decision
+//! cache and the connection's memo of decisions in play; HTTP/2 streams
+//! of several queries at once on one connection each get their own.
 //!
 //! A reading is kept once its query string has been read twice in a row;
 //! `fluxgate_query_readings_reused_total` counts the requests decided from
@@ -21,10 +24,14 @@ use bytes::Bytes;
 use common::TokenServer;
 use common::capture::CaptureUpstream;
 use common::proxy::ProxyServer;
+use fluxgate::authz::Authorizer;
+use fluxgate::authz::cache::{CacheConfig, CachedAuthorizer};
 use fluxgate::authz::client::AuthzClient;
 use fluxgate::tokens::model::TokenKind;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 struct Env {
     tokens: TokenServer,
@@ -53,14 +60,25 @@ fn reused_total() -> u64 {
 /// A proxy asking the token service on every request (no cache), so a
 /// revocation shows on the next one.
 async fn env() -> Env {
+    env_with(false).await
+}
+
+/// With `cached`, a decision cache in front of the token service (and so
+/// the connection's memo of decisions as well).
+async fn env_with(cached: bool) -> Env {
     static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let turn = TURNS.lock().await;
     let tokens = TokenServer::start().await;
     let upstream = CaptureUpstream::start().await;
-    let authorizer = Arc::new(AuthzClient::for_uri(
-        tokens.url().parse().unwrap(),
-        Duration::from_secs(2),
-    ));
+    let client = AuthzClient::for_uri(tokens.url().parse().unwrap(), Duration::from_secs(2));
+    let authorizer: Arc<dyn Authorizer> = if cached {
+        Arc::new(CachedAuthorizer::new(
+            Arc::new(client),
+            CacheConfig::default(),
+        ))
+    } else {
+        Arc::new(client)
+    };
     let proxy = ProxyServer::start(authorizer, &upstream.url()).await;
     Env {
         tokens,
@@ -201,12 +219,15 @@ async fn a_token_in_the_query_string_is_never_kept() {
     let (_, reader) = e.tokens.database_token(&[("a", true, false)]).await;
     let (_, writer) = e.tokens.database_token(&[("a", false, true)]).await;
     let mut caller = connect(&e).await;
-    let with_token = format!("{QUERY}&p={reader}");
-    assert_eq!(get(&mut caller, &with_token, None).await, 204);
-    assert_eq!(get(&mut caller, &with_token, None).await, 204);
-    // Read afresh, the two tokens conflict: had the reading been kept, the
-    // header's token would have decided alone.
-    assert_eq!(get(&mut caller, &with_token, Some(&writer)).await, 400);
+    // `%70` decodes to `p`: a token all the same.
+    for key in ["p", "%70"] {
+        let with_token = format!("{QUERY}&{key}={reader}");
+        assert_eq!(get(&mut caller, &with_token, None).await, 204);
+        assert_eq!(get(&mut caller, &with_token, None).await, 204);
+        // Read afresh, the two tokens conflict: had the reading been kept,
+        // the header's token would have decided alone.
+        assert_eq!(get(&mut caller, &with_token, Some(&writer)).await, 400);
+    }
     assert_eq!(e.reused(), 0);
     for got in e.upstream.requests() {
         assert_eq!(got.uri.to_string(), FORWARDED, "no credential forwarded");
@@ -242,4 +263,93 @@ async fn a_post_with_the_query_string_of_a_kept_get_is_read_as_a_post() {
     assert_eq!(twice, 400);
     assert_eq!(e.reused(), 1, "no POST decided from it");
     assert_eq!(e.upstream.count(), 4);
+}
+
+#[tokio::test]
+async fn a_repeat_with_ambiguous_framing_is_refused() {
+    let e = env().await;
+    let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
+    let mut stream = tokio::net::TcpStream::connect(e.proxy.addr).await.unwrap();
+    let head =
+        format!("GET /query?{QUERY} HTTP/1.1\r\nHost: x\r\nAuthorization: Token {token}\r\n");
+    let mut answer = vec![0u8; 4096];
+    for _ in 0..2 {
+        stream
+            .write_all(format!("{head}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let n = stream.read(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 204"), "{text}");
+    }
+    // The same query string, kept by now, with both framings.
+    let smuggling = format!(
+        "{head}Content-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+    );
+    stream.write_all(smuggling.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(e.upstream.count(), 2);
+    assert_eq!(e.reused(), 0, "refused before the reading was looked up");
+}
+
+#[tokio::test]
+async fn a_refusal_stays_one_with_the_decision_cache_and_memo_in_play() {
+    let e = env_with(true).await;
+    let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
+    let mut caller = connect(&e).await;
+    let other = "u=me&db=b&x=1&q=SELECT%20*%20FROM+%22m%22&epoch=ms";
+    for (query, status) in [(other, 403), (QUERY, 204), (other, 403)] {
+        for _ in 0..4 {
+            assert_eq!(
+                get(&mut caller, query, Some(&token)).await,
+                status,
+                "{query}"
+            );
+        }
+    }
+    assert_eq!(e.reused(), 6, "two of each four");
+    assert_eq!(e.upstream.count(), 4);
+}
+
+#[tokio::test]
+async fn http2_streams_of_several_queries_at_once_each_get_their_own() {
+    let e = env().await;
+    let (_, token) = e.tokens.database_token(&[("a", true, false)]).await;
+    let stream = tokio::net::TcpStream::connect(e.proxy.addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let queries = [
+        (QUERY, 204),
+        ("u=me&db=b&x=1&q=SELECT%20*%20FROM+%22m%22&epoch=ms", 403),
+        ("u=me&db=a&x=1&q=SELECT%20*%20FROM+%22b%22..m&epoch=ms", 403),
+    ];
+    // In runs of two, so that readings are kept and recalled meanwhile.
+    let streams = (0..300).map(|i| {
+        let (query, status) = queries[(i / 2) % queries.len()];
+        let mut sender = sender.clone();
+        let auth = format!("Token {token}");
+        tokio::spawn(async move {
+            let request = http::Request::get(format!("http://proxy.example/query?{query}"))
+                .header("authorization", auth)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            sender.ready().await.unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{query}");
+            response.into_body().collect().await.unwrap();
+        })
+    });
+    for stream in streams.collect::<Vec<_>>() {
+        stream.await.unwrap();
+    }
+    assert_eq!(e.upstream.count(), 100);
+    for got in e.upstream.requests() {
+        assert_eq!(got.uri.to_string(), FORWARDED);
+    }
 }

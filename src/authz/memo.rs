@@ -258,6 +258,39 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_of_decision_is_recalled_as_it_was_given() {
+        let memo = Memo::new();
+        let now = Instant::now();
+        let t = token("a");
+        let (alice, bob): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("bob"));
+        let given = vec![
+            NeedDecision::Allowed {
+                subject: Arc::clone(&alice),
+            },
+            NeedDecision::Forbidden {
+                subject: Arc::clone(&bob),
+            },
+            NeedDecision::InvalidToken,
+        ];
+        let needs = [Need::read("a"), Need::write("a"), Need::read("b")];
+        let verdict = Verdict {
+            decisions: given.clone(),
+            ..allow(0, now + Duration::from_secs(5))
+        };
+        memo.remember(1, &t, &needs, &verdict, now);
+        let recalled = memo.recall(1, &t, &needs, now).expect("remembered");
+        assert_eq!(recalled.decisions, given);
+        // One at a time too, each with its own decision.
+        for (need, decision) in needs.iter().zip(&given) {
+            let one = memo.recall(1, &t, std::slice::from_ref(need), now);
+            assert_eq!(
+                one.expect("remembered").decisions,
+                std::slice::from_ref(decision)
+            );
+        }
+    }
+
+    #[test]
     fn verdicts_that_are_not_reusable_are_not_remembered() {
         let memo = Memo::new();
         let now = Instant::now();

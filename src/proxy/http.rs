@@ -149,7 +149,8 @@ impl HttpService {
             telemetry::query_reading_reused();
             // Kept only from a query string without `p`: the header is the
             // one place the token can come from, as on the first reading.
-            let token = credentials::extract(request.headers(), &Params::default(), true)?;
+            let token =
+                credentials::extract(request.headers(), &Params::default(), api == Api::V1)?;
             let (parts, body) = request.into_parts();
             drop(body);
             let canonical = Canonical {
@@ -317,12 +318,8 @@ impl HttpService {
         match plan {
             Plan::Needs(needs) => {
                 if route == Route::V1Query && method == Method::GET {
-                    peer.last_query.remember(
-                        parts.uri.query(),
-                        url.contains("p"),
-                        &needs,
-                        &canonical.query,
-                    );
+                    peer.last_query
+                        .remember(parts.uri.query(), url, &needs, &canonical.query);
                 }
                 self.decided(parts, &needs, canonical, token, peer, trail)
                     .await

@@ -29,19 +29,20 @@
 //! - only query strings up to [`MAX_QUERY`] bytes, and one reading per
 //!   connection.
 
+use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::read::params::PATH_ROOM;
+use super::read::params::{PATH_ROOM, Params};
 use crate::authz::Need;
 
 /// Longest query string kept, in bytes.
 pub const MAX_QUERY: usize = 1024;
 
 /// A reading kept: the query string it was read from, the needs and the
-/// canonical query string.
-#[derive(Debug)]
+/// canonical query string. Its `Debug` shows neither query string (they
+/// may name a user, `u`).
 pub struct Reading {
     query: Box<str>,
     /// The permissions the query needs.
@@ -59,13 +60,30 @@ impl Reading {
     }
 }
 
-/// One connection's last reading. Cheap when unused.
-#[derive(Debug, Default)]
+impl fmt::Debug for Reading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reading")
+            .field("needs", &self.needs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection's last reading. Cheap when unused. Its `Debug` shows no
+/// query string.
+#[derive(Default)]
 pub struct LastQuery {
     slot: Mutex<Slot>,
 }
 
-#[derive(Debug, Default)]
+impl fmt::Debug for LastQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastQuery")
+            .field("kept", &self.slot.lock().kept)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct Slot {
     /// The query string read last that could be kept (the buffer is
     /// reused).
@@ -86,15 +104,22 @@ impl LastQuery {
             .map(Arc::clone)
     }
 
-    /// Notes the reading of `query` (`needs`, and `canonical` the query
-    /// string forwarded): kept when `query` is the one read before it,
-    /// unless it may not be kept at all (see the module). `has_token` says
-    /// the query string carries a `p` parameter.
-    pub fn remember(&self, query: Option<&str>, has_token: bool, needs: &[Need], canonical: &str) {
+    /// Notes the reading of `query` (`params` decoded from it, `needs`, and
+    /// `canonical` the query string forwarded): kept when `query` is the one
+    /// read before it, unless it may not be kept at all (see the module).
+    pub fn remember(
+        &self,
+        query: Option<&str>,
+        params: &Params<'_>,
+        needs: &[Need],
+        canonical: &str,
+    ) {
         let Some(query) = query.filter(|q| q.len() <= MAX_QUERY) else {
             return;
         };
-        if has_token {
+        // A token, decoded: `%70` is `p` as well. Where the token came from
+        // is what makes a recalled request's header the only place left.
+        if params.contains("p") {
             return;
         }
         let mut slot = self.slot.lock();
@@ -115,14 +140,21 @@ impl LastQuery {
 mod tests {
     use super::*;
 
+    /// Notes `query`'s reading (needing read on `a`, forwarded as
+    /// `canonical`).
+    fn note(last: &LastQuery, query: Option<&str>, canonical: &str) {
+        let params = Params::parse(query).expect("a valid query string");
+        last.remember(query, &params, &[Need::read("a")], canonical);
+    }
+
     #[test]
     fn only_the_same_query_string_byte_for_byte_is_recalled() {
         let last = LastQuery::default();
         let q = "db=a&q=SELECT+1";
         assert!(last.recall(Some(q)).is_none());
-        last.remember(Some(q), false, &[Need::read("a")], "q=SELECT+1&db=a");
+        note(&last, Some(q), "q=SELECT+1&db=a");
         assert!(last.recall(Some(q)).is_none(), "kept once read twice");
-        last.remember(Some(q), false, &[Need::read("a")], "q=SELECT+1&db=a");
+        note(&last, Some(q), "q=SELECT+1&db=a");
         let reading = last.recall(Some(q)).expect("kept");
         assert_eq!(reading.needs, [Need::read("a")]);
         assert_eq!(reading.canonical(), "q=SELECT+1&db=a");
@@ -139,10 +171,10 @@ mod tests {
         }
         assert!(last.recall(None).is_none());
         // Another query string read once leaves the reading kept.
-        last.remember(Some("db=b"), false, &[Need::read("b")], "db=b");
+        note(&last, Some("db=b"), "db=b");
         assert!(last.recall(Some(q)).is_some());
         assert!(last.recall(Some("db=b")).is_none());
-        last.remember(Some("db=b"), false, &[Need::read("b")], "db=b");
+        note(&last, Some("db=b"), "db=b");
         assert!(last.recall(Some("db=b")).is_some());
         assert!(last.recall(Some(q)).is_none(), "one reading per connection");
     }
@@ -152,7 +184,7 @@ mod tests {
         let last = LastQuery::default();
         for _ in 0..3 {
             for q in ["db=a", "db=b"] {
-                last.remember(Some(q), false, &[Need::read("a")], q);
+                note(&last, Some(q), q);
                 assert!(last.recall(Some(q)).is_none(), "{q}");
             }
         }
@@ -161,21 +193,27 @@ mod tests {
     #[test]
     fn tokens_long_queries_and_no_query_are_never_kept() {
         let last = LastQuery::default();
-        let twice = |q: Option<&str>, has_token: bool| {
+        let twice = |q: Option<&str>| {
             for _ in 0..2 {
-                last.remember(q, has_token, &[Need::read("a")], "db=a");
+                note(&last, q, "db=a");
             }
         };
-        twice(Some("db=a&p=secret"), true);
-        assert!(last.recall(Some("db=a&p=secret")).is_none());
-        assert!(!last.slot.lock().seen.contains("secret"), "never copied");
+        for with_token in ["db=a&p=secret", "db=a&%70=secret", "db=a&p="] {
+            twice(Some(with_token));
+            assert!(last.recall(Some(with_token)).is_none(), "{with_token}");
+            assert!(!last.slot.lock().seen.contains("db=a&"), "never copied");
+        }
         let long = format!("db=a&q={}", "x".repeat(MAX_QUERY));
-        twice(Some(&long), false);
+        twice(Some(&long));
         assert!(last.recall(Some(&long)).is_none());
         let longest = &long[..MAX_QUERY];
-        twice(Some(longest), false);
+        twice(Some(longest));
         assert!(last.recall(Some(longest)).is_some());
-        twice(None, false);
+        twice(None);
         assert!(last.recall(Some(longest)).is_some(), "nothing replaced it");
+        assert!(
+            !format!("{last:?}").contains("xxx"),
+            "no query string shown"
+        );
     }
 }

@@ -194,6 +194,19 @@ async fn metrics_are_exposed_on_the_prometheus_registry() {
         ));
     }
     let text = handle.render();
+    // One family each: a metric counted outside the registry and in it too
+    // would print its `# TYPE` twice, which Prometheus refuses.
+    let mut families = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap_or_default();
+        assert!(families.insert(name.to_owned()), "twice: {line}");
+    }
+    let hits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fluxgate_cache_hits_total "))
+        .and_then(|n| n.parse().ok())
+        .expect("a hit count");
+    assert!(hits >= 2, "the two hits above are counted: {hits}");
     for name in [
         "fluxgate_cache_hits_total",
         "fluxgate_cache_misses_total",
