@@ -77,8 +77,10 @@ pub struct LastQuery {
 
 impl fmt::Debug for LastQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never waits: formatting must not deadlock on a held slot.
+        let kept = self.slot.try_lock().map(|slot| slot.kept.clone());
         f.debug_struct("LastQuery")
-            .field("kept", &self.slot.lock().kept)
+            .field("kept", &kept)
             .finish_non_exhaustive()
     }
 }

@@ -73,23 +73,25 @@ mod tests {
 
     #[test]
     fn adds_from_many_threads_are_all_counted() {
-        // Four threads to a stripe, all adding at once from a barrier: a
-        // load and a store in place of the atomic add lose counts here.
-        const THREADS: usize = 4 * STRIPES;
+        // Four times as many threads as stripes, all adding at once from a
+        // barrier, so stripes are shared: a load and a store in place of the
+        // atomic add lose counts here. Thread t adds t + 1 each time.
+        const THREADS: u64 = 4 * STRIPES as u64;
         const ADDS: u64 = 20_000;
         let counter = Striped::new();
-        let start = std::sync::Barrier::new(THREADS);
+        let start = std::sync::Barrier::new(THREADS as usize);
         std::thread::scope(|scope| {
-            for _ in 0..THREADS {
-                scope.spawn(|| {
+            for t in 0..THREADS {
+                let (counter, start) = (&counter, &start);
+                scope.spawn(move || {
                     start.wait();
                     for _ in 0..ADDS {
-                        counter.add(1);
+                        counter.add(t + 1);
                     }
                 });
             }
         });
-        assert_eq!(counter.sum(), THREADS as u64 * ADDS);
+        assert_eq!(counter.sum(), ADDS * THREADS * (THREADS + 1) / 2);
     }
 
     #[test]

@@ -49,8 +49,9 @@ async fn plain_queries_are_forwarded_faithfully() {
 async fn pretty_stays_where_influxdb_reads_it() {
     // 1.x reads `pretty` from the URL only (response_writer.go
     // NewResponseWriter): moving it into a POST body silently drops it.
-    // A body's `pretty` is not read there, so it must not move to the URL.
-    let env = Env::start(Grant::ReadX).await;
+    // InfluxDB 3 reads a body's `pretty` as well, 1.x does not: one only in
+    // the body, or unlike the URL's, is refused rather than read one way.
+    let env = Env::start(Grant::Everything).await;
     for case in [
         post(
             "POST, pretty in the URL",
@@ -58,22 +59,59 @@ async fn pretty_stays_where_influxdb_reads_it() {
             "q=SELECT+*+FROM+m&db=x",
         ),
         post(
+            "POST, pretty in both, alike",
+            "/query?pretty=true",
+            "q=SELECT+*+FROM+m&db=x&pretty=true",
+        ),
+    ] {
+        assert_forwarded_faithfully(&env, &case).await;
+    }
+    for case in [
+        post(
             "POST, pretty in the body",
             "/query?q=SELECT+*+FROM+m&db=x",
             "pretty=true",
         ),
         post(
-            "POST, pretty in both",
+            "POST, pretty in both, unlike",
             "/query?pretty=false",
             "q=SELECT+*+FROM+m&db=x&pretty=true",
         ),
         post(
-            "POST, pretty in the body and the query in it",
-            "/query",
+            "POST, pretty empty in the URL",
+            "/query?pretty=",
             "q=SELECT+*+FROM+m&db=x&pretty=true",
         ),
     ] {
-        assert_forwarded_faithfully(&env, &case).await;
+        let outcome = env.run(&case).await;
+        assert_eq!(outcome.reply.status, 400, "{}", outcome.report(&[]));
+        assert!(outcome.forwarded.is_none(), "{}", outcome.report(&[]));
+    }
+}
+
+#[tokio::test]
+async fn parameters_in_the_url_and_the_body_must_agree() {
+    // Go reads a urlencoded body's value first and a multipart body's URL
+    // value first: a parameter given unlike in both is refused.
+    let env = Env::start(Grant::Everything).await;
+    for key in ["epoch", "chunked", "chunk_size", "async", "node_id"] {
+        let value = if key == "epoch" { "ms" } else { "1" };
+        for url in [format!("/query?{key}="), format!("/query?{key}=0")] {
+            let case = post(
+                "a parameter unlike in the URL and the body",
+                &url,
+                &format!("q=SELECT+*+FROM+m&db=x&{key}={value}"),
+            );
+            let outcome = env.run(&case).await;
+            assert_eq!(outcome.reply.status, 400, "{}", outcome.report(&[]));
+            assert!(outcome.forwarded.is_none(), "{}", outcome.report(&[]));
+        }
+        let alike = post(
+            "a parameter alike in the URL and the body",
+            &format!("/query?{key}={value}"),
+            &format!("q=SELECT+*+FROM+m&db=x&{key}={value}"),
+        );
+        assert_forwarded_faithfully(&env, &alike).await;
     }
 }
 

@@ -192,6 +192,34 @@ fn refuse_credentials(form: &Params<'_>) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Refuses a POST body's forwarded parameter that the URL gives otherwise.
+/// Go reads the body's value first for a urlencoded form and the URL's
+/// first for a multipart one, so the two must agree; and InfluxDB 3 reads
+/// `pretty` from the body too while 1.x reads it from the URL alone, so a
+/// body's `pretty` must be the URL's.
+fn agree_with_url(url: &Params<'_>, body: &Params<'_>) -> Result<(), Rejection> {
+    for key in &INFLUXQL_KEYS[1..] {
+        let Some(value) = body.get(key) else {
+            continue;
+        };
+        if url.get(key) == Some(value) {
+            continue;
+        }
+        if *key == "pretty" {
+            return Err(Rejection::BadRequest(
+                "\"pretty\" in the body is read by InfluxDB 3 but not by 1.x: give it in the URL"
+                    .to_owned(),
+            ));
+        }
+        if url.contains(key) {
+            return Err(Rejection::BadRequest(format!(
+                "parameter {key:?} differs between the URL and the body"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a v1 `/query` request from its URL parameters and, for POST, its
 /// decoded body (GET bodies are never read by InfluxDB's form parser and
 /// never forwarded).
@@ -216,6 +244,7 @@ pub fn influxql<'a>(
             FORM => {
                 let form = Params::parse_form(&body)?;
                 refuse_credentials(&form)?;
+                agree_with_url(url, &form)?;
                 qs.extend(form.get("q").map(|q| Cow::Owned(q.to_owned())));
                 merged = Some(url.clone().merge(form)?);
             }
@@ -237,6 +266,7 @@ pub fn influxql<'a>(
                 }
                 let form = Params::from_pairs(values)?;
                 refuse_credentials(&form)?;
+                agree_with_url(url, &form)?;
                 merged = Some(url.clone().merge(form)?);
             }
             "application/vnd.influxql" | "text/plain" => {
