@@ -248,6 +248,7 @@ pub struct V1Query {
     pub r#async: bool,
     pub node_id: u64,
     pub pretty: bool,
+    pub time_format: RawStr,
     pub params_raw: RawStr,
     pub params: Option<BTreeMap<String, BoundParam>>,
     #[serde(default)]

@@ -39,6 +39,7 @@ pub const V1_QUERY_KEYS: &[&str] = &[
     "params",
     "async",
     "node_id",
+    "time_format",
 ];
 /// A POST `/query` body's keys: `pretty` is read from the URL only by 1.x
 /// (response_writer.go NewResponseWriter), so it stays in the query string,
@@ -53,6 +54,7 @@ pub const V1_POST_BODY_KEYS: &[&str] = &[
     "params",
     "async",
     "node_id",
+    "time_format",
 ];
 /// `/api/v2/query` JSON keys.
 pub const FLUX_KEYS: &[&str] = &["query", "type", "dialect", "now", "extern"];

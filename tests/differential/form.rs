@@ -351,6 +351,23 @@ async fn parameters_influxdb_reads_beyond_the_canonical_set() {
         ),
     ])
     .await;
+    // `time_format` (1.11 and later) is carried: dropped, the answer's
+    // timestamps would change form.
+    let env = Env::start(Grant::Everything).await;
+    for case in [
+        Case::new(
+            "time_format",
+            "GET",
+            "/query?q=SELECT+*+FROM+m&db=x&time_format=rfc3339",
+        ),
+        post(
+            "time_format in the body",
+            "/query",
+            "q=SELECT+*+FROM+m&db=x&time_format=rfc3339",
+        ),
+    ] {
+        assert_forwarded_faithfully(&env, &case).await;
+    }
 }
 
 #[tokio::test]

@@ -473,7 +473,7 @@ pub fn view(r: &Reading) -> Value {
                 "q": if q.q_source.is_empty() { Value::Null } else { raw(&RawStr(trim(&q.q.0).to_vec())) },
                 "db": raw(&q.db), "rp": raw(&q.rp), "epoch": raw(&q.epoch),
                 "chunked": q.chunked, "chunk_size": q.chunk_size, "async": q.r#async,
-                "node_id": q.node_id, "pretty": q.pretty,
+                "node_id": q.node_id, "pretty": q.pretty, "time_format": raw(&q.time_format),
                 "params": params, "params_error": q.params_error.is_some(),
             })
         }

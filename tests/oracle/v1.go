@@ -46,6 +46,9 @@ type V1Query struct {
 	// Pretty is read from the URL only (response_writer.go
 	// NewResponseWriter: r.URL.Query().Get("pretty") == "true").
 	Pretty bool `json:"pretty"`
+	// TimeFormat is FormValue("time_format") (1.11 and later: epoch or
+	// rfc3339 timestamps in the answer).
+	TimeFormat Raw `json:"time_format"`
 
 	// ParamsRaw is FormValue("params"); Params the bound parameters as
 	// influxql's Parser.SetParams binds them; ParamsError is the 400
@@ -128,6 +131,7 @@ func readV1Query(r *http.Request) *V1Query {
 	q.Async = r.FormValue("async") == "true"
 	q.RP = Raw(r.FormValue("rp"))
 	q.Pretty = r.URL.Query().Get("pretty") == "true"
+	q.TimeFormat = Raw(r.FormValue("time_format"))
 
 	urlq := r.URL.Query()
 	q.U, q.P = Raw(urlq.Get("u")), Raw(urlq.Get("p"))

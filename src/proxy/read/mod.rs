@@ -112,6 +112,7 @@ const INFLUXQL_KEYS: &[&str] = &[
     "params",
     "async",
     "node_id",
+    "time_format",
 ];
 
 /// A v1 `/query` request: borrowed from the URL's parameters when they
