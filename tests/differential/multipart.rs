@@ -274,6 +274,46 @@ async fn odd_boundaries_preambles_and_epilogues() {
 }
 
 #[tokio::test]
+async fn parts_must_agree_with_the_url() {
+    // Go reads the URL's value first for a multipart body, InfluxDB 3 the
+    // part's: a parameter unlike in both, or a `pretty` only in a part, is
+    // refused; alike, it is forwarded.
+    let env = Env::start(Grant::Everything).await;
+    let multipart = |name: &str, target: &str, key: &str, value: &[u8]| {
+        case(
+            name,
+            target,
+            "multipart/form-data; boundary=XX",
+            body(
+                "XX",
+                "\r\n",
+                "",
+                &[
+                    field("q", b"SELECT * FROM m"),
+                    field("db", b"x"),
+                    field(key, value),
+                ],
+                "",
+            ),
+        )
+    };
+    for refused in [
+        multipart("epoch unlike", "/query?epoch=ms", "epoch", b"ns"),
+        multipart("async unlike", "/query?async=false", "async", b"true"),
+        multipart("pretty in a part", "/query", "pretty", b"true"),
+    ] {
+        let outcome = env.run(&refused).await;
+        assert_eq!(outcome.reply.status, 400, "{}", outcome.report(&[]));
+        assert!(outcome.forwarded.is_none(), "{}", outcome.report(&[]));
+    }
+    assert_forwarded_faithfully(
+        &env,
+        &multipart("epoch alike", "/query?epoch=ms", "epoch", b"ms"),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn url_values_come_first_for_multipart() {
     // ParseMultipartForm appends the parts' values after the URL's: for a
     // multipart body the URL's q is the one InfluxDB runs.

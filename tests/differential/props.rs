@@ -84,6 +84,7 @@ fn form_key() -> impl Strategy<Value = &'static str> {
         "q;x",
         "node_id",
         "async",
+        "time_format",
     ])
 }
 

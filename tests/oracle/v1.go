@@ -46,8 +46,8 @@ type V1Query struct {
 	// Pretty is read from the URL only (response_writer.go
 	// NewResponseWriter: r.URL.Query().Get("pretty") == "true").
 	Pretty bool `json:"pretty"`
-	// TimeFormat is FormValue("time_format") (1.11 and later: epoch or
-	// rfc3339 timestamps in the answer).
+	// TimeFormat is FormValue("time_format") (1.12.3 and later: epoch or
+	// rfc3339 timestamps in the answer, anything else refused).
 	TimeFormat Raw `json:"time_format"`
 
 	// ParamsRaw is FormValue("params"); Params the bound parameters as

@@ -115,6 +115,12 @@ const INFLUXQL_KEYS: &[&str] = &[
     "time_format",
 ];
 
+/// The forwarded parameters of `/query` besides `q`, which has rules of
+/// its own (given in exactly one place).
+const INFLUXQL_OPTIONS: &[&str] = INFLUXQL_KEYS.split_at(1).1;
+
+const _: () = assert!(matches!(INFLUXQL_KEYS[0].as_bytes(), b"q"));
+
 /// A v1 `/query` request: borrowed from the URL's parameters when they
 /// are all it has (a GET), copied from a body's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,13 +199,26 @@ fn refuse_credentials(form: &Params<'_>) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Refuses a forwarded parameter given twice in one place (the URL, or a
+/// body): Go reads the first, InfluxDB 3 refuses the request (and reads a
+/// multipart body's last part of a name).
+fn once_each(params: &Params<'_>, place: &str) -> Result<(), Rejection> {
+    match INFLUXQL_OPTIONS.iter().find(|key| params.repeated(key)) {
+        Some(key) => Err(Rejection::BadRequest(format!(
+            "parameter {key:?} given more than once in {place}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses a POST body's forwarded parameter that the URL gives otherwise.
 /// Go reads the body's value first for a urlencoded form and the URL's
 /// first for a multipart one, so the two must agree; and InfluxDB 3 reads
 /// `pretty` from the body too while 1.x reads it from the URL alone, so a
 /// body's `pretty` must be the URL's.
 fn agree_with_url(url: &Params<'_>, body: &Params<'_>) -> Result<(), Rejection> {
-    for key in &INFLUXQL_KEYS[1..] {
+    once_each(body, "the body")?;
+    for key in INFLUXQL_OPTIONS {
         let Some(value) = body.get(key) else {
             continue;
         };
@@ -208,7 +227,8 @@ fn agree_with_url(url: &Params<'_>, body: &Params<'_>) -> Result<(), Rejection> 
         }
         if *key == "pretty" {
             return Err(Rejection::BadRequest(
-                "\"pretty\" in the body is read by InfluxDB 3 but not by 1.x: give it in the URL"
+                "\"pretty\" in the body must equal the URL's: InfluxDB 3 reads the body's, 1.x \
+                 the URL's alone"
                     .to_owned(),
             ));
         }
@@ -233,6 +253,7 @@ pub fn influxql<'a>(
     // Where `q` was given: exactly one place, or Go's precedence rules
     // (which differ between form and multipart bodies, and fall back to a
     // file part when the value is blank) would decide.
+    once_each(url, "the URL")?;
     let mut qs: Vec<Cow<'a, str>> = url.get("q").map(Cow::Borrowed).into_iter().collect();
     // The URL's parameters with a form body's merged in (a copy, made only
     // for a form body).
@@ -320,7 +341,7 @@ pub fn influxql<'a>(
 /// The parameters of `/query` other than `q` that `params` has and are
 /// forwarded (non-empty ones), in order.
 fn forwarded<'p>(params: &'p Params<'_>) -> impl Iterator<Item = (&'static str, &'p str)> {
-    INFLUXQL_KEYS[1..]
+    INFLUXQL_OPTIONS
         .iter()
         .filter_map(move |k| params.non_empty(k).map(|v| (*k, v)))
 }

@@ -101,6 +101,11 @@ impl<'a> Params<'a> {
         self.0.iter().any(|(k, _)| k == key)
     }
 
+    /// True when `key` is present more than once.
+    pub fn repeated(&self, key: &str) -> bool {
+        self.0.iter().filter(|(k, _)| k == key).nth(1).is_some()
+    }
+
     /// The keys, in order (for messages about unexpected ones).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(k, _)| &**k)
