@@ -199,46 +199,18 @@ fn refuse_credentials(form: &Params<'_>) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Refuses a forwarded parameter given twice in one place (the URL, or a
-/// body): Go reads the first, InfluxDB 3 refuses the request (and reads a
-/// multipart body's last part of a name).
-fn once_each(params: &Params<'_>, place: &str) -> Result<(), Rejection> {
-    match INFLUXQL_OPTIONS.iter().find(|key| params.repeated(key)) {
-        Some(key) => Err(Rejection::BadRequest(format!(
-            "parameter {key:?} given more than once in {place}"
-        ))),
-        None => Ok(()),
+/// Refuses a `pretty` that a POST body gives and the URL does not give
+/// alike: InfluxDB 3 reads the body's, 1.x the URL's alone. (Given in
+/// both, the two must agree anyway: it is single-valued.)
+fn pretty_in_the_url(url: &Params<'_>, body: &Params<'_>) -> Result<(), Rejection> {
+    match body.get("pretty") {
+        Some(value) if url.get("pretty") != Some(value) => Err(Rejection::BadRequest(
+            "\"pretty\" in the body must equal the URL's: InfluxDB 3 reads the body's, 1.x the \
+             URL's alone"
+                .to_owned(),
+        )),
+        _ => Ok(()),
     }
-}
-
-/// Refuses a POST body's forwarded parameter that the URL gives otherwise.
-/// Go reads the body's value first for a urlencoded form and the URL's
-/// first for a multipart one, so the two must agree; and InfluxDB 3 reads
-/// `pretty` from the body too while 1.x reads it from the URL alone, so a
-/// body's `pretty` must be the URL's.
-fn agree_with_url(url: &Params<'_>, body: &Params<'_>) -> Result<(), Rejection> {
-    once_each(body, "the body")?;
-    for key in INFLUXQL_OPTIONS {
-        let Some(value) = body.get(key) else {
-            continue;
-        };
-        if url.get(key) == Some(value) {
-            continue;
-        }
-        if *key == "pretty" {
-            return Err(Rejection::BadRequest(
-                "\"pretty\" in the body must equal the URL's: InfluxDB 3 reads the body's, 1.x \
-                 the URL's alone"
-                    .to_owned(),
-            ));
-        }
-        if url.contains(key) {
-            return Err(Rejection::BadRequest(format!(
-                "parameter {key:?} differs between the URL and the body"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Reads a v1 `/query` request from its URL parameters and, for POST, its
@@ -253,7 +225,6 @@ pub fn influxql<'a>(
     // Where `q` was given: exactly one place, or Go's precedence rules
     // (which differ between form and multipart bodies, and fall back to a
     // file part when the value is blank) would decide.
-    once_each(url, "the URL")?;
     let mut qs: Vec<Cow<'a, str>> = url.get("q").map(Cow::Borrowed).into_iter().collect();
     // The URL's parameters with a form body's merged in (a copy, made only
     // for a form body).
@@ -266,7 +237,7 @@ pub fn influxql<'a>(
             FORM => {
                 let form = Params::parse_form(&body)?;
                 refuse_credentials(&form)?;
-                agree_with_url(url, &form)?;
+                pretty_in_the_url(url, &form)?;
                 qs.extend(form.get("q").map(|q| Cow::Owned(q.to_owned())));
                 merged = Some(url.clone().merge(form)?);
             }
@@ -288,7 +259,7 @@ pub fn influxql<'a>(
                 }
                 let form = Params::from_pairs(values)?;
                 refuse_credentials(&form)?;
-                agree_with_url(url, &form)?;
+                pretty_in_the_url(url, &form)?;
                 merged = Some(url.clone().merge(form)?);
             }
             "application/vnd.influxql" | "text/plain" => {
@@ -323,11 +294,9 @@ pub fn influxql<'a>(
     }
     let params = match &merged {
         None => forwarded(url).map(|(k, v)| (k, Cow::Borrowed(v))).collect(),
-        // InfluxDB 1.x reads `pretty` from the URL alone
-        // (`r.URL.Query().Get("pretty")`): a body's means nothing to it.
+        // Each key once, the URL's and the body's alike where both give it,
+        // a body's `pretty` the URL's: one value each, whoever reads first.
         Some(all) => forwarded(all)
-            .filter(|(k, _)| *k != "pretty")
-            .chain(url.non_empty("pretty").map(|v| ("pretty", v)))
             .map(|(k, v)| (k, Cow::Owned(v.to_owned())))
             .collect(),
     };

@@ -21,10 +21,32 @@ use std::borrow::Cow;
 
 use crate::proxy::reject::Rejection;
 
-/// Parameters whose value decides what is authorized or who is asking: each
-/// may appear at most once.
+/// Parameters that may appear at most once, and must agree where a URL and
+/// a body both give them ([`Params::merge`]): those whose value decides what
+/// is authorized or who is asking, and the other `/query` options fluxgate
+/// forwards. Go reads a repeated key's first value (a urlencoded body's
+/// before the URL's, the URL's before a multipart body's), InfluxDB 3
+/// refuses a repeat or reads the last multipart part: the copies are never
+/// left to decide.
 pub const SINGLE_VALUED: &[&str] = &[
-    "db", "rp", "bucket", "q", "p", "u", "org", "orgID", "bucketID", "database", "params",
+    "db",
+    "rp",
+    "bucket",
+    "q",
+    "p",
+    "u",
+    "org",
+    "orgID",
+    "bucketID",
+    "database",
+    "params",
+    "epoch",
+    "chunked",
+    "chunk_size",
+    "pretty",
+    "async",
+    "node_id",
+    "time_format",
 ];
 
 /// Decoded `key=value` pairs of a query string or form body, in order:
@@ -99,11 +121,6 @@ impl<'a> Params<'a> {
     /// True when `key` is present.
     pub fn contains(&self, key: &str) -> bool {
         self.0.iter().any(|(k, _)| k == key)
-    }
-
-    /// True when `key` is present more than once.
-    pub fn repeated(&self, key: &str) -> bool {
-        self.0.iter().filter(|(k, _)| k == key).nth(1).is_some()
     }
 
     /// The keys, in order (for messages about unexpected ones).

@@ -218,3 +218,12 @@ fn writes_keep_only_their_parameters() {
         "bucket=x"
     );
 }
+
+#[test]
+fn every_forwarded_query_key_is_single_valued() {
+    // So a repeat, or a URL and a body that disagree, is refused for each
+    // one before anything is forwarded.
+    for key in super::INFLUXQL_KEYS {
+        assert!(params::SINGLE_VALUED.contains(key), "{key}");
+    }
+}
